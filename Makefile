@@ -1,0 +1,30 @@
+# Two entry points for a fresh machine: `make run` (the main job) and `make test`.
+# Both create .venv on first use and reinstall when pyproject.toml changes.
+PYTHON ?= python3
+VENV ?= .venv
+CONSTITUTION ?= constitutions/claude.md
+ARGS ?=
+BIN := $(VENV)/bin
+
+.PHONY: run test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/sdf build --constitution $(CONSTITUTION) $(ARGS)
+
+test: $(VENV)/.installed
+	$(BIN)/ruff check src tests bench
+	$(BIN)/python -m pytest -q
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/dedup.py
+	$(BIN)/python bench/pack.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+from sdf.cli import main
+
+main()

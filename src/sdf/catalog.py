@@ -1,0 +1,194 @@
+"""The catalog: genres, audiences, personas, settings, tones, name pools and prompt templates.
+
+Everything lives as data files under `prompts/` so researchers can edit the mix without code.
+Templates are langchain-core f-string templates; values are substituted, never parsed, so a
+brace in a constitution or a section can never break a prompt.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from langchain_core.prompts import PromptTemplate
+
+from sdf.errors import SdfError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PACKAGE_PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
+TEMPLATE_NAMES = ("system", "document", "brainstorm", "judge")
+_GENRE_NAME = re.compile(r"^[a-z0-9_]+$")
+
+
+@dataclass(frozen=True)
+class Genre:
+    name: str
+    title: str
+    fiction: bool
+    min_words: int
+    max_words: int
+    weight: float
+    instructions: str
+    avoid_openings: tuple[str, ...]
+
+    @property
+    def mean_words(self) -> float:
+        return (self.min_words + self.max_words) / 2
+
+
+@dataclass(frozen=True)
+class Catalog:
+    root: Path
+    genres: dict[str, Genre]
+    audiences: tuple[str, ...]
+    personas: tuple[str, ...]
+    settings: tuple[str, ...]
+    tones: tuple[str, ...]
+    given_names: tuple[tuple[str, str], ...]  # (name, culture)
+    surnames: tuple[tuple[str, str], ...]
+    templates: dict[str, str]
+
+    def genre(self, name: str) -> Genre:
+        if name not in self.genres:
+            raise SdfError(f"unknown genre '{name}'; known genres: {', '.join(sorted(self.genres))}")
+        return self.genres[name]
+
+    @cached_property
+    def _compiled(self) -> dict[str, PromptTemplate]:
+        return {n: PromptTemplate.from_template(t) for n, t in self.templates.items()}
+
+    def render(self, template: str, **values: object) -> str:
+        """Fill a template; missing variables are a bug in our code, reported with the template name."""
+        prompt = self._compiled[template]
+        missing = set(prompt.input_variables) - set(values)
+        if missing:
+            raise SdfError(f"template {template}.md needs values for: {', '.join(sorted(missing))}")
+        return prompt.format(**{k: values[k] for k in prompt.input_variables})
+
+    @property
+    def cultures(self) -> set[str]:
+        return {c for _, c in self.given_names} | {c for _, c in self.surnames}
+
+
+def default_prompts_dir() -> Path:
+    return PACKAGE_PROMPTS if PACKAGE_PROMPTS.is_dir() else Path.cwd() / "prompts"
+
+
+def load_catalog(root: Path | None = None) -> Catalog:
+    root = Path(root) if root else default_prompts_dir()
+    if not root.is_dir():
+        raise SdfError(f"prompt catalog directory not found: {root}")
+    genre_dir = root / "genres"
+    genres = dict(sorted((g.name, g) for g in (_load_genre(p) for p in sorted(genre_dir.glob("*.toml")))))
+    if not genres:
+        raise SdfError(f"no genres found in {genre_dir} (expected one <name>.toml per genre)")
+    templates = {}
+    for name in TEMPLATE_NAMES:
+        path = root / "templates" / f"{name}.md"
+        if not path.is_file():
+            raise SdfError(f"prompt template missing: {path}")
+        templates[name] = path.read_text(encoding="utf-8")
+        try:
+            PromptTemplate.from_template(templates[name])
+        except Exception as e:  # noqa: BLE001 - any template syntax error is the user's to fix
+            raise SdfError(f"prompt template {path} does not parse ({e}); double literal braces as {{{{ }}}}") from None
+    return Catalog(
+        root=root,
+        genres=genres,
+        audiences=_load_lines(root / "audiences.txt"),
+        personas=_load_lines(root / "personas.txt"),
+        settings=_load_lines(root / "settings.txt"),
+        tones=_load_lines(root / "tones.txt"),
+        given_names=_load_names(root / "names" / "given.tsv"),
+        surnames=_load_names(root / "names" / "surnames.tsv"),
+        templates=templates,
+    )
+
+
+def _load_genre(path: Path) -> Genre:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise SdfError(f"genre file {path} is not valid TOML: {e}") from None
+    required = ("name", "title", "min_words", "max_words", "instructions")
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise SdfError(f"genre file {path} lacks {', '.join(missing)}")
+    name = data["name"]
+    if name != path.stem or not _GENRE_NAME.match(name):
+        raise SdfError(f"genre file {path}: name '{name}' must equal the file stem and use [a-z0-9_]")
+    lo, hi = int(data["min_words"]), int(data["max_words"])
+    if not 0 < lo <= hi:
+        raise SdfError(f"genre file {path}: need 0 < min_words <= max_words (got {lo}, {hi})")
+    return Genre(
+        name=name,
+        title=str(data["title"]),
+        fiction=bool(data.get("fiction", False)),
+        min_words=lo,
+        max_words=hi,
+        weight=float(data.get("weight", 1.0)),
+        instructions=str(data["instructions"]).strip(),
+        avoid_openings=tuple(str(s) for s in data.get("avoid_openings", [])),
+    )
+
+
+def _load_lines(path: Path) -> tuple[str, ...]:
+    if not path.is_file():
+        raise SdfError(f"catalog file missing: {path}")
+    items = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            items.append(line)
+    if not items:
+        raise SdfError(f"catalog file {path} has no entries")
+    return tuple(items)
+
+
+def _load_names(path: Path) -> tuple[tuple[str, str], ...]:
+    rows = []
+    for i, line in enumerate(_load_lines(path)):
+        parts = line.split("\t")
+        if i == 0 and parts[0].lower() == "name":
+            continue
+        if len(parts) != 2 or not parts[0].strip():
+            raise SdfError(f"{path}: line '{line}' is not 'name<TAB>culture'")
+        rows.append((parts[0].strip(), parts[1].strip()))
+    return tuple(rows)
+
+
+def system_prompt(catalog: Catalog, constitution_text: str) -> str:
+    """The cached prefix: byte-identical for every request of a run."""
+    return catalog.render("system", constitution=constitution_text)
+
+
+def document_prompt(catalog: Catalog, spec: dict, section_text: str, section_path: str) -> str:
+    genre = catalog.genre(spec["genre"])
+    avoid = "\n".join(f"- {o}" for o in genre.avoid_openings) or "- (none listed)"
+    return catalog.render(
+        "document",
+        genre=genre.name,
+        genre_title=genre.title,
+        genre_instructions=genre.instructions,
+        avoid_openings=avoid,
+        min_words=genre.min_words,
+        max_words=genre.max_words,
+        target_words=spec["target_words"],
+        section_id=spec["section_id"],
+        section_title=spec["section_title"],
+        section_path=section_path,
+        section_text=section_text,
+        audience=spec["audience"],
+        persona=spec["persona"],
+        setting=spec["setting"],
+        tone=spec["tone"],
+        names=", ".join(spec["names"]),
+        idea=spec.get("idea") or "",
+    )

@@ -1,0 +1,316 @@
+"""Run LLM requests through the ledger: concurrency, rate limit, retries, budget and batches.
+
+`run_requests` is the one entry point for generation, brainstorming and judging. It registers
+every request in the ledger, skips those already answered, and sends the rest either as
+concurrent Messages calls or as Message Batches. Every attempt and every answer is committed
+before it is used, so a crash or Ctrl-C followed by a rerun resumes without paying twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from tqdm import tqdm
+
+from sdf.config import LLMConfig, Price
+from sdf.errors import SdfError
+from sdf.llm import Backend, FatalError, RetryableError
+from sdf.store import Ledger, LLMRequest, LLMResponse
+
+MAX_BATCH_REQUESTS = 100_000  # API limit per batch
+MAX_BATCH_BYTES = 256 * 1024 * 1024  # API limit per batch
+BATCH_BYTES_MARGIN = 0.9  # stay clear of the byte limit: the SDK's JSON may differ slightly from ours
+
+
+@dataclass
+class RunSummary:
+    requested: int = 0
+    already_done: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cost_usd: float = 0.0
+    stopped: str = ""  # why the run stopped early, if it did
+    failures: dict[str, int] = field(default_factory=dict)
+
+    def note_failure(self, error: str) -> None:
+        self.failed += 1
+        kind = error.split(":")[0][:60]
+        self.failures[kind] = self.failures.get(kind, 0) + 1
+
+
+class Budget:
+    """Stop starting new work once spending reaches the cap; only in-flight requests can overshoot."""
+
+    def __init__(self, max_cost_usd: float, spent: float) -> None:
+        self.max = max_cost_usd
+        self.spent = spent
+
+    def exhausted(self) -> bool:
+        return self.max > 0 and self.spent >= self.max
+
+    def remaining(self) -> float:
+        return float("inf") if self.max <= 0 else max(0.0, self.max - self.spent)
+
+
+class RateLimiter:
+    """Space request starts evenly to stay under `per_minute` (0 disables it)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.interval = 60.0 / per_minute if per_minute > 0 else 0.0
+        self.next_at = 0.0
+        self.lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        async with self.lock:
+            delay = self.next_at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.next_at = max(self.next_at, time.monotonic()) + self.interval
+
+
+def backoff_delay(attempt: int, cfg: LLMConfig, retry_after: float | None, rng: random.Random) -> float:
+    """Exponential backoff with full jitter; a server's retry-after is a floor, never ignored."""
+    ceiling = min(cfg.backoff_max_s, cfg.backoff_base_s * 2 ** (attempt - 1))
+    delay = rng.uniform(0, ceiling)
+    return max(delay, retry_after) if retry_after is not None else delay
+
+
+def request_cost(response: LLMResponse, price: Price | None, batch: bool) -> float | None:
+    if price is None:
+        return None
+    u = response.usage
+    return price.cost(u.input_tokens, u.output_tokens, u.cache_creation_tokens, u.cache_read_tokens, batch)
+
+
+def run_requests(
+    requests: Sequence[LLMRequest],
+    ledger: Ledger,
+    backend: Backend,
+    cfg: LLMConfig,
+    max_cost_usd: float,
+    price_of: Callable[[str], Price | None],
+    desc: str = "generate",
+    progress: bool = True,
+) -> RunSummary:
+    unique = list({r.key: r for r in requests}.values())
+    ledger.register(unique)
+    statuses = ledger.statuses([r.key for r in unique])
+    todo = [r for r in unique if statuses.get(r.key) != "ok"]
+    summary = RunSummary(requested=len(unique), already_done=len(unique) - len(todo))
+    if max_cost_usd > 0 and any(price_of(r.model) is None for r in todo):
+        missing = sorted({r.model for r in todo if price_of(r.model) is None})
+        raise SdfError(f"--max-cost needs prices for {', '.join(missing)}: add them under [pricing.\"<model>\"]")
+    ledger.reset_failed([r.key for r in todo])  # a rerun gives earlier failures a fresh chance
+    budget = Budget(max_cost_usd, ledger.spent())
+    if cfg.batch and backend.supports_batch:
+        _run_batches(todo, ledger, backend, cfg, budget, price_of, summary, desc, progress)
+    elif todo:
+        asyncio.run(_run_messages(todo, ledger, backend, cfg, budget, price_of, summary, desc, progress))
+    return summary
+
+
+async def _run_messages(
+    todo: Sequence[LLMRequest],
+    ledger: Ledger,
+    backend: Backend,
+    cfg: LLMConfig,
+    budget: Budget,
+    price_of: Callable[[str], Price | None],
+    summary: RunSummary,
+    desc: str,
+    progress: bool,
+) -> None:
+    queue: asyncio.Queue[LLMRequest] = asyncio.Queue()
+    for r in todo:
+        queue.put_nowait(r)
+    limiter = RateLimiter(cfg.requests_per_minute)
+    rng = random.Random()
+    consecutive_failures = 0
+    bar = tqdm(total=len(todo), desc=desc, unit="req", disable=not progress, dynamic_ncols=True)
+
+    def stop(reason: str) -> None:
+        if not summary.stopped:
+            summary.stopped = reason
+
+    async def send(request: LLMRequest) -> None:
+        nonlocal consecutive_failures
+        for attempt in range(1, cfg.max_retries + 2):
+            if summary.stopped:
+                return
+            if budget.exhausted():
+                stop(f"budget of ${budget.max:.2f} reached (spent ${budget.spent:.4f})")
+                return
+            await limiter.wait()
+            try:
+                response = await backend.complete(request)
+            except RetryableError as e:
+                final = attempt > cfg.max_retries
+                ledger.record_attempt_failure(request.key, "messages", str(e), e.status, final=final)
+                if final:
+                    summary.note_failure(str(e))
+                    consecutive_failures += 1
+                    if consecutive_failures >= cfg.max_consecutive_failures:
+                        stop(f"the API failed {consecutive_failures} requests in a row (last: {e})")
+                    return
+                await asyncio.sleep(backoff_delay(attempt, cfg, e.retry_after, rng))
+                continue
+            except FatalError as e:
+                ledger.record_attempt_failure(request.key, "messages", str(e), e.status, final=True)
+                summary.note_failure(str(e))
+                if e.abort_run:
+                    stop(str(e))
+                return
+            cost = request_cost(response, price_of(request.model), batch=False)
+            ledger.record_success(request.key, response, cost, "messages")
+            budget.spent += cost or 0.0
+            summary.cost_usd += cost or 0.0
+            summary.succeeded += 1
+            consecutive_failures = 0
+            return
+
+    async def worker() -> None:
+        while not queue.empty() and not summary.stopped:
+            request = queue.get_nowait()
+            await send(request)
+            bar.update(1)
+            bar.set_postfix(cost=f"${summary.cost_usd:.3f}", fail=summary.failed, refresh=False)
+
+    try:
+        # One request alone first: it writes the prompt cache, so the concurrent wave reads it.
+        await send(queue.get_nowait())
+        bar.update(1)
+        await asyncio.gather(*(worker() for _ in range(min(cfg.concurrency, queue.qsize()))))
+    finally:
+        bar.close()
+        await backend.aclose()
+
+
+def _run_batches(
+    todo: Sequence[LLMRequest],
+    ledger: Ledger,
+    backend: Backend,
+    cfg: LLMConfig,
+    budget: Budget,
+    price_of: Callable[[str], Price | None],
+    summary: RunSummary,
+    desc: str,
+    progress: bool,
+) -> None:
+    by_key = {r.key: r for r in todo}
+    purpose = todo[0].purpose if todo else desc
+    bar = tqdm(total=len(todo), desc=f"{desc} (batch)", unit="req", disable=not progress, dynamic_ncols=True)
+    try:
+        # Re-attach first: a batch recorded by an earlier, interrupted run is collected, not resubmitted.
+        _collect(ledger, backend, cfg, purpose, by_key, budget, price_of, summary, bar)
+        tries: dict[str, int] = {}
+        for _ in range(cfg.batch_max_attempts):
+            statuses = ledger.statuses(list(by_key))
+            pending = [r for k, r in by_key.items() if statuses.get(k) == "pending"]
+            pending = [r for r in pending if tries.get(r.key, 0) < cfg.batch_max_attempts]
+            if not pending:
+                break
+            if budget.exhausted():
+                summary.stopped = f"budget of ${budget.max:.2f} reached (spent ${budget.spent:.4f})"
+                break
+            pending = _affordable(pending, budget, price_of)
+            for chunk in chunk_batch(pending, backend):
+                batch_id = backend.create_batch(chunk)  # type: ignore[attr-defined]
+                ledger.add_batch(batch_id, purpose, [r.key for r in chunk])
+                for r in chunk:
+                    tries[r.key] = tries.get(r.key, 0) + 1
+            _collect(ledger, backend, cfg, purpose, by_key, budget, price_of, summary, bar)
+        if not summary.stopped:
+            for key, status in ledger.statuses(list(by_key)).items():
+                if status == "pending":
+                    ledger.record_attempt_failure(key, "batch", "batch attempts exhausted", final=True)
+                    summary.note_failure("batch attempts exhausted")
+    finally:
+        bar.close()
+
+
+def _affordable(pending: list[LLMRequest], budget: Budget, price_of: Callable[[str], Price | None]) -> list[LLMRequest]:
+    """Submit only as many requests as the remaining budget can pay for at their worst case."""
+    remaining = budget.remaining()
+    if remaining == float("inf"):
+        return pending
+    chosen, total = [], 0.0
+    for r in pending:
+        price = price_of(r.model)
+        worst = price.cost(len(r.system + r.prompt) // 3, r.max_tokens, batch=True) if price else 0.0
+        if chosen and total + worst > remaining:
+            break
+        chosen.append(r)
+        total += worst
+    return chosen
+
+
+def chunk_batch(requests: Sequence[LLMRequest], backend: Backend) -> list[list[LLMRequest]]:
+    """Split into batches within the API's limits on request count and body size."""
+    chunks: list[list[LLMRequest]] = [[]]
+    size = 0
+    for r in requests:
+        body = len(json.dumps({"custom_id": r.key, "params": backend.batch_body(r)}).encode())  # type: ignore[attr-defined]
+        if chunks[-1] and (len(chunks[-1]) >= MAX_BATCH_REQUESTS or size + body > MAX_BATCH_BYTES * BATCH_BYTES_MARGIN):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(r)
+        size += body
+    return [c for c in chunks if c]
+
+
+def _collect(
+    ledger: Ledger,
+    backend: Backend,
+    cfg: LLMConfig,
+    purpose: str,
+    by_key: dict[str, LLMRequest],
+    budget: Budget,
+    price_of: Callable[[str], Price | None],
+    summary: RunSummary,
+    bar: tqdm,
+) -> None:
+    """Poll every open batch of this purpose with backoff, streaming results into the ledger."""
+    interval = cfg.poll_interval_s
+    while True:
+        open_batches = ledger.active_batches(purpose)
+        if not open_batches:
+            return
+        progressed = False
+        for batch in open_batches:
+            state = backend.batch_state(batch["batch_id"])  # type: ignore[attr-defined]
+            if not state.ended:
+                continue
+            progressed = True
+            outcomes: dict[str, int] = {}
+            for result in backend.batch_results(batch["batch_id"]):  # type: ignore[attr-defined]
+                outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
+                if ledger.statuses([result.key]).get(result.key) == "ok":
+                    continue
+                request = by_key.get(result.key)
+                if result.response is not None:
+                    model = request.model if request else cfg.model
+                    cost = request_cost(result.response, price_of(model), batch=True)
+                    ledger.record_success(result.key, result.response, cost, "batch", batch["batch_id"])
+                    budget.spent += cost or 0.0
+                    summary.cost_usd += cost or 0.0
+                    summary.succeeded += 1
+                    bar.update(1)
+                else:
+                    final = not result.retryable
+                    ledger.record_attempt_failure(result.key, "batch", result.error or result.outcome,
+                                                  final=final, batch_id=batch["batch_id"])
+                    if final:
+                        summary.note_failure(result.error or result.outcome)
+            ledger.end_batch(batch["batch_id"], outcomes)
+        if progressed:
+            interval = cfg.poll_interval_s
+        else:
+            time.sleep(interval)
+            interval = min(cfg.poll_max_interval_s, max(interval * 1.5, 0.01))

@@ -1,0 +1,221 @@
+"""Browse a run's documents, or its rejects, in the terminal with their provenance (`sdf inspect RUN`).
+
+Output is plain text when piped (no colour, no pager) and lightly styled on a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from sdf.errors import SdfError
+
+# Columns worth carrying from documents.parquet onto corpus rows and rejects (the rest is already there).
+PROVENANCE = (
+    "doc_id", "genre", "section_id", "section_title", "audience", "persona", "setting", "tone", "names",
+    "target_words", "idea", "model", "stop_reason", "input_tokens", "output_tokens", "cache_read_tokens",
+    "cache_creation_tokens", "cost_usd", "quality_score", "judge_score",
+)  # fmt: skip
+REJECT_FIELDS = ("stage", "reason", "detail", "duplicate_of")
+
+
+def iter_documents(
+    run_dir: str | Path,
+    *,
+    genre: str | None = None,
+    section: str | None = None,
+    rejected: str | None = None,
+    n: int = 5,
+) -> Iterator[dict[str, Any]]:
+    """Yield up to `n` records in file order, each with its text and provenance.
+
+    Without `rejected`, records come from corpus.parquet (else documents.parquet). With it, they come from
+    rejected.parquet, matching `rejected` against the reason or the stage ("all" matches every reject).
+    `genre` and `section` (a section id) narrow either.
+    """
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise SdfError(f"run directory not found: {run} (pass a run directory such as corpus/<name>)")
+    if n < 1:
+        raise SdfError(f"--n must be at least 1, got {n}")
+    if rejected is not None:
+        source = run / "rejected.parquet"
+        if not source.exists():
+            raise SdfError(f"{source} not found: no document has been filtered in this run yet")
+    else:
+        source = next((run / f for f in ("corpus.parquet", "documents.parquet") if (run / f).exists()), None)
+        if source is None:
+            raise SdfError(f"no documents in {run} yet: corpus.parquet and documents.parquet are missing")
+
+    rows = _head(source, _filters(source, genre=genre, section=section, rejected=rejected), n)
+    if not rows:
+        return
+    ids = [r.get("doc_id") for r in rows]
+    documents = run / "documents.parquet"
+    extra = _by_doc_id(documents, ids, "doc_id") if source != documents else {}
+    missing = [i for i in ids if i not in extra]
+    if missing:  # failed generations have no document, but their spec still says what was asked for
+        extra.update(_by_doc_id(run / "specs.parquet", missing, "spec_id"))
+    titles = _section_titles(run)
+    for row in rows:
+        known = extra.get(row.get("doc_id"), {})
+        record = {k: row[k] if row.get(k) is not None else known.get(k) for k in PROVENANCE}
+        if not record.get("section_title"):
+            record["section_title"] = titles.get(str(record.get("section_id")))
+        if rejected is not None:
+            record.update({k: row.get(k) for k in REJECT_FIELDS})
+        record["text"] = row.get("text") if row.get("text") is not None else known.get("text")
+        yield record
+
+
+def _dataset(path: Path) -> ds.Dataset:
+    try:
+        return ds.dataset(path, format="parquet")
+    except (OSError, pa.ArrowException) as exc:
+        raise SdfError(f"cannot read {path}: {exc}", exit_code=1) from exc
+
+
+def _filters(
+    path: Path, *, genre: str | None, section: str | None, rejected: str | None
+) -> ds.Expression | None:
+    names = set(_dataset(path).schema.names)
+    conditions = []
+    for column, value in (("genre", genre), ("section_id", section)):
+        if value is not None:
+            if column not in names:
+                raise SdfError(f"{path} has no {column} column to filter on")
+            conditions.append(pc.field(column) == value)
+    if rejected is not None and rejected != "all":
+        conditions.append((pc.field("reason") == rejected) | (pc.field("stage") == rejected))
+    expr = None
+    for c in conditions:
+        expr = c if expr is None else expr & c
+    return expr
+
+
+def _head(path: Path, expr: ds.Expression | None, n: int) -> list[dict[str, Any]]:
+    try:
+        return _dataset(path).scanner(filter=expr).head(n).to_pylist()
+    except (OSError, pa.ArrowException) as exc:
+        raise SdfError(f"cannot read {path}: {exc}", exit_code=1) from exc
+
+
+def _by_doc_id(path: Path, doc_ids: list[Any], key: str) -> dict[Any, dict[str, Any]]:
+    """Provenance (and any text) of the given ids from documents or specs; empty if the file is absent."""
+    if not path.exists():
+        return {}
+    data = _dataset(path)
+    if key not in data.schema.names:
+        return {}
+    columns = [c for c in (*PROVENANCE, "text") if c in data.schema.names and c != key] + [key]
+    try:
+        table = data.to_table(columns=columns, filter=pc.field(key).isin(doc_ids))
+    except (OSError, pa.ArrowException) as exc:
+        raise SdfError(f"cannot read {path}: {exc}", exit_code=1) from exc
+    return {r[key]: r for r in table.to_pylist()}
+
+
+def _section_titles(run: Path) -> dict[str, str]:
+    path = run / "sections.jsonl"
+    titles: dict[str, str] = {}
+    if not path.exists():
+        return titles
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            try:
+                s = json.loads(line)
+            except ValueError:
+                continue  # a torn last line of a file being written must not stop browsing
+            if isinstance(s, dict):
+                titles[str(s.get("id"))] = str(s.get("title") or "")
+    return titles
+
+
+def format_document(doc: dict[str, Any], *, color: bool = False, max_chars: int | None = None) -> str:
+    """One record as readable text; ANSI styling only when `color` is true."""
+
+    def style(text: str, **kw: Any) -> str:
+        return click.style(text, **kw) if color else text
+
+    def field(label: str, value: Any) -> str:
+        return f"{style(label + ':', dim=True)} {value}"
+
+    def line(*pairs: tuple[str, Any]) -> str | None:
+        shown = [field(k, v) for k, v in pairs if v not in (None, "", [])]
+        return "   ".join(shown) if shown else None
+
+    section = " ".join(str(x) for x in (doc.get("section_id"), doc.get("section_title")) if x)
+    header = " · ".join(
+        x for x in (str(doc.get("doc_id")), doc.get("genre"), f"§{section}" if section else "") if x
+    )
+    lines = [style(f"━━ {header}", bold=True, fg="cyan")]
+    names = ", ".join(doc["names"]) if doc.get("names") else None
+    tokens = None
+    if doc.get("output_tokens") is not None:
+        tokens = f"{doc['output_tokens']:,} out / {doc.get('input_tokens') or 0:,} in"
+        if doc.get("cache_read_tokens"):
+            tokens += f" (+{doc['cache_read_tokens']:,} cached)"
+    cost = f"${doc['cost_usd']:.4f}" if doc.get("cost_usd") is not None else None
+    scores = " / ".join(
+        f"{k.split('_')[0]} {doc[k]:g}" for k in ("quality_score", "judge_score") if doc.get(k) is not None
+    )
+    for pairs in (
+        (("audience", doc.get("audience")), ("persona", doc.get("persona"))),
+        (("setting", doc.get("setting")), ("tone", doc.get("tone")), ("names", names)),
+        (("idea", doc.get("idea")), ("target words", doc.get("target_words"))),
+        (("model", doc.get("model")), ("tokens", tokens), ("cost", cost), ("scores", scores)),
+    ):
+        text = line(*pairs)
+        if text:
+            lines.append(text)
+    if doc.get("stage") or doc.get("reason"):
+        why = f"rejected at {doc.get('stage')}: {doc.get('reason')}"
+        if doc.get("detail"):
+            why += f" ({doc['detail']})"
+        if doc.get("duplicate_of"):
+            why += f"; duplicate of {doc['duplicate_of']}"
+        lines.append(style(why, fg="red"))
+    text = doc.get("text")
+    if text is None:
+        body = style("(no text)", dim=True)
+    elif max_chars is not None and len(text) > max_chars:
+        body = text[:max_chars].rstrip() + style(f" … [{len(text) - max_chars:,} more characters]", dim=True)
+    else:
+        body = text
+    return "\n".join(lines) + "\n\n" + body + "\n"
+
+
+def show_documents(
+    run_dir: str | Path,
+    *,
+    genre: str | None = None,
+    section: str | None = None,
+    rejected: str | None = None,
+    n: int = 5,
+    max_chars: int | None = None,
+    color: bool | None = None,
+) -> int:
+    """Print matching records to stdout (colour only on a terminal unless `color` says otherwise).
+
+    Returns how many were shown; says so on stderr when none match.
+    """
+    if color is None:
+        color = sys.stdout.isatty()
+    shown = 0
+    for doc in iter_documents(run_dir, genre=genre, section=section, rejected=rejected, n=n):
+        click.echo(format_document(doc, color=color, max_chars=max_chars), color=color)
+        shown += 1
+    if not shown:
+        asked = ", ".join(
+            f"{k}={v}" for k, v in (("genre", genre), ("section", section), ("rejected", rejected)) if v
+        )
+        click.echo(f"no documents match{' ' + asked if asked else ''}", err=True)
+    return shown

@@ -1,0 +1,145 @@
+"""Anthropic Messages and Message Batches through the official SDK, with prompt caching.
+
+The system prompt (constitution plus fixed instructions) is one text block marked with
+`cache_control`; the per-document prompt follows in the user turn, so every request of a run
+shares the same cached prefix bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import anthropic
+
+from sdf.config import LLMConfig
+from sdf.errors import SdfError
+from sdf.llm import BatchResult, BatchState, FatalError, RetryableError
+from sdf.store import LLMRequest, LLMResponse, Usage
+
+RETRYABLE_STATUS = {408, 429}  # plus every 5xx, 529 (overloaded) included
+RUN_FATAL_STATUS = {401, 403, 404}  # bad key, no permission, unknown model: no request can succeed
+RETRYABLE_BATCH_ERRORS = {"api_error", "overloaded_error", "rate_limit_error", "timeout_error"}
+
+
+class AnthropicBackend:
+    name = "anthropic"
+    supports_batch = True
+
+    def __init__(self, api_key: str, cfg: LLMConfig) -> None:
+        # The SDK's own retries are off: generate.py retries, so every attempt reaches the ledger.
+        self._key = api_key
+        self._timeout = cfg.timeout_s
+        self._client: anthropic.AsyncAnthropic | None = None  # one per event loop: see aclose()
+        self.sync_client = anthropic.Anthropic(api_key=api_key, max_retries=2, timeout=cfg.timeout_s)
+
+    @classmethod
+    def from_env(cls, cfg: LLMConfig) -> AnthropicBackend:
+        key = os.environ.get("ANTHROPIC_API_KEY", "").strip()
+        if not key:
+            raise SdfError(
+                "ANTHROPIC_API_KEY is not set: export ANTHROPIC_API_KEY=... (and ANTHROPIC_BASE_URL for another "
+                "Anthropic-compatible endpoint), or run with --dry-run to stop before generation"
+            )
+        return cls(key, cfg)
+
+    def _scrub(self, text: str) -> str:
+        """Servers sometimes echo credentials in error text; never let the key reach the ledger."""
+        return text.replace(self._key, "<redacted>") if self._key else text
+
+    def batch_body(self, request: LLMRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": request.model,
+            "max_tokens": request.max_tokens,
+            "system": [{"type": "text", "text": request.system, "cache_control": {"type": "ephemeral"}}],
+            "messages": [{"role": "user", "content": request.prompt}],
+        }
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        return body
+
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        body = self.batch_body(request)
+        extra = {"temperature": body.pop("temperature")} if "temperature" in body else None
+        try:
+            message = await self.client().messages.create(**body, extra_body=extra)
+        except anthropic.APITimeoutError:
+            raise RetryableError("request timed out") from None
+        except anthropic.APIConnectionError as e:
+            raise RetryableError(f"connection error: {type(e).__name__}") from None
+        except anthropic.APIStatusError as e:
+            raise classify_status(e.status_code, self._scrub(_error_message(e)), e.response.headers) from None
+        return to_response(message)
+
+    def client(self) -> anthropic.AsyncAnthropic:
+        if self._client is None:
+            self._client = anthropic.AsyncAnthropic(api_key=self._key, max_retries=0, timeout=self._timeout)
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close this event loop's client; the next run (a new asyncio.run) opens a fresh one."""
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    def create_batch(self, requests: Sequence[LLMRequest]) -> str:
+        try:
+            batch = self.sync_client.messages.batches.create(
+                requests=[{"custom_id": r.key, "params": self.batch_body(r)} for r in requests]
+            )
+        except anthropic.APIStatusError as e:
+            err = classify_status(e.status_code, self._scrub(_error_message(e)), e.response.headers)
+            raise SdfError(f"could not create a message batch: {err}", exit_code=1) from None
+        except anthropic.APIError as e:
+            raise SdfError(f"could not create a message batch: {type(e).__name__}", exit_code=1) from None
+        return batch.id
+
+    def batch_state(self, batch_id: str) -> BatchState:
+        batch = self.sync_client.messages.batches.retrieve(batch_id)
+        counts = batch.request_counts.model_dump()
+        return BatchState(batch_id, batch.processing_status == "ended", counts)
+
+    def batch_results(self, batch_id: str) -> Iterator[BatchResult]:
+        for entry in self.sync_client.messages.batches.results(batch_id):
+            result = entry.result
+            if result.type == "succeeded":
+                yield BatchResult(entry.custom_id, "succeeded", to_response(result.message), None, False)
+            elif result.type == "errored":
+                kind = result.error.error.type
+                message = self._scrub(f"{kind}: {result.error.error.message}")
+                yield BatchResult(entry.custom_id, "errored", None, message, kind in RETRYABLE_BATCH_ERRORS)
+            else:  # expired or canceled: the request never ran, so running it again is safe
+                yield BatchResult(entry.custom_id, result.type, None, result.type, True)
+
+
+def to_response(message: Any) -> LLMResponse:
+    text = "".join(block.text for block in message.content if getattr(block, "type", "") == "text")
+    u = message.usage
+    usage = Usage(
+        input_tokens=u.input_tokens or 0,
+        output_tokens=u.output_tokens or 0,
+        cache_creation_tokens=getattr(u, "cache_creation_input_tokens", 0) or 0,
+        cache_read_tokens=getattr(u, "cache_read_input_tokens", 0) or 0,
+    )
+    return LLMResponse(text=text, stop_reason=message.stop_reason or "", usage=usage)
+
+
+def classify_status(status: int, message: str, headers: Any) -> RetryableError | FatalError:
+    if status in RETRYABLE_STATUS or status >= 500:
+        return RetryableError(f"HTTP {status}: {message}", status, _retry_after(headers))
+    return FatalError(f"HTTP {status}: {message}", status, abort_run=status in RUN_FATAL_STATUS)
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("retry-after") if headers is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _error_message(e: anthropic.APIStatusError) -> str:
+    body = e.body if isinstance(e.body, dict) else {}
+    error = body.get("error") if isinstance(body.get("error"), dict) else {}
+    return str(error.get("message") or error.get("type") or type(e).__name__)[:300]

@@ -1,0 +1,93 @@
+"""Any LangChain `BaseChatModel` as a backend (vLLM or Ollama via langchain_openai, and so on).
+
+The model is named by import path (`module:Class`) with keyword arguments from the config, and
+goes through the same ledger, retries and budget as the Anthropic backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from sdf.config import LLMConfig
+from sdf.errors import SdfError
+from sdf.llm import FatalError, RetryableError
+from sdf.store import LLMRequest, LLMResponse, Usage
+
+RETRYABLE_NAMES = ("timeout", "ratelimit", "rate_limit", "overloaded", "connection", "unavailable", "serviceerror")
+STOP_REASONS = {"length": "max_tokens", "max_tokens": "max_tokens", "stop": "end_turn", "end_turn": "end_turn"}
+
+
+class LangChainBackend:
+    name = "langchain"
+    supports_batch = False
+
+    def __init__(self, model: BaseChatModel) -> None:
+        self.model = model
+
+    @classmethod
+    def from_config(cls, cfg: LLMConfig) -> LangChainBackend:
+        module_name, _, class_name = cfg.langchain_class.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            raise SdfError(f"[llm].langchain_class: cannot import '{module_name}'; pip install it first") from None
+        model_cls = getattr(module, class_name, None)
+        if model_cls is None or not (isinstance(model_cls, type) and issubclass(model_cls, BaseChatModel)):
+            raise SdfError(f"[llm].langchain_class: '{cfg.langchain_class}' is not a LangChain BaseChatModel")
+        try:
+            return cls(model_cls(**cfg.langchain_kwargs))
+        except Exception as e:  # noqa: BLE001 - constructor validation errors come in many types
+            raise SdfError(f"[llm].langchain_kwargs rejected by {class_name}: {type(e).__name__}") from None
+
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        messages = [SystemMessage(content=request.system), HumanMessage(content=request.prompt)]
+        try:
+            reply = await self.model.ainvoke(messages)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - providers raise their own exception types
+            raise classify_exception(e) from None
+        return to_response(reply)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def classify_exception(e: Exception) -> RetryableError | FatalError:
+    status = getattr(e, "status_code", None) or getattr(getattr(e, "response", None), "status_code", None)
+    label = f"{type(e).__name__}" + (f" (HTTP {status})" if status else "")
+    if isinstance(status, int):
+        if status in (408, 429) or status >= 500:
+            return RetryableError(label, status)
+        return FatalError(label, status, abort_run=status in (401, 403, 404))
+    name = type(e).__name__.lower()
+    if isinstance(e, (TimeoutError, ConnectionError)) or any(n in name for n in RETRYABLE_NAMES):
+        return RetryableError(label)
+    return FatalError(f"{label}: {str(e)[:200]}")
+
+
+def to_response(reply: Any) -> LLMResponse:
+    content = reply.content
+    if isinstance(content, list):
+        content = "".join(c.get("text", "") if isinstance(c, dict) else str(c) for c in content)
+    meta = getattr(reply, "response_metadata", {}) or {}
+    raw_stop = meta.get("stop_reason") or meta.get("finish_reason") or "end_turn"
+    usage = getattr(reply, "usage_metadata", None) or {}
+    details = usage.get("input_token_details", {}) or {}
+    cache_read = details.get("cache_read", 0) or 0
+    cache_write = details.get("cache_creation", 0) or 0
+    return LLMResponse(
+        text=str(content),
+        stop_reason=STOP_REASONS.get(str(raw_stop), str(raw_stop)),
+        usage=Usage(
+            input_tokens=max(0, (usage.get("input_tokens", 0) or 0) - cache_read - cache_write),
+            output_tokens=usage.get("output_tokens", 0) or 0,
+            cache_creation_tokens=cache_write,
+            cache_read_tokens=cache_read,
+        ),
+    )

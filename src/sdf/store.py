@@ -1,0 +1,279 @@
+"""The ledger: every LLM request, attempt, response, usage and cost, in SQLite (WAL).
+
+It is the source of truth. A response is committed here before anything else reads it, so a
+crash at any instant loses at most requests that were in flight, and a rerun never pays twice
+for a recorded answer. Requests are keyed by a content hash of (model, params, system, prompt),
+so an unchanged spec maps to the same key on every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS prefixes (
+    hash TEXT PRIMARY KEY,
+    text TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS requests (
+    key TEXT PRIMARY KEY,
+    purpose TEXT NOT NULL,
+    spec_id TEXT,
+    model TEXT NOT NULL,
+    params TEXT NOT NULL,
+    prompt_hash TEXT NOT NULL,
+    prefix_hash TEXT,
+    prompt TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    response_text TEXT,
+    stop_reason TEXT,
+    input_tokens INTEGER,
+    output_tokens INTEGER,
+    cache_creation_tokens INTEGER,
+    cache_read_tokens INTEGER,
+    cost_usd REAL,
+    batch_id TEXT,
+    mode TEXT,
+    error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_spec ON requests(spec_id);
+CREATE INDEX IF NOT EXISTS requests_status ON requests(purpose, status);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    status TEXT NOT NULL,
+    http_status INTEGER,
+    error TEXT,
+    batch_id TEXT,
+    at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_key ON attempts(key);
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id TEXT PRIMARY KEY,
+    purpose TEXT NOT NULL,
+    status TEXT NOT NULL,
+    request_count INTEGER NOT NULL,
+    counts TEXT,
+    created_at TEXT NOT NULL,
+    ended_at TEXT
+);
+"""
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    """One call to a chat model: a cached system prefix plus one user prompt."""
+
+    purpose: str  # generate | brainstorm | judge
+    spec_id: str | None
+    model: str
+    system: str
+    prompt: str
+    max_tokens: int
+    temperature: float | None = None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"max_tokens": self.max_tokens}
+        if self.temperature is not None:
+            params["temperature"] = self.temperature
+        return params
+
+    @property
+    def prompt_hash(self) -> str:
+        return sha256(self.system + "\x00" + self.prompt)
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps([self.model, self.params, sha256(self.system), self.prompt], sort_keys=True)
+        return sha256(blob)
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cache_read_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class LLMResponse:
+    text: str
+    stop_reason: str
+    usage: Usage
+
+
+class Ledger:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable against process crashes (kill -9); only power loss can drop the tail.
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def register(self, requests: Iterable[LLMRequest]) -> None:
+        """Record planned requests as pending (existing rows, whatever their state, are kept)."""
+        stamp = now()
+        with self.transaction() as db:
+            for r in requests:
+                prefix = sha256(r.system)
+                db.execute("INSERT OR IGNORE INTO prefixes(hash, text) VALUES (?, ?)", (prefix, r.system))
+                db.execute(
+                    "INSERT OR IGNORE INTO requests(key, purpose, spec_id, model, params, prompt_hash,"
+                    " prefix_hash, prompt, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (r.key, r.purpose, r.spec_id, r.model, json.dumps(r.params), r.prompt_hash, prefix,
+                     r.prompt, stamp, stamp),
+                )
+
+    def statuses(self, keys: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.execute(f"SELECT key, status FROM requests WHERE key IN ({marks})", chunk):
+                out[row["key"]] = row["status"]
+        return out
+
+    def get(self, key: str) -> sqlite3.Row | None:
+        return self.db.execute("SELECT * FROM requests WHERE key = ?", (key,)).fetchone()
+
+    def rows(self, purpose: str | None = None) -> list[sqlite3.Row]:
+        if purpose is None:
+            return self.db.execute("SELECT * FROM requests ORDER BY key").fetchall()
+        return self.db.execute("SELECT * FROM requests WHERE purpose = ? ORDER BY key", (purpose,)).fetchall()
+
+    def record_success(self, key: str, response: LLMResponse, cost: float | None, mode: str,
+                       batch_id: str | None = None) -> None:
+        u = response.usage
+        stamp = now()
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE requests SET status='ok', response_text=?, stop_reason=?, input_tokens=?,"
+                " output_tokens=?, cache_creation_tokens=?, cache_read_tokens=?, cost_usd=?, mode=?,"
+                " batch_id=COALESCE(?, batch_id), error=NULL, attempts=attempts+1, updated_at=? WHERE key=?",
+                (response.text, response.stop_reason, u.input_tokens, u.output_tokens, u.cache_creation_tokens,
+                 u.cache_read_tokens, cost, mode, batch_id, stamp, key),
+            )
+            db.execute("INSERT INTO attempts(key, mode, status, http_status, batch_id, at) VALUES (?,?,?,?,?,?)",
+                       (key, mode, "ok", 200, batch_id, stamp))
+
+    def record_attempt_failure(self, key: str, mode: str, error: str, http_status: int | None = None,
+                               final: bool = False, batch_id: str | None = None) -> None:
+        """Log a failed attempt; `final` marks the request failed (a rerun will try it again)."""
+        stamp = now()
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO attempts(key, mode, status, http_status, error, batch_id, at) VALUES (?,?,?,?,?,?,?)",
+                (key, mode, "failed" if final else "retry", http_status, error, batch_id, stamp),
+            )
+            db.execute(
+                "UPDATE requests SET attempts=attempts+1, error=?, updated_at=?,"
+                " status=CASE WHEN ? THEN 'failed' ELSE status END WHERE key=? AND status != 'ok'",
+                (error, stamp, final, key),
+            )
+
+    def reset_failed(self, keys: Sequence[str]) -> None:
+        with self.transaction() as db:
+            db.executemany("UPDATE requests SET status='pending' WHERE key=? AND status='failed'", [(k,) for k in keys])
+
+    # -- batches ----------------------------------------------------------------------------
+
+    def add_batch(self, batch_id: str, purpose: str, keys: Sequence[str]) -> None:
+        """Commit a submitted batch and its members in one transaction, before any polling."""
+        stamp = now()
+        with self.transaction() as db:
+            db.execute("INSERT INTO batches(batch_id, purpose, status, request_count, created_at) VALUES (?,?,?,?,?)",
+                       (batch_id, purpose, "in_progress", len(keys), stamp))
+            db.executemany("UPDATE requests SET status='submitted', batch_id=?, mode='batch', updated_at=? "
+                           "WHERE key=? AND status != 'ok'", [(batch_id, stamp, k) for k in keys])
+            db.executemany("INSERT INTO attempts(key, mode, status, batch_id, at) VALUES (?,?,?,?,?)",
+                           [(k, "batch", "submitted", batch_id, stamp) for k in keys])
+
+    def active_batches(self, purpose: str | None = None) -> list[sqlite3.Row]:
+        sql = "SELECT * FROM batches WHERE status NOT IN ('ended')"
+        args: tuple = ()
+        if purpose:
+            sql += " AND purpose = ?"
+            args = (purpose,)
+        return self.db.execute(sql + " ORDER BY created_at", args).fetchall()
+
+    def end_batch(self, batch_id: str, counts: dict[str, int]) -> None:
+        """Close a batch; members it never answered go back to pending so they are retried."""
+        stamp = now()
+        with self.transaction() as db:
+            db.execute("UPDATE batches SET status='ended', counts=?, ended_at=? WHERE batch_id=?",
+                       (json.dumps(counts, sort_keys=True), stamp, batch_id))
+            db.execute("UPDATE requests SET status='pending', updated_at=? WHERE batch_id=? AND status='submitted'",
+                       (stamp, batch_id))
+
+    def batches(self) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM batches ORDER BY created_at").fetchall()
+
+    # -- accounting -------------------------------------------------------------------------
+
+    def counts(self, purpose: str | None = None) -> dict[str, int]:
+        sql = "SELECT status, COUNT(*) AS n FROM requests"
+        args: tuple = ()
+        if purpose:
+            sql += " WHERE purpose = ?"
+            args = (purpose,)
+        return {r["status"]: r["n"] for r in self.db.execute(sql + " GROUP BY status", args)}
+
+    def totals(self) -> dict[str, Any]:
+        row = self.db.execute(
+            "SELECT COUNT(*) AS responses, COALESCE(SUM(cost_usd), 0) AS cost_usd,"
+            " COALESCE(SUM(input_tokens), 0) AS input_tokens, COALESCE(SUM(output_tokens), 0) AS output_tokens,"
+            " COALESCE(SUM(cache_creation_tokens), 0) AS cache_creation_tokens,"
+            " COALESCE(SUM(cache_read_tokens), 0) AS cache_read_tokens FROM requests WHERE status = 'ok'"
+        ).fetchone()
+        totals = dict(row)
+        prompt = totals["input_tokens"] + totals["cache_creation_tokens"] + totals["cache_read_tokens"]
+        totals["cache_read_share"] = totals["cache_read_tokens"] / prompt if prompt else 0.0
+        totals["attempts"] = self.db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0]
+        return totals
+
+    def spent(self) -> float:
+        return float(self.db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM requests WHERE status='ok'").fetchone()[0])
+
+
+def open_ledger(run_dir: Path) -> Ledger:
+    return Ledger(run_dir / "store.sqlite")
+

@@ -1,0 +1,82 @@
+"""Shared fixtures: a local fake Anthropic server, and `sdf` run as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fake_anthropic import FakeAnthropic  # noqa: E402
+
+FIXTURE_CONSTITUTION = ROOT / "tests" / "data" / "fixture_constitution.md"
+TEST_KEY = "fake-test-key-0123456789abcdefghijklmnopqrstuvwxyz"
+
+# Fast, small settings for end-to-end runs against the fake server.
+FAST_TOML = """
+[run]
+seed = 7
+variables = {{model_name = "Orin"}}
+[plan]
+docs = {docs}
+[llm]
+model = "claude-haiku-4-5"
+concurrency = 4
+max_tokens = {max_tokens}
+truncation_retry_max_tokens = 16384
+backoff_base_s = 0.01
+backoff_max_s = 0.05
+poll_interval_s = 0.02
+poll_max_interval_s = 0.1
+timeout_s = 5
+[pack]
+tokenizer = "{tokenizer}"
+seq_len = 256
+"""
+
+
+def fast_config(tmp_path: Path, docs: int = 12, extra: str = "", max_tokens: int = 8192) -> Path:
+    """Settings for quick runs; `extra` adds whole TOML tables (e.g. "[judge]\nenabled = true\n")."""
+    path = tmp_path / "sdf.toml"
+    tokenizer = ROOT / "tests" / "data" / "tokenizer.json"
+    text = FAST_TOML.format(docs=docs, tokenizer=tokenizer, max_tokens=max_tokens) + extra
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeAnthropic]:
+    with FakeAnthropic() as server:
+        yield server
+
+
+def sdf_env(base_url: str | None = None, key: str | None = TEST_KEY) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env["TQDM_DISABLE"] = "1"
+    if base_url:
+        env["ANTHROPIC_BASE_URL"] = base_url
+    if key:
+        env["ANTHROPIC_API_KEY"] = key
+    return env
+
+
+def run_sdf(*args: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout: float = 240
+            ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sdf", *map(str, args)],
+        cwd=cwd, env=env or sdf_env(), capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def start_sdf(*args: str | Path, cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "sdf", *map(str, args)],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )

@@ -1,0 +1,174 @@
+"""Exact and near-duplicate removal, checked against Jaccard similarities computed exactly."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from sdf.dedup import (
+    DedupConfig,
+    candidate_pairs,
+    candidate_probability,
+    deduplicate,
+    estimated_jaccard,
+    minhash_signatures,
+    normalize_text,
+    shingle_hashes,
+)
+
+VOCAB = [f"w{i}" for i in range(5000)]
+
+
+def shingles(text: str, k: int = 5) -> set[tuple[str, ...]]:
+    words = normalize_text(text).split()
+    return {tuple(words[i : i + k]) for i in range(max(1, len(words) - k + 1))}
+
+
+def jaccard(a: str, b: str) -> float:
+    sa, sb = shingles(a), shingles(b)
+    return len(sa & sb) / len(sa | sb)
+
+
+def base_words(rng: random.Random, n: int = 300) -> list[str]:
+    return [rng.choice(VOCAB) for _ in range(n)]
+
+
+def edited(words: list[str], target: float, rng: random.Random) -> list[str]:
+    """Replace words spaced 5 apart: each replacement swaps 5 shingles, so J = (n-5m)/(n+5m)."""
+    n = len(words) - 4
+    m = round(n * (1 - target) / (5 * (1 + target)))
+    out = list(words)
+    for pos in rng.sample(range(0, len(words), 5), m):
+        out[pos] = f"new{rng.randrange(10**9)}"
+    return out
+
+
+def corpus_with_pairs(targets: list[float], pairs_per_target: int, seed: int = 7) -> tuple[list[dict], list]:
+    rng = random.Random(seed)
+    docs: list[dict] = []
+    pairs = []
+    for target in targets:
+        for _ in range(pairs_per_target):
+            a = base_words(rng)
+            b = edited(a, target, rng)
+            ia, ib = len(docs), len(docs) + 1
+            docs.append({"doc_id": f"d{ia:04d}", "text": " ".join(a)})
+            docs.append({"doc_id": f"d{ib:04d}", "text": " ".join(b)})
+            pairs.append((ia, ib, jaccard(docs[ia]["text"], docs[ib]["text"])))
+    return docs, pairs
+
+
+def test_lsh_parameters_follow_the_stated_s_curve() -> None:
+    cfg = DedupConfig()
+    assert (cfg.num_perm, cfg.bands, cfg.rows, cfg.threshold) == (128, 21, 6, 0.8)
+    assert candidate_probability(0.8, cfg.bands, cfg.rows) >= 0.99
+    assert candidate_probability(0.3, cfg.bands, cfg.rows) < 0.02
+    assert candidate_probability(0.5, cfg.bands, cfg.rows) < 0.3
+    with pytest.raises(ValueError, match="bands"):
+        DedupConfig(bands=30, rows=6)
+
+
+def test_normalisation_ignores_case_punctuation_and_spacing() -> None:
+    assert normalize_text("  Hello,   WORLD!\n“Quoted” — text…  ") == "hello world quoted text"
+    assert normalize_text("ﬁne Ｆｕｌｌ") == "fine full"  # NFKC folds ligatures and full-width forms
+
+
+def test_shingle_hashes_match_the_exact_shingle_sets() -> None:
+    rng = random.Random(1)
+    texts = [" ".join(rng.choice(VOCAB[:50]) for _ in range(rng.randrange(0, 40))) for _ in range(30)]
+    texts += ["One, two! three", "", "a b c d e"]
+    hashes, offsets = shingle_hashes(texts, 5)
+    assert len(offsets) == len(texts) + 1
+    for i, text in enumerate(texts):
+        mine = hashes[offsets[i] : offsets[i + 1]]
+        words = normalize_text(text).split()
+        expected = shingles(text) if words else set()
+        assert len(mine) == (max(len(words) - 4, 1) if words else 0)
+        assert len(set(mine.tolist())) == len(expected)
+    # equal shingles hash equally across documents, so the hash sets give the same Jaccard
+    for i in range(0, 30, 2):
+        a = set(hashes[offsets[i] : offsets[i + 1]].tolist())
+        b = set(hashes[offsets[i + 1] : offsets[i + 2]].tolist())
+        if texts[i] and texts[i + 1]:
+            assert len(a & b) / len(a | b) == pytest.approx(jaccard(texts[i], texts[i + 1]))
+
+
+def test_signatures_do_not_depend_on_batching_or_threads() -> None:
+    docs, _ = corpus_with_pairs([0.9], 10)
+    texts = [d["text"] for d in docs]
+    one, keys_one = minhash_signatures(texts, DedupConfig(batch_docs=1000, workers=1))
+    many, keys_many = minhash_signatures(texts, DedupConfig(batch_docs=3, workers=3))
+    assert np.array_equal(one, many) and np.array_equal(keys_one, keys_many)
+    assert one.shape == (len(texts), 128) and one.dtype == np.uint32
+
+
+def test_estimates_track_exact_jaccard() -> None:
+    docs, pairs = corpus_with_pairs([0.3, 0.5, 0.7, 0.9], 15)
+    sigs, _ = minhash_signatures([d["text"] for d in docs])
+    est = estimated_jaccard(sigs, np.array([(a, b) for a, b, _ in pairs]))
+    exact = np.array([j for _, _, j in pairs])
+    assert abs(float((est - exact).mean())) < 0.02
+    assert float(np.abs(est - exact).max()) < 0.15  # > 3 standard deviations at 128 permutations
+
+
+def test_pairs_at_high_jaccard_merge_and_low_never_do() -> None:
+    docs, pairs = corpus_with_pairs([0.3, 0.5, 0.9, 0.95], 20)
+    for _, _, j in pairs:  # the construction lands where intended
+        assert any(abs(j - t) < 0.03 for t in (0.3, 0.5, 0.9, 0.95))
+    result = deduplicate(docs)
+    dropped = {r["doc_id"]: r["duplicate_of"] for r in result.rejected}
+    for a, b, j in pairs:
+        ida, idb = docs[a]["doc_id"], docs[b]["doc_id"]
+        if j >= 0.9:
+            assert dropped.get(idb) == ida, f"pair at J={j:.3f} not merged"
+        if j <= 0.5:
+            assert ida not in dropped and idb not in dropped, f"pair at J={j:.3f} merged"
+    assert all(r["reason"] == "near_duplicate" and r["stage"] == "dedup" for r in result.rejected)
+    assert result.cluster_sizes == [2] * 40
+    assert result.counts["near_duplicate"] == 40 and result.counts["kept"] == len(docs) - 40
+
+
+def test_exact_duplicates_ignore_case_and_punctuation() -> None:
+    text = " ".join(base_words(random.Random(3), 120))
+    docs = [
+        {"doc_id": "b", "text": text},
+        {"doc_id": "a", "text": text.upper().replace(" ", " ,  ") + "!"},
+        {"doc_id": "c", "text": " ".join(base_words(random.Random(4), 120))},
+    ]
+    result = deduplicate(docs)
+    assert [d["doc_id"] for d in result.kept] == ["a", "c"]  # smallest doc_id wins a tie
+    (row,) = result.rejected
+    assert (row["doc_id"], row["reason"], row["duplicate_of"]) == ("b", "exact_duplicate", "a")
+    assert row["text"] == text
+    assert result.cluster_sizes == [2]
+
+
+def test_keeper_is_best_quality_then_smallest_id_whatever_the_order() -> None:
+    rng = random.Random(5)
+    a = base_words(rng)
+    texts = [" ".join(edited(a, 0.95, rng)) for _ in range(4)] + [" ".join(a)]
+    docs = [{"doc_id": f"x{i}", "text": t, "quality_score": q}
+            for i, (t, q) in enumerate(zip(texts, [0.2, None, 0.9, 0.9, 0.5], strict=True))]
+    for order in (docs, docs[::-1], sorted(docs, key=lambda d: d["text"])):
+        result = deduplicate(order)
+        assert [d["doc_id"] for d in result.kept] == ["x2"]
+        assert {r["duplicate_of"] for r in result.rejected} == {"x2"}
+        assert result.cluster_sizes == [5]
+
+
+def test_input_order_is_kept_and_empty_input_works() -> None:
+    docs, _ = corpus_with_pairs([0.3], 5)
+    result = deduplicate(docs)
+    assert [d["doc_id"] for d in result.kept] == [d["doc_id"] for d in docs]
+    empty = deduplicate([])
+    assert (empty.kept, empty.rejected, empty.cluster_sizes) == ([], [], [])
+
+
+def test_documents_without_words_are_only_exact_duplicates() -> None:
+    docs = [{"doc_id": "e1", "text": "..."}, {"doc_id": "e2", "text": ""}, {"doc_id": "w", "text": "word"}]
+    result = deduplicate(docs)
+    assert [(r["doc_id"], r["reason"]) for r in result.rejected] == [("e2", "exact_duplicate")]
+    sigs, _ = minhash_signatures([d["text"] for d in docs])
+    assert len(candidate_pairs(sigs)) == 0

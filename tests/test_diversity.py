@@ -1,0 +1,146 @@
+"""Diversity caps on names and openers, the NER fallback, and the manifest metrics."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import pytest
+
+from sdf.diversity import (
+    DiversityConfig,
+    apply_caps,
+    cap_for,
+    diversity_metrics,
+    load_ner,
+    opener,
+    person_names,
+)
+
+SYLLABLES = ["ka", "lo", "mi", "ren", "tu", "sa", "vi", "no", "da", "pe"]
+NAMES = ["".join(p).title() for p in itertools.product(SYLLABLES, repeat=3)]
+FALLBACK = DiversityConfig(ner_fallback=True)
+
+
+@dataclass(frozen=True)
+class Genre:
+    name: str
+    fiction: bool
+    min_words: int = 100
+    max_words: int = 1000
+
+
+GENRES = {"short_story": Genre("short_story", True), "essay": Genre("essay", False)}
+
+
+def story(i: int, name: str, genre: str = "short_story", **extra: object) -> dict:
+    text = (f"Entry {i}. After the storm, {name} Marlow walked down to the harbour and counted the boats "
+            f"that had come back, and then {name} wrote the number in the ledger.")
+    return {"doc_id": f"doc{i:04d}", "text": text, "genre": genre, "section_id": "s1", **extra}
+
+
+def test_cap_rule() -> None:
+    cfg = DiversityConfig()  # share 1%, min_cap 2, min_docs 100
+    assert cap_for(0.01, 99, cfg) is None
+    assert cap_for(0.01, 100, cfg) == 2
+    assert cap_for(0.01, 450, cfg) == 4
+    assert cap_for(0.01, 10_000, cfg) == 100
+
+
+def test_opener_is_the_first_words_normalised() -> None:
+    assert opener("# In a World, Where...\n\nthe rest") == "in a world where"
+    assert opener("Hi!", 4) == "hi"
+
+
+def test_name_cap_keeps_the_first_documents_by_id(recwarn: pytest.WarningsRecorder) -> None:
+    docs = [story(i, NAMES[i]) for i in range(190)] + [story(i, "Elara") for i in range(190, 200)]
+    result = apply_caps(docs[::-1], GENRES, FALLBACK)  # input order must not matter
+    assert result.caps == {"name": 2, "opener": 2}
+    assert sorted(r["doc_id"] for r in result.rejected) == [f"doc{i:04d}" for i in range(192, 200)]
+    assert {r["reason"] for r in result.rejected} == {"name_cap"}
+    assert "'Elara'" in result.rejected[0]["detail"]
+    assert result.counts == {"input": 200, "fiction": 200, "name_cap": 8, "kept": 192}
+    assert result.names["doc0190"] == ["Elara"]
+    assert [d["doc_id"] for d in result.kept] == [d["doc_id"] for d in docs[::-1] if d["doc_id"] < "doc0192"]
+
+
+def test_name_cap_prefers_higher_quality_and_ignores_non_fiction(recwarn: pytest.WarningsRecorder) -> None:
+    docs = [story(i, NAMES[i]) for i in range(190)]
+    docs += [story(i, "Elara", quality_score=float(i % 7)) for i in range(190, 200)]
+    docs += [story(i, "Elara", genre="essay") for i in range(200, 260)]
+    result = apply_caps(docs, GENRES, FALLBACK)
+    kept_elara = sorted(d["doc_id"] for d in result.kept if "Elara" in d["text"] and d["genre"] != "essay")
+    # quality i % 7 for i in 190..199 is 1,2,3,4,5,6,0,1,2,3: the two best are 195 (6) and 194 (5)
+    assert kept_elara == ["doc0194", "doc0195"]
+    assert all(d["genre"] != "essay" for d in result.rejected)
+    assert result.counts["fiction"] == 200
+
+
+def test_opener_cap(recwarn: pytest.WarningsRecorder) -> None:
+    docs = [{"doc_id": f"e{i:03d}", "genre": "essay", "section_id": "s", "text": f"Essay {i} is on rivers."}
+            for i in range(288)]
+    docs += [{"doc_id": f"w{i:03d}", "genre": "essay", "section_id": "s", "quality_score": i / 10,
+              "text": f"In a world where rivers talk, essay {i} begins."} for i in range(12)]
+    result = apply_caps(docs, GENRES, FALLBACK)
+    assert result.caps["opener"] == 3  # max(2, floor(0.01 * 300))
+    assert result.caps["name"] is None  # no fiction at all
+    assert sorted(d["doc_id"] for d in result.kept if d["doc_id"].startswith("w")) == ["w009", "w010", "w011"]
+    assert {r["reason"] for r in result.rejected} == {"opener_cap"}
+    assert "'in a world where'" in result.rejected[0]["detail"]
+
+
+def test_small_corpora_are_not_capped(recwarn: pytest.WarningsRecorder) -> None:
+    docs = [story(i, "Elara") | {"text": "In a world where Elara Marlow ran."} for i in range(60)]
+    result = apply_caps(docs, GENRES, FALLBACK)
+    assert result.caps == {"name": None, "opener": None}
+    assert len(result.kept) == 60 and result.rejected == []
+
+
+def test_fallback_warns_and_still_finds_names() -> None:
+    text = "The ship was quiet when Dr. Aris Thorne came aboard. That night, Maya Chen told Tomas the news."
+    with pytest.warns(RuntimeWarning, match="heuristic"):
+        (names,) = person_names([text], FALLBACK)
+    assert names == ["Aris", "Maya", "Tomas"]
+
+
+def test_statistical_ner_finds_people() -> None:
+    _, why_fallback = load_ner("en_core_web_sm")
+    if why_fallback:
+        pytest.skip(why_fallback)
+    text = ("Elara Voss had lived in the lighthouse for eleven years. When her brother Jonah arrived from "
+            "Lisbon, she showed him the logbook and the lamp.")
+    (names,) = person_names([text], DiversityConfig())
+    assert "Elara" in names and "Lisbon" not in names
+
+
+def test_metrics_for_the_manifest() -> None:
+    varied = [{"doc_id": f"v{i}", "genre": "essay" if i % 4 else "short_story",
+               "text": " ".join(f"{NAMES[(i * 37 + j) % len(NAMES)].lower()}" for j in range(60))}
+              for i in range(40)]
+    names = {"v0": ["Elara", "Jonah"], "v4": ["Elara"], "v8": ["Maya"]}
+    m = diversity_metrics(varied, {"essay": 3.0, "short_story": 1.0, "poem": 1.0}, names=names)
+    assert set(m) >= {"distinct_n", "compression_ratio", "self_repetition", "name_entropy", "top_names",
+                      "top_openers", "genre_mix"}
+    assert set(m["distinct_n"]) == {"1", "2", "3", "4"}
+    assert all(0 < v <= 1 for v in m["distinct_n"].values())
+    assert m["name_entropy"] == pytest.approx(1.5)  # documents per name 2, 1, 1
+    assert m["top_names"][0] == ["Elara", 2]
+    assert m["genre_mix"]["essay"] == {"target": 0.6, "actual": 0.75, "count": 30}
+    assert m["genre_mix"]["poem"] == {"target": 0.2, "actual": 0.0, "count": 0}
+
+    repeated = [dict(d, text=varied[0]["text"]) for d in varied]
+    r = diversity_metrics(repeated, {}, names={})
+    assert r["self_repetition"] == 1.0 and m["self_repetition"] < r["self_repetition"]
+    assert r["compression_ratio"] > m["compression_ratio"]
+    assert r["distinct_n"]["4"] < m["distinct_n"]["4"]
+    assert r["top_openers"][0][1] == 40
+    assert r["genre_mix"]["essay"]["target"] is None
+
+
+def test_metrics_sample_is_deterministic_and_bounded() -> None:
+    docs = [{"doc_id": f"d{i}", "genre": "essay", "text": f"word{i} " * 5 + NAMES[i]} for i in range(50)]
+    cfg = DiversityConfig(metrics_sample=10)
+    a = diversity_metrics(docs, {}, names={}, cfg=cfg)
+    b = diversity_metrics(docs[::-1], {}, names={}, cfg=cfg)
+    assert a == b
+    assert (a["documents"], a["sample_documents"]) == (50, 10)

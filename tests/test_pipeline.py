@@ -1,0 +1,229 @@
+"""Pipeline stages in-process against the fake server: envelope, truncation, estimates, ideas, judge."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import FIXTURE_CONSTITUTION, ROOT, TEST_KEY
+from fake_anthropic import FakeAnthropic, Faults, last_user_text, synthetic_reply
+
+from sdf.config import load_settings
+from sdf.llm.anthropic import AnthropicBackend
+from sdf.pipeline import (
+    brainstorm_stage,
+    create_run,
+    dedup_stage,
+    estimate_usage,
+    extract_stage,
+    filter_stage,
+    generate_stage,
+    plan_stage,
+)
+
+DEFECTS = ROOT / "tests" / "data" / "defects"
+
+
+def make_run(tmp_path: Path, fake: FakeAnthropic, monkeypatch: pytest.MonkeyPatch,
+             constitution: Path = FIXTURE_CONSTITUTION,
+             **overrides):
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", TEST_KEY)
+    base = {"run.seed": 3, "plan.docs": 12, "llm.model": "claude-haiku-4-5", "llm.backoff_base_s": 0.01,
+            "llm.backoff_max_s": 0.02, "llm.poll_interval_s": 0.01, "llm.max_tokens": 8192,
+            "llm.truncation_retry_max_tokens": 16384, "run.variables": {"model_name": "Orin"}}
+    settings = load_settings(None, {**base, **overrides})
+    run = create_run(settings, constitution, tmp_path / "run")
+    plan_stage(run)
+    return run, AnthropicBackend.from_env(settings.llm)
+
+
+def rows(path: Path) -> list[dict]:
+    return pq.read_table(path).to_pylist()
+
+
+def test_envelope_strips_preambles_and_signoffs(fake, tmp_path, monkeypatch) -> None:
+    run, backend = make_run(tmp_path, fake, monkeypatch, **{"plan.docs": 20})
+    generate_stage(run, backend, progress=False)
+    extract_stage(run)
+    raw = [r["response_text"] for r in run.ledger().rows("generate")]
+    assert any(not t.startswith("<document>") for t in raw)  # the fake did add preambles
+    for doc in rows(run.dir.documents):
+        assert not re.match(r"(here is|certainly|sure)", doc["text"], re.IGNORECASE)
+        assert "<document>" not in doc["text"] and "Let me know" not in doc["text"]
+
+
+def test_truncation_is_retried_once_with_a_larger_limit(tmp_path, monkeypatch) -> None:
+    with FakeAnthropic(faults=Faults(script=["truncate", "ok", "ok", "truncate", "truncate"])) as fake:
+        run, backend = make_run(tmp_path, fake, monkeypatch, **{"plan.docs": 4, "llm.concurrency": 1})
+        summary = generate_stage(run, backend, progress=False)
+        documents, failures = extract_stage(run)
+    ledger = run.ledger()
+    by_spec = Counter(r["spec_id"] for r in ledger.rows("generate"))
+    assert sorted(by_spec.values()) == [1, 1, 2, 2]  # two specs needed a second, larger request
+    limits = Counter(json.loads(r["params"])["max_tokens"] for r in ledger.rows("generate"))
+    assert limits == {8192: 4, 16384: 2}
+    rejected = rows(run.dir.rejected)
+    assert documents == 3 and failures == 1
+    assert [(r["stage"], r["reason"]) for r in rejected] == [("generate", "max_tokens")]
+    assert summary.succeeded == 6
+
+
+def test_missing_envelope_and_api_errors_are_recorded_failures(tmp_path, monkeypatch) -> None:
+    def responder(params: dict) -> str:
+        prompt = last_user_text(params)
+        return "I would rather not." if "Genre: essay" in prompt else synthetic_reply(params)
+
+    with FakeAnthropic(responder=responder) as fake:
+        run, backend = make_run(tmp_path, fake, monkeypatch, **{"plan.docs": 10, "plan.genres": ["essay", "faq"]})
+        generate_stage(run, backend, progress=False)
+        extract_stage(run)
+    specs = rows(run.dir.specs)
+    rejected = {r["doc_id"]: r for r in rows(run.dir.rejected)}
+    documents = {d["doc_id"] for d in rows(run.dir.documents)}
+    for spec in specs:
+        if spec["genre"] == "essay":
+            assert rejected[spec["spec_id"]]["reason"] == "missing_envelope"
+        else:
+            assert spec["spec_id"] in documents
+    assert documents | set(rejected) == {s["spec_id"] for s in specs}
+
+
+def test_plan_estimate_is_within_25_percent_of_actual_usage(fake, tmp_path, monkeypatch) -> None:
+    run, backend = make_run(tmp_path, fake, monkeypatch, constitution=ROOT / "constitutions" / "claude.md",
+                            **{"plan.docs": 40, "llm.concurrency": 4})
+    estimate = estimate_usage(run, rows(run.dir.specs))
+    generate_stage(run, backend, progress=False)
+    actual = run.ledger().totals()
+    for key in ("output_tokens", "cache_read_tokens"):
+        assert actual[key] == pytest.approx(estimate[key], rel=0.25), key
+    prompt_actual = actual["input_tokens"] + actual["cache_creation_tokens"] + actual["cache_read_tokens"]
+    prompt_estimate = estimate["input_tokens"] + estimate["cache_creation_tokens"] + estimate["cache_read_tokens"]
+    assert prompt_actual == pytest.approx(prompt_estimate, rel=0.25)
+    assert actual["cost_usd"] == pytest.approx(estimate["cost_usd"], rel=0.25)
+
+
+def test_rerun_over_a_complete_ledger_is_byte_identical_and_free(fake, tmp_path, monkeypatch) -> None:
+    run, backend = make_run(tmp_path, fake, monkeypatch, **{"plan.docs": 8})
+    generate_stage(run, backend, progress=False)
+    extract_stage(run)
+    first = run.dir.documents.read_bytes()
+    sent = len(fake.log)
+    summary = generate_stage(run, backend, progress=False)
+    extract_stage(run)
+    assert summary.already_done == 8 and summary.succeeded == 0 and len(fake.log) == sent
+    assert run.dir.documents.read_bytes() == first
+
+
+def test_brainstormed_ideas_are_distinct_cached_and_feed_the_specs(fake, tmp_path, monkeypatch) -> None:
+    run, backend = make_run(tmp_path, fake, monkeypatch, **{"plan.docs": 6, "plan.brainstorm": True,
+                                                            "plan.brainstorm_rounds": 2, "plan.ideas_per_round": 3})
+    brainstorm_stage(run, backend, progress=False)
+    specs = rows(run.dir.specs)
+    assert all(s["idea"] for s in specs)
+    ledger = run.ledger()
+    prompts = [r["prompt"] for r in ledger.rows("brainstorm")]
+    assert len(prompts) == 2 * len({(s["section_id"], s["genre"]) for s in specs})
+    second_round = [p for p in prompts if "(none yet)" not in p]
+    assert second_round
+    assert any(s["idea"] in p for s in specs for p in second_round)  # round two lists round one's ideas
+    sent = len(fake.log)
+    brainstorm_stage(run, backend, progress=False)
+    assert len(fake.log) == sent and rows(run.dir.specs) == specs
+    generate_stage(run, backend, progress=False)
+    assert all(s["idea"] in r["prompt"] for s in specs for r in ledger.rows("generate") if r["spec_id"] == s["spec_id"])
+
+
+def test_judge_scores_are_kept_and_low_scores_rejected(fake, tmp_path, monkeypatch) -> None:
+    run, backend = make_run(tmp_path, fake, monkeypatch, **{"plan.docs": 16, "judge.enabled": True,
+                                                            "judge.min_score": 4})
+    generate_stage(run, backend, progress=False)
+    extract_stage(run)
+    counts = filter_stage(run, backend, progress=False)
+    filtered = rows(run.dir.filtered)
+    judged_out = [r for r in rows(run.dir.rejected) if r["stage"] == "judge"]
+    assert counts["after_judge"] == len(filtered) and filtered and judged_out
+    assert all(d["judge_score"] >= 4 and d["quality_score"] == d["judge_score"] for d in filtered)
+    assert all(r["reason"] == "judge_low" for r in judged_out)
+    assert run.ledger().counts("judge") == {"ok": counts["after_quality"]}
+
+
+# -- a model that answers with every known defect -------------------------------------------------
+
+NEAR_DUP_BASE = synthetic_reply(
+    {"model": "x", "messages": [{"role": "user", "content": "Target length: about 900 words"}]}
+)
+
+
+def defect_kind(prompt: str) -> str:
+    roll = random.Random(prompt).random()
+    if roll < 0.25:
+        return "defect"
+    if roll < 0.35:
+        return "refusal"
+    if roll < 0.50:
+        return "near_duplicate"
+    return "favourite_name" if "Genre: admirable_ai_story" in prompt and roll < 0.8 else "clean"
+
+
+def defect_responder(params: dict) -> str:
+    """Clean documents, each defect from tests/data/defects, planted near-duplicates and a favourite name."""
+    prompt = last_user_text(params)
+    rng = random.Random(prompt + "/content")
+    kind = defect_kind(prompt)
+    if kind == "defect":
+        defect = rng.choice(sorted(p for p in DEFECTS.glob("*.txt") if not p.name.startswith("keep")))
+        return f"<document>\n{defect.read_text()}\n</document>"
+    if kind == "refusal":
+        return "I can't help with writing this document."
+    if kind == "near_duplicate":
+        words = NEAR_DUP_BASE.split(" ")
+        for _ in range(3):  # a few words changed: 5-shingle Jaccard stays far above 0.8
+            words[rng.randrange(5, len(words) - 5)] = rng.choice(["lantern", "harbour", "ledger"])
+        return " ".join(words)
+    text = synthetic_reply(params)
+    if kind == "favourite_name":
+        text = text.replace(". ", ". Elara Voss looked up from the ledger. ", 1)  # mid-text, not the opener
+    return text
+
+
+def word_jaccard(a: str, b: str) -> float:
+    x, y = set(a.split()), set(b.split())
+    return len(x & y) / len(x | y)
+
+
+def test_a_model_answering_with_every_defect_leaves_a_clean_corpus(tmp_path, monkeypatch) -> None:
+    with FakeAnthropic(responder=defect_responder) as fake:
+        run, backend = make_run(tmp_path, fake, monkeypatch, constitution=ROOT / "constitutions" / "claude.md",
+                                **{"plan.docs": 160, "llm.concurrency": 8, "diversity.min_docs": 10,
+                                   "diversity.name_share": 0.05, "diversity.min_cap": 1,
+                                   "plan.genre_weights": {"admirable_ai_story": 6.0}})
+        generate_stage(run, backend, progress=False)
+        extract_stage(run)
+        filter_stage(run, None, progress=False)
+        metrics = dedup_stage(run)
+    corpus = {d["doc_id"]: d for d in rows(run.dir.corpus)}
+    rejected = rows(run.dir.rejected)
+    kinds = {r["spec_id"]: defect_kind(r["prompt"]) for r in run.ledger().rows("generate")}
+    assert set(kinds.values()) == {"defect", "refusal", "near_duplicate", "favourite_name", "clean"}
+    # every spec is either in the corpus or explained in rejected.parquet
+    assert set(corpus) | {r["doc_id"] for r in rejected} == set(kinds)
+    assert all(r["reason"] and r["stage"] for r in rejected)
+    # no defect survives
+    assert not [i for i in corpus if kinds[i] in ("defect", "refusal")]
+    # at most one member of the near-duplicate cluster remains
+    assert sum(word_jaccard(d["text"], NEAR_DUP_BASE) > 0.8 for d in corpus.values()) <= 1
+    # no name exceeds its cap
+    cap = metrics["caps"]["name"]
+    assert cap is not None and sum("Elara" in d["text"] for d in corpus.values()) <= cap
+    reasons = Counter(r["reason"] for r in rejected)
+    assert reasons["near_duplicate"] + reasons["exact_duplicate"] >= 1 and reasons["missing_envelope"] >= 1
+    assert reasons["name_cap"] >= 1
+    # at least 95% of clean, distinct documents are kept
+    clean = [i for i, k in kinds.items() if k == "clean"]
+    assert sum(i in corpus for i in clean) >= 0.95 * len(clean)
