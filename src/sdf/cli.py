@@ -327,8 +327,8 @@ def build(constitution: Path, config_path: Path | None, dry_run: bool, progress:
     from sdf.pipeline import check_inputs, create_run, extract_stage, plan_stage
 
     overrides = overrides_from(**options)
-    if parse_mixes(mixes):
-        overrides["pack.mix"] = parse_mixes(mixes)
+    if mixes:
+        overrides["pack.mix"] = list(mixes)
     if decontaminate:
         overrides["dedup.decontaminate"] = [str(p) for p in decontaminate]
     settings = load_settings(resolve_config(config_path), overrides)
@@ -366,21 +366,6 @@ def finish_build(run: Any, backend: Any, progress: bool) -> None:
     click.echo(f"pack: {manifest['documents']} documents, {manifest['tokens']:,} tokens in {manifest['sequences']} "
                f"sequences of {run.settings.pack.seq_len} -> {run.dir.shards}")
     click.echo(f"report: {report_stage(run)}")
-
-
-def parse_mixes(mixes: tuple[str, ...]) -> dict[str, float] | None:
-    if not mixes:
-        return None
-    out = {}
-    for item in mixes:
-        path, sep, ratio = item.rpartition(":")
-        try:
-            out[path] = float(ratio)
-        except ValueError:
-            raise SdfError(f"--mix {item!r}: expected PATH:RATIO, e.g. replay.jsonl:1.0") from None
-        if not sep or not path:
-            raise SdfError(f"--mix {item!r}: expected PATH:RATIO, e.g. replay.jsonl:1.0")
-    return out
 
 
 @cli.command(name="filter")
@@ -428,8 +413,8 @@ def pack(run_dir: Path, progress: bool, mixes: tuple[str, ...], **options: Any) 
     from sdf.pipeline import open_run, pack_stage
 
     overrides = overrides_from(**options)
-    if parse_mixes(mixes):
-        overrides["pack.mix"] = parse_mixes(mixes)
+    if mixes:
+        overrides["pack.mix"] = list(mixes)
     run = open_run(run_dir, overrides)
     manifest = pack_stage(run, progress)
     click.echo(f"pack: {manifest['documents']} documents, {manifest['tokens']:,} tokens, "

@@ -465,6 +465,6 @@ def check_inputs(settings: Settings) -> None:
     from sdf.tokenizer import load_tokenizer
 
     load_tokenizer(settings.pack.tokenizer, settings.pack.eos_id, settings.pack.bos_id)
-    mix_sources(settings.pack.mix)
+    mix_sources(settings.pack.mix_ratios())
     if settings.dedup.decontaminate:
         load_eval_texts(settings.dedup.decontaminate)

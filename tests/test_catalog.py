@@ -1,0 +1,87 @@
+"""The catalog as data: genres render, pools are big and duplicate-free, preview is exact and repeatable."""
+
+from __future__ import annotations
+
+import unicodedata
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run_sdf, sdf_env
+
+from sdf.catalog import document_prompt, load_catalog, system_prompt
+from sdf.constitution import load_constitution
+
+REQUIRED_GENRES = {
+    "essay", "faq", "case_study", "admirable_ai_story", "advice_column", "chat_transcript", "textbook_section",
+    "lecture_notes", "news_feature", "op_ed", "interview", "forum_thread", "policy_memo", "diary_entry", "letter",
+    "encyclopedia_entry", "debate", "socratic_dialogue", "childrens_story",
+}
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return load_catalog(ROOT / "prompts")
+
+
+def fold(name: str) -> str:
+    return unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
+
+
+def test_catalog_has_the_required_genres_with_real_instructions(catalog) -> None:
+    assert set(catalog.genres) >= REQUIRED_GENRES and len(catalog.genres) >= 15
+    for genre in catalog.genres.values():
+        assert len(genre.instructions.split()) >= 60, genre.name
+        assert genre.avoid_openings and 0 < genre.min_words < genre.max_words
+
+
+def test_pools_meet_their_sizes_without_duplicates(catalog) -> None:
+    assert len(catalog.audiences) >= 6 and len(catalog.personas) >= 50 and len(catalog.settings) >= 40
+    assert len(catalog.tones) >= 5
+    for pool in (catalog.audiences, catalog.personas, catalog.settings, catalog.tones):
+        assert len(set(pool)) == len(pool)
+    given = [n for n, _ in catalog.given_names]
+    surnames = [n for n, _ in catalog.surnames]
+    assert len(given) >= 500 and len(surnames) >= 300
+    assert len({fold(n) for n in given}) == len(given) and len({fold(n) for n in surnames}) == len(surnames)
+    assert len({c for _, c in catalog.given_names}) >= 15 and len({c for _, c in catalog.surnames}) >= 15
+    assert max(Counter(c for _, c in catalog.given_names).values()) <= 0.1 * len(given)  # no culture dominates
+    assert not {"Elara", "Aris", "Lyra", "Seraphina"} & set(given)
+
+
+def test_every_genre_renders_a_complete_prompt_with_braces_safe(catalog) -> None:
+    constitution = load_constitution(ROOT / "tests" / "data" / "fixture_constitution.md")
+    system = system_prompt(catalog, constitution.text + "\nA literal {brace} and {{double}} and }{.")
+    assert "{brace}" in system and "{{double}}" in system
+    section = constitution.sections[0]
+    for genre in catalog.genres:
+        spec = {"genre": genre, "target_words": 700, "section_id": section.id, "section_title": "T {x}",
+                "audience": "a", "persona": "p {y}", "setting": "s", "tone": "t", "names": ["Ada {z}"], "idea": ""}
+        prompt = document_prompt(catalog, spec, section.text + " {not_a_var}", " > ".join(section.path))
+        assert f"Genre: {genre}" in prompt and "Target length: about 700 words" in prompt
+        assert "{not_a_var}" in prompt and "Ada {z}" in prompt and "<document>" in prompt
+        unfilled = [v for v in ("genre", "section_text", "names", "idea", "persona") if "{" + v + "}" in prompt]
+        assert not unfilled
+
+
+def test_catalog_command_lists_genres_and_pools(tmp_path: Path) -> None:
+    result = run_sdf("catalog", cwd=tmp_path, env=sdf_env())
+    assert result.returncode == 0, result.stderr
+    assert "admirable_ai_story" in result.stdout and "name pools:" in result.stdout
+
+
+def test_preview_prints_the_exact_prompt_deterministically(tmp_path: Path) -> None:
+    claude = ROOT / "constitutions" / "claude.md"
+    args = ["preview", "--constitution", claude, "--genre", "advice_column", "--seed", "9"]
+    first = run_sdf(*args, cwd=tmp_path, env=sdf_env(key=None))
+    second = run_sdf(*args, cwd=tmp_path, env=sdf_env(key=None))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+    assert "===== system" in first.stdout and "Genre: advice_column" in first.stdout
+    other = run_sdf(*args[:-1], "10", cwd=tmp_path, env=sdf_env(key=None))
+    assert other.stdout != first.stdout
+    bad = run_sdf("preview", "--constitution", ROOT / "constitutions" / "claude.md", "--genre", "limerick",
+                  cwd=tmp_path, env=sdf_env(key=None))
+    assert bad.returncode == 2 and "unknown genre 'limerick'" in bad.stderr
+    section = run_sdf(*args, "--section", "no-such-section", cwd=tmp_path, env=sdf_env(key=None))
+    assert section.returncode == 2 and "unknown section id" in section.stderr
