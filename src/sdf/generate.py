@@ -106,133 +106,168 @@ def run_requests(
     summary = RunSummary(requested=len(unique), already_done=len(unique) - len(todo))
     if max_cost_usd > 0 and any(price_of(r.model) is None for r in todo):
         missing = sorted({r.model for r in todo if price_of(r.model) is None})
-        raise SdfError(f"--max-cost needs prices for {', '.join(missing)}: add them under [pricing.\"<model>\"]")
+        raise SdfError(f'--max-cost needs prices for {", ".join(missing)}: add them under [pricing."<model>"]')
     ledger.reset_failed([r.key for r in todo])  # a rerun gives earlier failures a fresh chance
-    budget = Budget(max_cost_usd, ledger.spent())
+    dispatch = Dispatch(ledger, backend, cfg, Budget(max_cost_usd, ledger.spent()), price_of, summary, desc, progress)
     if cfg.batch and backend.supports_batch:
-        _run_batches(todo, ledger, backend, cfg, budget, price_of, summary, desc, progress)
+        dispatch.batches(todo)
     elif todo:
-        asyncio.run(_run_messages(todo, ledger, backend, cfg, budget, price_of, summary, desc, progress))
+        asyncio.run(dispatch.messages(todo))
     return summary
 
 
-async def _run_messages(
-    todo: Sequence[LLMRequest],
-    ledger: Ledger,
-    backend: Backend,
-    cfg: LLMConfig,
-    budget: Budget,
-    price_of: Callable[[str], Price | None],
-    summary: RunSummary,
-    desc: str,
-    progress: bool,
-) -> None:
-    queue: asyncio.Queue[LLMRequest] = asyncio.Queue()
-    for r in todo:
-        queue.put_nowait(r)
-    limiter = RateLimiter(cfg.requests_per_minute)
-    rng = random.Random()
-    consecutive_failures = 0
-    bar = tqdm(total=len(todo), desc=desc, unit="req", disable=not progress, dynamic_ncols=True)
+@dataclass
+class Dispatch:
+    """One run of requests: where answers are recorded, what they cost, and how far the budget goes."""
 
-    def stop(reason: str) -> None:
-        if not summary.stopped:
-            summary.stopped = reason
+    ledger: Ledger
+    backend: Backend
+    cfg: LLMConfig
+    budget: Budget
+    price_of: Callable[[str], Price | None]
+    summary: RunSummary
+    desc: str
+    progress: bool
 
-    async def send(request: LLMRequest) -> None:
-        nonlocal consecutive_failures
-        for attempt in range(1, cfg.max_retries + 2):
-            if summary.stopped:
-                return
-            if budget.exhausted():
-                stop(f"budget of ${budget.max:.2f} reached (spent ${budget.spent:.4f})")
-                return
-            await limiter.wait()
-            try:
-                response = await backend.complete(request)
-            except RetryableError as e:
-                final = attempt > cfg.max_retries
-                ledger.record_attempt_failure(request.key, "messages", str(e), e.status, final=final)
-                if final:
-                    summary.note_failure(str(e))
-                    consecutive_failures += 1
-                    if consecutive_failures >= cfg.max_consecutive_failures:
-                        stop(f"the API failed {consecutive_failures} requests in a row (last: {e})")
+    async def messages(self, todo: Sequence[LLMRequest]) -> None:
+        queue: asyncio.Queue[LLMRequest] = asyncio.Queue()
+        for r in todo:
+            queue.put_nowait(r)
+        limiter = RateLimiter(self.cfg.requests_per_minute)
+        rng = random.Random()
+        consecutive_failures = 0
+        bar = tqdm(total=len(todo), desc=self.desc, unit="req", disable=not self.progress, dynamic_ncols=True)
+
+        def stop(reason: str) -> None:
+            if not self.summary.stopped:
+                self.summary.stopped = reason
+
+        async def send(request: LLMRequest) -> None:
+            nonlocal consecutive_failures
+            for attempt in range(1, self.cfg.max_retries + 2):
+                if self.summary.stopped:
                     return
-                await asyncio.sleep(backoff_delay(attempt, cfg, e.retry_after, rng))
-                continue
-            except FatalError as e:
-                ledger.record_attempt_failure(request.key, "messages", str(e), e.status, final=True)
-                summary.note_failure(str(e))
-                if e.abort_run:
-                    stop(str(e))
+                if self.budget.exhausted():
+                    stop(f"budget of ${self.budget.max:.2f} reached (spent ${self.budget.spent:.4f})")
+                    return
+                await limiter.wait()
+                try:
+                    response = await self.backend.complete(request)
+                except RetryableError as e:
+                    final = attempt > self.cfg.max_retries
+                    self.ledger.record_attempt_failure(request.key, "messages", str(e), e.status, final=final)
+                    if final:
+                        self.summary.note_failure(str(e))
+                        consecutive_failures += 1
+                        if consecutive_failures >= self.cfg.max_consecutive_failures:
+                            stop(f"the API failed {consecutive_failures} requests in a row (last: {e})")
+                        return
+                    await asyncio.sleep(backoff_delay(attempt, self.cfg, e.retry_after, rng))
+                    continue
+                except FatalError as e:
+                    self.ledger.record_attempt_failure(request.key, "messages", str(e), e.status, final=True)
+                    self.summary.note_failure(str(e))
+                    if e.abort_run:
+                        stop(str(e))
+                    return
+                cost = request_cost(response, self.price_of(request.model), batch=False)
+                self.ledger.record_success(request.key, response, cost, "messages")
+                self.budget.spent += cost or 0.0
+                self.summary.cost_usd += cost or 0.0
+                self.summary.succeeded += 1
+                consecutive_failures = 0
                 return
-            cost = request_cost(response, price_of(request.model), batch=False)
-            ledger.record_success(request.key, response, cost, "messages")
-            budget.spent += cost or 0.0
-            summary.cost_usd += cost or 0.0
-            summary.succeeded += 1
-            consecutive_failures = 0
-            return
 
-    async def worker() -> None:
-        while not queue.empty() and not summary.stopped:
-            request = queue.get_nowait()
-            await send(request)
+        async def worker() -> None:
+            while not queue.empty() and not self.summary.stopped:
+                request = queue.get_nowait()
+                await send(request)
+                bar.update(1)
+                bar.set_postfix(cost=f"${self.summary.cost_usd:.3f}", fail=self.summary.failed, refresh=False)
+
+        try:
+            # One request alone first: it writes the prompt cache, so the concurrent wave reads it.
+            await send(queue.get_nowait())
             bar.update(1)
-            bar.set_postfix(cost=f"${summary.cost_usd:.3f}", fail=summary.failed, refresh=False)
+            await asyncio.gather(*(worker() for _ in range(min(self.cfg.concurrency, queue.qsize()))))
+        finally:
+            bar.close()
+            await self.backend.aclose()
 
-    try:
-        # One request alone first: it writes the prompt cache, so the concurrent wave reads it.
-        await send(queue.get_nowait())
-        bar.update(1)
-        await asyncio.gather(*(worker() for _ in range(min(cfg.concurrency, queue.qsize()))))
-    finally:
-        bar.close()
-        await backend.aclose()
+    def batches(self, todo: Sequence[LLMRequest]) -> None:
+        by_key = {r.key: r for r in todo}
+        purpose = todo[0].purpose if todo else self.desc
+        bar = tqdm(
+            total=len(todo), desc=f"{self.desc} (batch)", unit="req", disable=not self.progress, dynamic_ncols=True
+        )
+        try:
+            # Re-attach first: a batch recorded by an earlier, interrupted run is collected, not resubmitted.
+            self._collect(purpose, by_key, bar)
+            tries: dict[str, int] = {}
+            for _ in range(self.cfg.batch_max_attempts):
+                statuses = self.ledger.statuses(list(by_key))
+                pending = [r for k, r in by_key.items() if statuses.get(k) == "pending"]
+                pending = [r for r in pending if tries.get(r.key, 0) < self.cfg.batch_max_attempts]
+                if not pending:
+                    break
+                if self.budget.exhausted():
+                    self.summary.stopped = f"budget of ${self.budget.max:.2f} reached (spent ${self.budget.spent:.4f})"
+                    break
+                pending = _affordable(pending, self.budget, self.price_of)
+                for chunk in chunk_batch(pending, self.backend):
+                    batch_id = self.backend.create_batch(chunk)  # type: ignore[attr-defined]
+                    self.ledger.add_batch(batch_id, purpose, [r.key for r in chunk])
+                    for r in chunk:
+                        tries[r.key] = tries.get(r.key, 0) + 1
+                self._collect(purpose, by_key, bar)
+            if not self.summary.stopped:
+                for key, status in self.ledger.statuses(list(by_key)).items():
+                    if status == "pending":
+                        self.ledger.record_attempt_failure(key, "batch", "batch attempts exhausted", final=True)
+                        self.summary.note_failure("batch attempts exhausted")
+        finally:
+            bar.close()
 
-
-def _run_batches(
-    todo: Sequence[LLMRequest],
-    ledger: Ledger,
-    backend: Backend,
-    cfg: LLMConfig,
-    budget: Budget,
-    price_of: Callable[[str], Price | None],
-    summary: RunSummary,
-    desc: str,
-    progress: bool,
-) -> None:
-    by_key = {r.key: r for r in todo}
-    purpose = todo[0].purpose if todo else desc
-    bar = tqdm(total=len(todo), desc=f"{desc} (batch)", unit="req", disable=not progress, dynamic_ncols=True)
-    try:
-        # Re-attach first: a batch recorded by an earlier, interrupted run is collected, not resubmitted.
-        _collect(ledger, backend, cfg, purpose, by_key, budget, price_of, summary, bar)
-        tries: dict[str, int] = {}
-        for _ in range(cfg.batch_max_attempts):
-            statuses = ledger.statuses(list(by_key))
-            pending = [r for k, r in by_key.items() if statuses.get(k) == "pending"]
-            pending = [r for r in pending if tries.get(r.key, 0) < cfg.batch_max_attempts]
-            if not pending:
-                break
-            if budget.exhausted():
-                summary.stopped = f"budget of ${budget.max:.2f} reached (spent ${budget.spent:.4f})"
-                break
-            pending = _affordable(pending, budget, price_of)
-            for chunk in chunk_batch(pending, backend):
-                batch_id = backend.create_batch(chunk)  # type: ignore[attr-defined]
-                ledger.add_batch(batch_id, purpose, [r.key for r in chunk])
-                for r in chunk:
-                    tries[r.key] = tries.get(r.key, 0) + 1
-            _collect(ledger, backend, cfg, purpose, by_key, budget, price_of, summary, bar)
-        if not summary.stopped:
-            for key, status in ledger.statuses(list(by_key)).items():
-                if status == "pending":
-                    ledger.record_attempt_failure(key, "batch", "batch attempts exhausted", final=True)
-                    summary.note_failure("batch attempts exhausted")
-    finally:
-        bar.close()
+    def _collect(self, purpose: str, by_key: dict[str, LLMRequest], bar: tqdm) -> None:
+        """Poll every open batch of this purpose with backoff, streaming results into the ledger."""
+        interval = self.cfg.poll_interval_s
+        while True:
+            open_batches = self.ledger.active_batches(purpose)
+            if not open_batches:
+                return
+            progressed = False
+            for batch in open_batches:
+                state = self.backend.batch_state(batch["batch_id"])  # type: ignore[attr-defined]
+                if not state.ended:
+                    continue
+                progressed = True
+                outcomes: dict[str, int] = {}
+                for result in self.backend.batch_results(batch["batch_id"]):  # type: ignore[attr-defined]
+                    outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
+                    if self.ledger.statuses([result.key]).get(result.key) == "ok":
+                        continue
+                    request = by_key.get(result.key)
+                    if result.response is not None:
+                        model = request.model if request else self.cfg.model
+                        cost = request_cost(result.response, self.price_of(model), batch=True)
+                        self.ledger.record_success(result.key, result.response, cost, "batch", batch["batch_id"])
+                        self.budget.spent += cost or 0.0
+                        self.summary.cost_usd += cost or 0.0
+                        self.summary.succeeded += 1
+                        bar.update(1)
+                    else:
+                        final = not result.retryable
+                        self.ledger.record_attempt_failure(
+                            result.key, "batch", result.error or result.outcome, final=final, batch_id=batch["batch_id"]
+                        )
+                        if final:
+                            self.summary.note_failure(result.error or result.outcome)
+                self.ledger.end_batch(batch["batch_id"], outcomes)
+            if progressed:
+                interval = self.cfg.poll_interval_s
+            else:
+                time.sleep(interval)
+                interval = min(self.cfg.poll_max_interval_s, max(interval * 1.5, 0.01))
 
 
 def _affordable(pending: list[LLMRequest], budget: Budget, price_of: Callable[[str], Price | None]) -> list[LLMRequest]:
@@ -263,54 +298,3 @@ def chunk_batch(requests: Sequence[LLMRequest], backend: Backend) -> list[list[L
         chunks[-1].append(r)
         size += body
     return [c for c in chunks if c]
-
-
-def _collect(
-    ledger: Ledger,
-    backend: Backend,
-    cfg: LLMConfig,
-    purpose: str,
-    by_key: dict[str, LLMRequest],
-    budget: Budget,
-    price_of: Callable[[str], Price | None],
-    summary: RunSummary,
-    bar: tqdm,
-) -> None:
-    """Poll every open batch of this purpose with backoff, streaming results into the ledger."""
-    interval = cfg.poll_interval_s
-    while True:
-        open_batches = ledger.active_batches(purpose)
-        if not open_batches:
-            return
-        progressed = False
-        for batch in open_batches:
-            state = backend.batch_state(batch["batch_id"])  # type: ignore[attr-defined]
-            if not state.ended:
-                continue
-            progressed = True
-            outcomes: dict[str, int] = {}
-            for result in backend.batch_results(batch["batch_id"]):  # type: ignore[attr-defined]
-                outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
-                if ledger.statuses([result.key]).get(result.key) == "ok":
-                    continue
-                request = by_key.get(result.key)
-                if result.response is not None:
-                    model = request.model if request else cfg.model
-                    cost = request_cost(result.response, price_of(model), batch=True)
-                    ledger.record_success(result.key, result.response, cost, "batch", batch["batch_id"])
-                    budget.spent += cost or 0.0
-                    summary.cost_usd += cost or 0.0
-                    summary.succeeded += 1
-                    bar.update(1)
-                else:
-                    final = not result.retryable
-                    ledger.record_attempt_failure(result.key, "batch", result.error or result.outcome,
-                                                  final=final, batch_id=batch["batch_id"])
-                    if final:
-                        summary.note_failure(result.error or result.outcome)
-            ledger.end_batch(batch["batch_id"], outcomes)
-        if progressed:
-            interval = cfg.poll_interval_s
-        else:
-            time.sleep(interval)
-            interval = min(cfg.poll_max_interval_s, max(interval * 1.5, 0.01))

@@ -30,6 +30,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, MaxNLocator, StrMethodFormatter
 
 from sdf.errors import SdfError
+from sdf.rundir import STAGES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,8 +39,7 @@ else:  # pragma: no cover
 
 SAMPLES_PER_GENRE = 2
 SAMPLE_CHARS = 900
-# The order in which the pipeline's stages drop documents (as sdf.rundir.STAGES).
-STAGE_ORDER = ["generate", "quality", "judge", "decontaminate", "dedup", "diversity"]
+STAGE_ORDER = list(STAGES)  # the order in which the pipeline's stages drop documents
 TOKEN_COLUMNS = ("tokens", "n_tokens", "num_tokens", "token_count")
 ARTIFACTS = (
     "config.toml",
