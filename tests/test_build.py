@@ -181,3 +181,35 @@ def test_repeated_sigkill_then_resume_never_pays_twice(tmp_path: Path, mode: str
                          tmp_path / "corpus", "--name", "clean", *extra, cwd=tmp_path, env=sdf_env(clean.base_url))
         assert result.returncode == 0, result.stderr
     assert corpus_of(run) == corpus_of(tmp_path / "corpus" / "clean")
+
+
+def test_ctrl_c_exits_130_and_a_rerun_finishes_without_paying_twice(tmp_path: Path) -> None:
+    with FakeAnthropic(faults=Faults(latency_s=0.2)) as fake:
+        config = fast_config(tmp_path, docs=20)
+        args = ["build", "--constitution", FIXTURE_CONSTITUTION, "--config", config, "--out", tmp_path / "corpus",
+                "--name", "ctrlc"]
+        run = tmp_path / "corpus" / "ctrlc"
+        proc = start_sdf(*args, cwd=tmp_path, env=sdf_env(fake.base_url))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not ledger_snapshot_safe(run):  # wait for the first answers
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 130, stderr
+        assert "interrupted" in stderr and "Traceback" not in stderr
+        recorded = ledger_snapshot(run / "store.sqlite")
+        assert 0 < len(recorded) < 20
+        start = len(fake.log)
+        final = run_sdf(*args, cwd=tmp_path, env=sdf_env(fake.base_url))
+        assert final.returncode == 0, final.stderr
+        assert not set(answered_after(fake, start)) & set(recorded)
+        assert f"{len(recorded)} already in the ledger" in final.stdout
+
+
+def ledger_snapshot_safe(run: Path) -> dict[str, str]:
+    if not (run / "store.sqlite").exists():
+        return {}
+    try:
+        return ledger_snapshot(run / "store.sqlite")
+    except sqlite3.Error:
+        return {}
