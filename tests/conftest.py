@@ -35,17 +35,19 @@ backoff_max_s = 0.05
 poll_interval_s = 0.02
 poll_max_interval_s = 0.1
 timeout_s = 5
+{llm_extra}
 [pack]
 tokenizer = "{tokenizer}"
 seq_len = 256
 """
 
 
-def fast_config(tmp_path: Path, docs: int = 12, extra: str = "", max_tokens: int = 8192) -> Path:
-    """Settings for quick runs; `extra` adds whole TOML tables (e.g. "[judge]\nenabled = true\n")."""
+def fast_config(tmp_path: Path, docs: int = 12, extra: str = "", max_tokens: int = 8192, llm_extra: str = "") -> Path:
+    """Settings for quick runs; `extra` adds whole TOML tables (e.g. "[judge]\nenabled = true\n"),
+    `llm_extra` adds lines to [llm]."""
     path = tmp_path / "sdf.toml"
     tokenizer = ROOT / "tests" / "data" / "tokenizer.json"
-    text = FAST_TOML.format(docs=docs, tokenizer=tokenizer, max_tokens=max_tokens) + extra
+    text = FAST_TOML.format(docs=docs, tokenizer=tokenizer, max_tokens=max_tokens, llm_extra=llm_extra) + extra
     path.write_text(text, encoding="utf-8")
     return path
 

@@ -213,3 +213,21 @@ def ledger_snapshot_safe(run: Path) -> dict[str, str]:
         return ledger_snapshot(run / "store.sqlite")
     except sqlite3.Error:
         return {}
+
+
+def test_an_api_that_keeps_failing_stops_the_build_cleanly_and_a_rerun_recovers(tmp_path: Path) -> None:
+    with FakeAnthropic(faults=Faults(server_error=1.0)) as fake:
+        config = fast_config(tmp_path, docs=10, llm_extra="max_retries = 1\nmax_consecutive_failures = 3")
+        args = ["build", "--constitution", FIXTURE_CONSTITUTION, "--config", config, "--out", tmp_path / "corpus",
+                "--name", "down"]
+        down = run_sdf(*args, cwd=tmp_path, env=sdf_env(fake.base_url))
+        assert down.returncode == 3, down.stderr
+        assert "stopped early: the API failed 3 requests in a row" in down.stderr and "Traceback" not in down.stderr
+        assert "pack: skipped" in down.stdout
+        run = tmp_path / "corpus" / "down"
+        assert (run / "report.html").exists() and not (run / "shards" / "manifest.json").exists()
+        assert {r["reason"] for r in table(run / "rejected.parquet")} <= {"api_error", "not_generated"}
+        fake.set_faults(Faults())
+        up = run_sdf(*args, cwd=tmp_path, env=sdf_env(fake.base_url))
+        assert up.returncode == 0, up.stderr
+        assert len(table(run / "corpus.parquet")) > 0 and (run / "shards" / "manifest.json").exists()

@@ -347,12 +347,12 @@ def build(constitution: Path, config_path: Path | None, dry_run: bool, progress:
     echo_generation(summary, ledger.totals())
     ledger.close()
     click.echo(f"documents: {docs} extracted, {failed} specs recorded as failures")
-    finish_build(run, backend, progress)
-    sys.exit(EXIT_INCOMPLETE if summary.stopped else EXIT_OK)
+    packed = finish_build(run, backend, progress)
+    sys.exit(EXIT_INCOMPLETE if summary.stopped else EXIT_OK if packed else EXIT_FAILED)
 
 
-def finish_build(run: Any, backend: Any, progress: bool) -> None:
-    """filter -> dedup -> pack -> report, each summarised in one line."""
+def finish_build(run: Any, backend: Any, progress: bool) -> bool:
+    """filter -> dedup -> pack -> report, each summarised in one line; False when the corpus is empty."""
     from sdf.pipeline import dedup_stage, filter_stage, pack_stage, report_stage
 
     f = filter_stage(run, backend, progress)
@@ -362,10 +362,14 @@ def finish_build(run: Any, backend: Any, progress: bool) -> None:
     c = m["counts"]
     click.echo(f"dedup: {c['input']} -> {c['corpus']} ({c['exact_duplicate']} exact and {c['near_duplicate']} near "
                f"duplicates, {c.get('contaminated', 0)} contaminated, {c['name_cap'] + c['opener_cap']} over caps)")
-    manifest = pack_stage(run, progress)
-    click.echo(f"pack: {manifest['documents']} documents, {manifest['tokens']:,} tokens in {manifest['sequences']} "
-               f"sequences of {run.settings.pack.seq_len} -> {run.dir.shards}")
+    if c["corpus"]:
+        manifest = pack_stage(run, progress)
+        click.echo(f"pack: {manifest['documents']} documents, {manifest['tokens']:,} tokens in "
+                   f"{manifest['sequences']} sequences of {run.settings.pack.seq_len} -> {run.dir.shards}")
+    else:
+        click.echo(f"pack: skipped, no document survived (see `sdf inspect {run.dir.path} --rejected all`)")
     click.echo(f"report: {report_stage(run)}")
+    return bool(c["corpus"])
 
 
 @cli.command(name="filter")
