@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from conftest import FIXTURE_CONSTITUTION, fast_config, run_sdf, sdf_env
@@ -41,6 +42,21 @@ def test_all_formats_and_the_replay_mix_are_in_the_manifest(built: Path) -> None
     sdf_tokens = sum(manifest["tokens_per_genre"].values())
     replay_tokens = sum(manifest["tokens_per_source"].values()) - sdf_tokens
     assert replay_tokens == pytest.approx(0.5 * sdf_tokens, rel=0.1)
+
+
+def test_one_builds_shards_load_in_every_reader_with_the_manifests_counts(built: Path, tmp_path: Path) -> None:
+    from shard_readers import load_hf_rows, read_megatron_sequences, read_nanotron
+
+    manifest = json.loads((built / "shards" / "manifest.json").read_text())
+    shards = built / "shards" / "train"
+    megatron = sum(len(s) for p in sorted((shards / "megatron").glob("*.bin"))
+                   for s in read_megatron_sequences(p.with_suffix("")))
+    nanotron = sum(len(read_nanotron(p).tokens) for p in sorted((shards / "nanotron").glob("*.ds")))
+    hf = load_hf_rows(sorted((shards / "hf").glob("*.parquet")), tmp_path / "hf-cache")
+    npy = sum(len(np.load(p)) for p in sorted((shards / "npy").glob("*.tokens.npy")))
+    expected = manifest["sequences"] * manifest["seq_len"]  # rows are padded to seq_len in every format
+    assert megatron == nanotron == npy == len(hf) * manifest["seq_len"] == expected
+    assert sum(sum(row) for row in hf["seq_lengths"]) == manifest["tokens"]
 
 
 def test_inspect_in_a_pipe_is_plain_text_with_provenance(built: Path) -> None:
