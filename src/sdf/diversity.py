@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import xxhash
+from tqdm import tqdm
 
 from sdf.dedup import normalize_text, shingle_hashes
 from sdf.quality import GenreLike, quality_of, rejected_row
@@ -67,7 +68,7 @@ class DiversityConfig:
     min_docs: int = 100  # caps apply only to populations at least this large
     spacy_model: str = "en_core_web_sm"
     ner_fallback: bool = False  # force the capitalised-word heuristic instead of spaCy NER
-    ner_max_chars: int = 2000
+    ner_max_chars: int = 5000  # NER reads this much of each document; names introduced later are missed
     ner_batch_size: int = 64
     metrics_sample: int = 2000  # distinct-n, compression and self-repetition use at most this many docs
     top_k: int = 20
@@ -166,7 +167,8 @@ def person_names(texts: Sequence[str], cfg: DiversityConfig | None = None) -> li
                       stacklevel=2)
     out: list[list[str]] = []
     clipped = (t[: cfg.ner_max_chars] for t in texts)
-    for doc in nlp.pipe(clipped, batch_size=cfg.ner_batch_size):
+    docs = nlp.pipe(clipped, batch_size=cfg.ner_batch_size)
+    for doc in tqdm(docs, total=len(texts), desc="names (NER)", unit="doc", disable=None, leave=False):
         if why_fallback is None:
             names = {_given_name(ent.text.split()) for ent in doc.ents if ent.label_ == "PERSON"}
             names.discard(None)

@@ -152,10 +152,13 @@ class Ledger:
     def register(self, requests: Iterable[LLMRequest]) -> None:
         """Record planned requests as pending (existing rows, whatever their state, are kept)."""
         stamp = now()
+        prefixes: dict[str, str] = {}  # the system prompt is shared: hash and store it once, not per request
         with self.transaction() as db:
             for r in requests:
-                prefix = sha256(r.system)
-                db.execute("INSERT OR IGNORE INTO prefixes(hash, text) VALUES (?, ?)", (prefix, r.system))
+                prefix = prefixes.get(r.system)
+                if prefix is None:
+                    prefix = prefixes[r.system] = sha256(r.system)
+                    db.execute("INSERT OR IGNORE INTO prefixes(hash, text) VALUES (?, ?)", (prefix, r.system))
                 db.execute(
                     "INSERT OR IGNORE INTO requests(key, purpose, spec_id, model, params, prompt_hash,"
                     " prefix_hash, prompt, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
