@@ -292,3 +292,19 @@ def test_ledger_survives_a_half_written_state(tmp_path: Path) -> None:
         raise RuntimeError("crash mid-transaction")
     assert ledger.counts() == {"pending": 3}
     assert ledger.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_batch_mode_submits_only_what_the_budget_can_pay_for(fake, tmp_path, monkeypatch) -> None:
+    ledger = Ledger(tmp_path / "store.sqlite")
+    llm = cfg(batch=True)
+    reqs = requests(20)
+    price = PRICES("claude-haiku-4-5")
+    worst = price.cost(len(reqs[0].system + reqs[0].prompt) // 3, reqs[0].max_tokens, batch=True)
+    cap = worst * 1.5
+    summary = run(reqs, ledger, backend(fake, llm, monkeypatch), llm, max_cost=cap)
+    first = ledger.batches()[0]["request_count"]
+    submitted = sum(b["request_count"] for b in ledger.batches())
+    assert first == 1  # the first batch holds what the cap covers at the worst case
+    assert 1 < submitted < 20  # later rounds spend what the real (cheaper) answers left over
+    assert ledger.spent() <= cap  # batch mode never passes the cap
+    assert summary.stopped.startswith("budget") and ledger.counts("generate")["pending"] == 20 - submitted

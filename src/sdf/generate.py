@@ -204,7 +204,7 @@ class Dispatch:
             # Re-attach first: a batch recorded by an earlier, interrupted run is collected, not resubmitted.
             self._collect(purpose, by_key, bar)
             tries: dict[str, int] = {}
-            for _ in range(self.cfg.batch_max_attempts):
+            while True:  # every round submits at least one request or stops, so this ends
                 statuses = self.ledger.statuses(list(by_key))
                 pending = [r for k, r in by_key.items() if statuses.get(k) == "pending"]
                 pending = [r for r in pending if tries.get(r.key, 0) < self.cfg.batch_max_attempts]
@@ -214,17 +214,22 @@ class Dispatch:
                     self.summary.stopped = f"budget of ${self.budget.max:.2f} reached (spent ${self.budget.spent:.4f})"
                     break
                 pending = _affordable(pending, self.budget, self.price_of)
+                if not pending:
+                    self.summary.stopped = (
+                        f"budget of ${self.budget.max:.2f} cannot cover another request at its worst case "
+                        f"(spent ${self.budget.spent:.4f})"
+                    )
+                    break
                 for chunk in chunk_batch(pending, self.backend):
                     batch_id = self.backend.create_batch(chunk)  # type: ignore[attr-defined]
                     self.ledger.add_batch(batch_id, purpose, [r.key for r in chunk])
                     for r in chunk:
                         tries[r.key] = tries.get(r.key, 0) + 1
                 self._collect(purpose, by_key, bar)
-            if not self.summary.stopped:
-                for key, status in self.ledger.statuses(list(by_key)).items():
-                    if status == "pending":
-                        self.ledger.record_attempt_failure(key, "batch", "batch attempts exhausted", final=True)
-                        self.summary.note_failure("batch attempts exhausted")
+            for key, status in self.ledger.statuses(list(by_key)).items():
+                if status == "pending" and tries.get(key, 0) >= self.cfg.batch_max_attempts:
+                    self.ledger.record_attempt_failure(key, "batch", "batch attempts exhausted", final=True)
+                    self.summary.note_failure("batch attempts exhausted")
         finally:
             bar.close()
 
@@ -279,7 +284,7 @@ def _affordable(pending: list[LLMRequest], budget: Budget, price_of: Callable[[s
     for r in pending:
         price = price_of(r.model)
         worst = price.cost(len(r.system + r.prompt) // 3, r.max_tokens, batch=True) if price else 0.0
-        if chosen and total + worst > remaining:
+        if total + worst > remaining:
             break
         chosen.append(r)
         total += worst
