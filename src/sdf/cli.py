@@ -50,6 +50,8 @@ def settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--model", default=None, help="Model name, e.g. claude-sonnet-4-5."),
         click.option("--seed", type=int, default=None, help="Seed for planning and packing."),
         click.option("--genre", "genres", multiple=True, help="Restrict to this genre (repeatable)."),
+        click.option("--brainstorm/--no-brainstorm", default=None, help="Brainstorm ideas per section and genre."),
+        click.option("--judge/--no-judge", default=None, help="Score documents with the LLM judge."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -120,9 +122,15 @@ def echo_plan(run: Any, specs: list[dict]) -> None:
                f" + cache read {usage['cache_read_tokens']:,}; output {usage['output_tokens']:,}")
     if usage["cost_usd"] is None:
         click.echo(f"estimated cost: unknown (no price for {model}; add [pricing.\"{model}\"] to sdf.toml)")
-    else:
-        click.echo(f"estimated cost with {model}: ${usage['cost_usd']:.2f} (messages), "
-                   f"${usage['batch_cost_usd']:.2f} (--batch)")
+        return
+    extras = [(k, usage[k]) for k in ("brainstorm", "judge") if k in usage]
+    for name, part in extras:
+        click.echo(f"  + {name}: {part['requests']:,} requests, ${part['cost_usd']:.2f} (messages), "
+                   f"${part['batch_cost_usd']:.2f} (--batch)")
+    total = usage["cost_usd"] + sum(p["cost_usd"] for _, p in extras)
+    total_batch = usage["batch_cost_usd"] + sum(p["batch_cost_usd"] for _, p in extras)
+    what = "generation" + "".join(f" + {name}" for name, _ in extras)
+    click.echo(f"estimated cost with {model} ({what}): ${total:.2f} (messages), ${total_batch:.2f} (--batch)")
 
 
 @cli.command()
@@ -310,8 +318,6 @@ def preview(constitution: Path, genre: str, section_id: str | None, seed: int | 
 @click.option("--batch/--no-batch", default=None, help="Use the Message Batches API (half price, slower).")
 @click.option("--max-cost", type=float, default=None, help="Stop sending once this many USD are spent.")
 @click.option("--concurrency", type=int, default=None, help="Concurrent requests in messages mode.")
-@click.option("--brainstorm/--no-brainstorm", default=None, help="Brainstorm concrete ideas per section and genre.")
-@click.option("--judge/--no-judge", default=None, help="Score documents with the LLM judge.")
 @click.option("--dry-run", is_flag=True, help="Parse and plan, print the plan and cost, call no API.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 @friendly

@@ -290,30 +290,51 @@ def estimate_usage(run: Run, specs: Sequence[dict]) -> dict:
 
     The first request writes the prompt cache and the rest read it (generate.py sends one request
     alone before opening concurrency for exactly this reason). Output is the target length.
+    Brainstorm and judge requests, when enabled, are estimated under "brainstorm" and "judge".
     """
     from sdf.constitution import estimate_tokens
     from sdf.plan import TOKENS_PER_WORD
 
-    system_tokens = estimate_tokens(run.system)
-    user_tokens = sum(estimate_tokens(document_request(run, s, run.system).prompt) for s in specs)
-    n = len(specs)
-    output = sum(round(s["target_words"] * TOKENS_PER_WORD) + ENVELOPE_TOKENS for s in specs)
+    system = run.system
+    prompts = [estimate_tokens(document_request(run, s, system).prompt) for s in specs]
+    outputs = [round(s["target_words"] * TOKENS_PER_WORD) + ENVELOPE_TOKENS for s in specs]
+    usage = _usage(run, estimate_tokens(system), prompts, outputs)
+    if run.settings.plan.brainstorm:
+        cfg = run.settings.plan
+        pairs = sorted({(s["section_id"], s["genre"]) for s in specs})
+        idea_tokens = IDEA_TOKENS * cfg.ideas_per_round
+        brainstorm = [estimate_tokens(brainstorm_request(run, p, [], system).prompt) + idea_tokens * r
+                      for p in pairs for r in range(cfg.brainstorm_rounds)]
+        usage["brainstorm"] = _usage(run, estimate_tokens(system), brainstorm, [idea_tokens] * len(brainstorm))
+    if run.settings.judge.enabled:
+        empty = {"doc_id": "", "text": ""}
+        judge = [estimate_tokens(judge_request(run, {**s, **empty}, system).prompt) + out
+                 for s, out in zip(specs, outputs, strict=True)]
+        usage["judge"] = _usage(run, estimate_tokens(system), judge, [JUDGE_TOKENS] * len(judge))
+    return usage
+
+
+def _usage(run: Run, system_tokens: int, prompts: Sequence[int], outputs: Sequence[int]) -> dict:
+    n = len(prompts)
     usage = {
         "requests": n,
-        "input_tokens": user_tokens,
+        "input_tokens": sum(prompts),
         "cache_creation_tokens": system_tokens if n else 0,
         "cache_read_tokens": system_tokens * max(0, n - 1),
-        "output_tokens": output,
+        "output_tokens": sum(outputs),
     }
     price = run.settings.price(run.settings.llm.model)
-    for mode, batch in (("cost_usd", False), ("batch_cost_usd", True)):
-        usage[mode] = (
-            price.cost(usage["input_tokens"], output, usage["cache_creation_tokens"], usage["cache_read_tokens"], batch)
+    for key, batch in (("cost_usd", False), ("batch_cost_usd", True)):
+        usage[key] = (
+            price.cost(usage["input_tokens"], usage["output_tokens"], usage["cache_creation_tokens"],
+                       usage["cache_read_tokens"], batch)
             if price else None
         )
     return usage
 
 
+IDEA_TOKENS = 60  # one brainstormed idea, a sentence or two
+JUDGE_TOKENS = 350  # five short justifications and the score
 ENVELOPE_TOKENS = 8  # the <document></document> tags around each answer
 
 
