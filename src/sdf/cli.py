@@ -106,7 +106,7 @@ def echo_plan(run: Any, specs: list[dict]) -> None:
     from sdf.pipeline import estimate_usage
     from sdf.plan import genre_weights, summarize
 
-    summary = summarize(specs, run.catalog)
+    summary = summarize(specs)
     weights = genre_weights(run.catalog, run.settings.plan)
     click.echo(f"plan: {summary.docs} documents over {len(summary.by_section)} of "
                f"{len(run.constitution.sections)} sections and {len(summary.by_genre)} genres")

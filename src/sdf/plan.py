@@ -53,7 +53,6 @@ class PlanSummary:
     docs: int
     by_genre: dict[str, int]
     by_section: dict[str, int]
-    output_tokens: int
 
 
 def genre_weights(catalog: Catalog, cfg: PlanConfig) -> dict[str, float]:
@@ -184,11 +183,10 @@ def plan_specs(sections: Sequence[Section], catalog: Catalog, cfg: PlanConfig, s
     return specs
 
 
-def summarize(specs: Sequence[dict], catalog: Catalog) -> PlanSummary:
+def summarize(specs: Sequence[dict]) -> PlanSummary:
     by_genre = Counter(s["genre"] for s in specs)
     by_section = Counter(s["section_id"] for s in specs)
-    out = sum(round(s["target_words"] * TOKENS_PER_WORD) for s in specs)
-    return PlanSummary(len(specs), dict(sorted(by_genre.items())), dict(by_section), out)
+    return PlanSummary(len(specs), dict(sorted(by_genre.items())), dict(by_section))
 
 
 def write_specs(specs: Sequence[dict], path: Path) -> None:
