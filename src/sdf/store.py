@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -99,11 +100,12 @@ class LLMRequest:
             params["temperature"] = self.temperature
         return params
 
-    @property
+    # Cached: the system prompt is ~100 KB and the engine reads these several times per request.
+    @cached_property
     def prompt_hash(self) -> str:
         return sha256(self.system + "\x00" + self.prompt)
 
-    @property
+    @cached_property
     def key(self) -> str:
         blob = json.dumps([self.model, self.params, sha256(self.system), self.prompt], sort_keys=True)
         return sha256(blob)
