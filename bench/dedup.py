@@ -1,4 +1,4 @@
-"""Benchmark of sdf.dedup: throughput against datasketch's per-shingle baseline, recall, false merges.
+"""Benchmark of sdf.steps.dedup.minhash: throughput against datasketch's per-shingle baseline, recall, false merges.
 
     .venv/bin/python bench/dedup.py            # 50,000 documents of ~300 words, about a minute
     .venv/bin/python bench/dedup.py --docs 200000
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from datasketch import MinHash  # noqa: E402
 
-from sdf.dedup import DedupConfig, deduplicate, normalize_text  # noqa: E402
+from sdf.steps.dedup.minhash import DedupConfig, deduplicate, normalize_text  # noqa: E402
 
 TARGETS = (0.3, 0.5, 0.7, 0.85, 0.9, 0.95)
 
@@ -115,7 +115,7 @@ def main() -> None:
     workers = cfg.workers or min(4, os.cpu_count() or 1)
     print(f"cpu cores: {os.cpu_count()}, signature threads: {workers}; "
           f"LSH num_perm={cfg.num_perm} bands={cfg.bands} rows={cfg.rows} verify>={cfg.threshold}")
-    print(f"sdf.dedup end to end: {elapsed:.2f}s = {ours:,.0f} docs/s")
+    print(f"sdf.steps.dedup.minhash end to end: {elapsed:.2f}s = {ours:,.0f} docs/s")
     print(f"datasketch MinHash.update per shingle (signatures only, {len(sample)} docs, extrapolated): "
           f"{base:,.0f} docs/s")
     print(f"speedup: {ours / base:.1f}x  (target >= 20x; throughput target >= 3,000 docs/s)")

@@ -94,7 +94,7 @@ def start_server() -> tuple[subprocess.Popen, str]:
 
 
 def make_requests(n: int, tag: str) -> list:
-    from sdf.store import LLMRequest
+    from sdf.llm.ledger import LLMRequest
 
     system = "A constitution long enough to be cached. " * 200
     return [LLMRequest("generate", f"{tag}-{i}", "claude-haiku-4-5", system, f"Write document {tag} {i}.", 1024)
@@ -122,9 +122,9 @@ async def raw_sdk(base_url: str, n: int, concurrency: int) -> float:
 
 def sdf_rate(base_url: str, n: int, concurrency: int, batch: bool, tmp: Path) -> float:
     from sdf.config import LLMConfig, Settings
-    from sdf.generate import run_requests
     from sdf.llm.anthropic import AnthropicBackend
-    from sdf.store import Ledger
+    from sdf.llm.engine import run_requests
+    from sdf.llm.ledger import Ledger
 
     os.environ["ANTHROPIC_BASE_URL"] = base_url
     cfg = LLMConfig(model="claude-haiku-4-5", concurrency=concurrency, batch=batch, poll_interval_s=0.01)
@@ -140,7 +140,7 @@ def sdf_rate(base_url: str, n: int, concurrency: int, batch: bool, tmp: Path) ->
 
 def ledger_write_cost(n: int, tmp: Path) -> tuple[float, float]:
     """Microseconds per recorded response: sdf's ledger vs a bare one-row INSERT commit."""
-    from sdf.store import Ledger, LLMResponse, Usage
+    from sdf.llm.ledger import Ledger, LLMResponse, Usage
 
     reqs = make_requests(n, "ledger")
     ledger = Ledger(tmp / "ledger-write.sqlite")

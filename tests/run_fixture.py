@@ -380,7 +380,7 @@ def _write_shards(shards: Path, corpus: list[dict], documents: list[dict], weigh
     total = sum(per_genre.values())
     seq_len = 2048
     sequences = math.ceil(total / seq_len)
-    # Shaped like sdf.pack's manifest: one train split, two shards of one format, a .bin + .idx per shard.
+    # Shaped like sdf.steps.tokens.pack's manifest: one train split, two shards of one format, a .bin + .idx per shard.
     shard_list = []
     for i, part in enumerate((sequences // 2, sequences - sequences // 2)):
         for suffix in ("bin", "idx"):

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, run_sdf, sdf_env
 
-from sdf.catalog import document_prompt, load_catalog, system_prompt
-from sdf.constitution import load_constitution
+from sdf.source.catalog import document_prompt, load_catalog, system_prompt
+from sdf.source.constitution import load_constitution
 
 REQUIRED_GENRES = {
     "essay", "faq", "case_study", "admirable_ai_story", "advice_column", "chat_transcript", "textbook_section",

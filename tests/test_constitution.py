@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from sdf.constitution import load_constitution, parse_constitution, substitute_variables
 from sdf.errors import SdfError
+from sdf.source.constitution import load_constitution, parse_constitution, substitute_variables
 
 TRICKY = """---
 title: Front matter is skipped

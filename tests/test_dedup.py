@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from sdf.dedup import (
+from sdf.steps.dedup.minhash import (
     DedupConfig,
     candidate_pairs,
     candidate_probability,

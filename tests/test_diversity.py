@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from sdf.diversity import (
+from sdf.steps.diversity.caps import (
     DiversityConfig,
     apply_caps,
     cap_for,

@@ -12,10 +12,10 @@ from langchain_core.messages import AIMessage
 
 from sdf.config import LLMConfig, Settings
 from sdf.errors import SdfError
-from sdf.generate import chunk_batch, run_requests
 from sdf.llm.anthropic import AnthropicBackend
+from sdf.llm.engine import chunk_batch, run_requests
 from sdf.llm.langchain import LangChainBackend
-from sdf.store import Ledger, LLMRequest
+from sdf.llm.ledger import Ledger, LLMRequest
 
 SYSTEM = "You write documents about a constitution. " * 300  # long enough to be worth caching
 KEY = "fake-key-do-not-leak-0123456789"
@@ -209,7 +209,7 @@ def test_a_recorded_batch_is_reattached_not_resubmitted(fake, tmp_path, monkeypa
 
 
 def test_batches_are_chunked_within_api_limits(monkeypatch) -> None:
-    import sdf.generate as generate
+    import sdf.llm.engine as generate
 
     monkeypatch.setattr(generate, "MAX_BATCH_REQUESTS", 7)
     reqs = requests(20)

@@ -15,7 +15,7 @@ from fake_anthropic import FakeAnthropic, Faults, last_user_text, synthetic_repl
 
 from sdf.config import load_settings
 from sdf.llm.anthropic import AnthropicBackend
-from sdf.pipeline import (
+from sdf.products.documents import (
     brainstorm_stage,
     create_run,
     dedup_stage,

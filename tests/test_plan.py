@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from sdf.catalog import load_catalog
 from sdf.config import PlanConfig
-from sdf.constitution import load_constitution, parse_constitution
 from sdf.errors import SdfError
-from sdf.plan import TOKENS_PER_WORD, apportion, genre_weights, plan_specs, section_quotas, write_specs
+from sdf.source.catalog import load_catalog
+from sdf.source.constitution import load_constitution, parse_constitution
+from sdf.source.plan import TOKENS_PER_WORD, apportion, genre_weights, plan_specs, section_quotas, write_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 

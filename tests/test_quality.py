@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sdf.quality import (
+from sdf.steps.filters.quality import (
     QualityConfig,
     check_document,
     filter_documents,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sdf.errors import SdfError
-from sdf.tokenizer import load_tokenizer
+from sdf.steps.tokens.tokenizer import load_tokenizer
 
 DATA = Path(__file__).parent / "data"
 TOKENIZER = DATA / "tokenizer.json"
@@ -102,7 +102,7 @@ def test_bad_tokenizers_are_one_line_errors(spec, message):
 
 
 CACHED_SCRIPT = """
-from sdf.tokenizer import load_tokenizer
+from sdf.steps.tokens.tokenizer import load_tokenizer
 t = load_tokenizer("acme/tiny")
 print(t.name, t.eos_id, t.bos_id, t.vocab_size)
 """

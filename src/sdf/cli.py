@@ -103,8 +103,8 @@ def main() -> None:
 
 
 def echo_plan(run: Any, specs: list[dict]) -> None:
-    from sdf.pipeline import estimate_usage
-    from sdf.plan import genre_weights, summarize
+    from sdf.products.documents import estimate_usage
+    from sdf.source.plan import genre_weights, summarize
 
     summary = summarize(specs)
     weights = genre_weights(run.catalog, run.settings.plan)
@@ -142,7 +142,7 @@ def plan(constitution: Path, config_path: Path | None, **options: Any) -> None:
     Calls no API. Writes config.toml, sections.jsonl and specs.parquet into the run directory.
     """
     from sdf.config import load_settings
-    from sdf.pipeline import create_run, plan_stage
+    from sdf.products.documents import create_run, plan_stage
 
     settings = load_settings(resolve_config(config_path), overrides_from(**options))
     run = create_run(settings, constitution)
@@ -167,7 +167,7 @@ def echo_generation(summary: Any, ledger_totals: dict) -> None:
 
 
 def run_generation(run: Any, backend: Any, progress: bool) -> Any:
-    from sdf.pipeline import brainstorm_stage, generate_stage
+    from sdf.products.documents import brainstorm_stage, generate_stage
 
     if run.settings.plan.brainstorm:
         ideas = brainstorm_stage(run, backend, progress=progress)
@@ -186,7 +186,7 @@ def run_generation(run: Any, backend: Any, progress: bool) -> Any:
 def generate(run_dir: Path, progress: bool, **options: Any) -> None:
     """Send the planned prompts of RUN_DIR (resumable), then extract documents.parquet."""
     from sdf.llm import make_backend
-    from sdf.pipeline import extract_stage, open_run
+    from sdf.products.documents import extract_stage, open_run
 
     run = open_run(run_dir, overrides_from(**options))
     backend = make_backend(run.settings.llm)
@@ -205,8 +205,8 @@ def generate(run_dir: Path, progress: bool, **options: Any) -> None:
 @friendly
 def status(run_dir: Path, as_json: bool) -> None:
     """Show the ledger of RUN_DIR: requests per state, batches in flight, cost so far."""
-    from sdf.rundir import RunDir
-    from sdf.store import Ledger
+    from sdf.llm.ledger import Ledger
+    from sdf.run import RunDir
 
     rd = RunDir(run_dir)
     ledger = Ledger(rd.require(rd.store, "generate"))
@@ -244,7 +244,7 @@ def status(run_dir: Path, as_json: bool) -> None:
 @friendly
 def catalog(prompts: Path | None, as_json: bool) -> None:
     """List genres, audiences, personas, settings, tones and name pools."""
-    from sdf.catalog import load_catalog
+    from sdf.source.catalog import load_catalog
 
     cat = load_catalog(prompts)
     data = {
@@ -283,12 +283,12 @@ def preview(constitution: Path, genre: str, section_id: str | None, seed: int | 
     """Print one fully rendered prompt exactly as it would be sent. Calls no API."""
     from dataclasses import replace
 
-    from sdf.catalog import load_catalog
     from sdf.config import load_settings
-    from sdf.constitution import estimate_tokens, load_constitution
-    from sdf.pipeline import Run, document_request
-    from sdf.plan import plan_specs
-    from sdf.rundir import RunDir
+    from sdf.products.documents import Run, document_request
+    from sdf.run import RunDir
+    from sdf.source.catalog import load_catalog
+    from sdf.source.constitution import estimate_tokens, load_constitution
+    from sdf.source.plan import plan_specs
 
     settings = load_settings(resolve_config(config_path), {"run.seed": seed})
     cons = load_constitution(constitution, settings.run.variables)
@@ -330,7 +330,7 @@ def build(constitution: Path, config_path: Path | None, dry_run: bool, progress:
     """
     from sdf.config import load_settings
     from sdf.llm import make_backend
-    from sdf.pipeline import check_inputs, create_run, extract_stage, plan_stage
+    from sdf.products.documents import check_inputs, create_run, extract_stage, plan_stage
 
     overrides = overrides_from(**options)
     if mixes:
@@ -359,7 +359,7 @@ def build(constitution: Path, config_path: Path | None, dry_run: bool, progress:
 
 def finish_build(run: Any, backend: Any, progress: bool) -> bool:
     """filter -> dedup -> pack -> report, each summarised in one line; False when the corpus is empty."""
-    from sdf.pipeline import dedup_stage, filter_stage, pack_stage, report_stage
+    from sdf.products.documents import dedup_stage, filter_stage, pack_stage, report_stage
 
     f = filter_stage(run, backend, progress)
     click.echo(f"filter: {f['input']} documents -> {f['kept']} kept"
@@ -386,7 +386,7 @@ def finish_build(run: Any, backend: Any, progress: bool) -> bool:
 def filter_command(run_dir: Path, progress: bool, **options: Any) -> None:
     """Apply the quality filters (and the optional LLM judge) to RUN_DIR's documents."""
     from sdf.llm import make_backend
-    from sdf.pipeline import filter_stage, open_run
+    from sdf.products.documents import filter_stage, open_run
 
     run = open_run(run_dir, overrides_from(**options))
     backend = make_backend(run.settings.llm) if run.settings.judge.enabled else None
@@ -401,7 +401,7 @@ def filter_command(run_dir: Path, progress: bool, **options: Any) -> None:
 @friendly
 def dedup(run_dir: Path, decontaminate: tuple[Path, ...]) -> None:
     """Decontaminate, remove exact and near duplicates and apply diversity caps -> corpus.parquet."""
-    from sdf.pipeline import dedup_stage, open_run
+    from sdf.products.documents import dedup_stage, open_run
 
     overrides = {"dedup.decontaminate": [str(p) for p in decontaminate]} if decontaminate else None
     run = open_run(run_dir, overrides)
@@ -420,7 +420,7 @@ def dedup(run_dir: Path, decontaminate: tuple[Path, ...]) -> None:
 @friendly
 def pack(run_dir: Path, progress: bool, mixes: tuple[str, ...], **options: Any) -> None:
     """Tokenize and pack RUN_DIR's corpus into shards plus shards/manifest.json."""
-    from sdf.pipeline import open_run, pack_stage
+    from sdf.products.documents import open_run, pack_stage
 
     overrides = overrides_from(**options)
     if mixes:
@@ -436,7 +436,7 @@ def pack(run_dir: Path, progress: bool, mixes: tuple[str, ...], **options: Any) 
 @friendly
 def verify(run_dir: Path) -> None:
     """Recompute every shard checksum and count, decode samples; exit 1 on any mismatch."""
-    from sdf.pack import verify_run
+    from sdf.steps.tokens.pack import verify_run
 
     problems = verify_run(run_dir)
     for problem in problems:

@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, MaxNLocator, StrMethodFormatter
 
 from sdf.errors import SdfError
-from sdf.rundir import STAGES
+from sdf.run import STAGES
 
 if sys.version_info >= (3, 11):
     import tomllib

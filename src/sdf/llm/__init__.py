@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sdf.config import LLMConfig
-from sdf.store import LLMRequest, LLMResponse
+from sdf.llm.ledger import LLMRequest, LLMResponse
 
 
 class RetryableError(Exception):

@@ -16,7 +16,7 @@ import anthropic
 from sdf.config import LLMConfig
 from sdf.errors import SdfError
 from sdf.llm import BatchResult, BatchState, FatalError, RetryableError
-from sdf.store import LLMRequest, LLMResponse, Usage
+from sdf.llm.ledger import LLMRequest, LLMResponse, Usage
 
 RETRYABLE_STATUS = {408, 429}  # plus every 5xx, 529 (overloaded) included
 RUN_FATAL_STATUS = {401, 403, 404}  # bad key, no permission, unknown model: no request can succeed

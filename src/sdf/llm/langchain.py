@@ -16,7 +16,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from sdf.config import LLMConfig
 from sdf.errors import SdfError
 from sdf.llm import FatalError, RetryableError
-from sdf.store import LLMRequest, LLMResponse, Usage
+from sdf.llm.ledger import LLMRequest, LLMResponse, Usage
 
 RETRYABLE_NAMES = ("timeout", "ratelimit", "rate_limit", "overloaded", "connection", "unavailable", "serviceerror")
 STOP_REASONS = {"length": "max_tokens", "max_tokens": "max_tokens", "stop": "end_turn", "end_turn": "end_turn"}

@@ -42,14 +42,14 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, NamedTuple
 
 import numpy as np
 from datasketch import LeanMinHash, MinHashLSH
 
-from sdf.quality import quality_of, rejected_row
+from sdf.config import DedupConfig
+from sdf.steps.filters.quality import quality_of, rejected_row
 
 _U64 = np.uint64
 _CHAR_BASE = 0x100000001B3  # odd, so it has an inverse mod 2**64
@@ -57,40 +57,6 @@ _WORD_BASE = 0x9E3779B97F4A7C15  # odd golden-ratio constant
 _MAX32 = np.uint32(0xFFFFFFFF)
 
 
-@dataclass
-class DedupConfig:
-    """Settings of the dedup step ([dedup] in sdf.toml)."""
-
-    exact: bool = True
-    near: bool = True
-    decontaminate: list[str] = field(default_factory=list)  # eval files (jsonl/txt) that must not leak
-    decontaminate_ngram: int = 13  # words per n-gram shared with an eval item that marks contamination
-    shingle_words: int = 5
-    num_perm: int = 128
-    bands: int = 21
-    rows: int = 6
-    threshold: float = 0.8  # verified MinHash Jaccard estimate needed to merge a candidate pair
-    seed: int = 1
-    batch_docs: int = 1024  # documents hashed per batch
-    workers: int = 0  # threads for signatures; 0 = min(4, CPU count)
-
-    def __post_init__(self) -> None:
-        if self.shingle_words < 1:
-            raise ValueError("shingle_words: must be >= 1")
-        if self.num_perm < 2:
-            raise ValueError("num_perm: must be >= 2")
-        if self.bands < 1 or self.rows < 1:
-            raise ValueError("bands: bands and rows must be >= 1")
-        if self.bands * self.rows > self.num_perm:
-            raise ValueError(f"bands: bands*rows = {self.bands * self.rows} exceeds num_perm {self.num_perm}")
-        if not 0.0 < self.threshold <= 1.0:
-            raise ValueError("threshold: must be in (0, 1]")
-        if self.batch_docs < 1:
-            raise ValueError("batch_docs: must be >= 1")
-        if self.decontaminate_ngram < 1:
-            raise ValueError("decontaminate_ngram: must be >= 1")
-        if self.workers < 0:
-            raise ValueError("workers: must be >= 0")
 
 
 class DedupResult(NamedTuple):

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sdf.errors import SdfError
-from sdf.plan import SPEC_SCHEMA
+from sdf.source.plan import SPEC_SCHEMA
 
 DOCUMENT_SCHEMA = pa.schema(
     [

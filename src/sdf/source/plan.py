@@ -21,10 +21,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sdf.catalog import Catalog, Genre
 from sdf.config import PlanConfig
-from sdf.constitution import Section
 from sdf.errors import SdfError
+from sdf.source.catalog import Catalog, Genre
+from sdf.source.constitution import Section
 
 TOKENS_PER_WORD = 1.4  # English prose (~5.6 characters per word at ~4 characters per token)
 NAMES_PER_SPEC = {True: 3, False: 2}  # fiction needs a cast; non-fiction a couple of people

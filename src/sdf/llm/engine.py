@@ -20,7 +20,7 @@ from tqdm import tqdm
 from sdf.config import LLMConfig, Price
 from sdf.errors import SdfError
 from sdf.llm import Backend, FatalError, RetryableError
-from sdf.store import Ledger, LLMRequest, LLMResponse
+from sdf.llm.ledger import Ledger, LLMRequest, LLMResponse
 
 MAX_BATCH_REQUESTS = 100_000  # API limit per batch
 MAX_BATCH_BYTES = 256 * 1024 * 1024  # API limit per batch

@@ -61,11 +61,12 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 import sdf
+from sdf.config import PACK_FORMATS, PACK_STRATEGIES, PackConfig
 from sdf.errors import SdfError
-from sdf.tokenizer import Tokenizer, file_sha256, load_tokenizer
+from sdf.steps.tokens.tokenizer import Tokenizer, file_sha256, load_tokenizer
 
-FORMATS = ("megatron", "nanotron", "hf", "npy")
-STRATEGIES = ("concat", "bfd")
+FORMATS = PACK_FORMATS
+STRATEGIES = PACK_STRATEGIES
 SPLITS = ("train", "validation")
 TOKENIZE_BATCH = 1024  # most documents per encode_batch call
 TOKENIZE_CHARS = 1 << 20  # most characters per call: bounds the tokenizer's working memory (~100 B/token)
@@ -83,62 +84,6 @@ SHARD_NAME = re.compile(
 )
 
 
-@dataclass
-class PackConfig:
-    """[pack]: how documents become token shards.
-
-    tokenizer: tokenizer.json path or folder, tiktoken encoding, or cached HF hub id. seq_len: tokens per
-    packed row. strategy: "concat" or "bfd". formats: any of megatron, nanotron, hf, npy. shard_tokens:
-    tokens per shard (rounded down to whole rows). val_share: documents held out for validation.
-    eos_id/bos_id: override the tokenizer's own. add_bos: start every document with BOS. mix: replay
-    text as "PATH:RATIO" (jsonl/parquet file or folder; RATIO 1.0 = as many tokens as SDF train, default 1).
-    """
-
-    tokenizer: str = "cl100k_base"
-    seq_len: int = 2048
-    strategy: str = "concat"
-    formats: list[str] = field(default_factory=lambda: ["npy"])
-    shard_tokens: int = 100_000_000
-    val_share: float = 0.0
-    eos_id: int | None = None
-    bos_id: int | None = None
-    add_bos: bool = False
-    mix: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.seq_len < 8:
-            raise ValueError("seq_len: must be at least 8")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy: must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
-        if not self.formats:
-            raise ValueError(f"formats: choose at least one of {', '.join(FORMATS)}")
-        unknown = [f for f in self.formats if f not in FORMATS]
-        if unknown:
-            raise ValueError(f"formats: unknown {', '.join(unknown)} (choose from {', '.join(FORMATS)})")
-        if len(set(self.formats)) != len(self.formats):
-            raise ValueError("formats: each format may appear once")
-        if self.shard_tokens < self.seq_len:
-            raise ValueError("shard_tokens: must be at least seq_len")
-        if not 0.0 <= self.val_share < 1.0:
-            raise ValueError("val_share: must be in [0, 1)")
-        self.mix_ratios()
-
-    def mix_ratios(self) -> list[tuple[str, float]]:
-        """Each mix entry as (path, ratio); "PATH:RATIO", or a bare PATH meaning ratio 1.0."""
-        pairs = []
-        for entry in self.mix:
-            path, _, ratio_text = entry.rpartition(":")
-            try:
-                ratio = float(ratio_text)
-            except ValueError:
-                path, ratio = entry, 1.0  # no ratio given (or a colon inside the path)
-            if not path or not ratio >= 0.0:
-                raise ValueError(f"mix: {entry!r} must be PATH:RATIO with a ratio >= 0")
-            pairs.append((path, ratio))
-        return pairs
-
-
-# ---------------------------------------------------------------- tokenizing into a temporary token file
 
 
 class TokenSpool:

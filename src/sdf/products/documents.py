@@ -13,15 +13,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sdf.catalog import Catalog, document_prompt, load_catalog, system_prompt
 from sdf.config import Settings, load_settings
-from sdf.constitution import Constitution, Section, load_constitution, write_sections
 from sdf.errors import SdfError
-from sdf.generate import RunSummary, run_requests
 from sdf.llm import Backend
-from sdf.plan import genre_weights, plan_specs, read_specs, write_specs
-from sdf.rundir import CORPUS_SCHEMA, DOCUMENT_SCHEMA, FILTERED_SCHEMA, RunDir, read_rows, write_json, write_rows
-from sdf.store import Ledger, LLMRequest, open_ledger
+from sdf.llm.engine import RunSummary, run_requests
+from sdf.llm.ledger import Ledger, LLMRequest, open_ledger
+from sdf.run import CORPUS_SCHEMA, DOCUMENT_SCHEMA, FILTERED_SCHEMA, RunDir, read_rows, write_json, write_rows
+from sdf.source.catalog import Catalog, document_prompt, load_catalog, system_prompt
+from sdf.source.constitution import Constitution, Section, load_constitution, write_sections
+from sdf.source.plan import genre_weights, plan_specs, read_specs, write_specs
 
 ENVELOPE = re.compile(r"<document>\s*(.*?)\s*</document>", re.DOTALL | re.IGNORECASE)
 IDEA = re.compile(r"<idea>\s*(.*?)\s*</idea>", re.DOTALL | re.IGNORECASE)
@@ -292,8 +292,8 @@ def estimate_usage(run: Run, specs: Sequence[dict]) -> dict:
     alone before opening concurrency for exactly this reason). Output is the target length.
     Brainstorm and judge requests, when enabled, are estimated under "brainstorm" and "judge".
     """
-    from sdf.constitution import estimate_tokens
-    from sdf.plan import TOKENS_PER_WORD
+    from sdf.source.constitution import estimate_tokens
+    from sdf.source.plan import TOKENS_PER_WORD
 
     system = run.system
     prompts = [estimate_tokens(document_request(run, s, system).prompt) for s in specs]
@@ -399,7 +399,7 @@ def judge_documents(run: Run, docs: list[dict], backend: Backend, progress: bool
 
 def filter_stage(run: Run, backend: Backend | None = None, progress: bool = True) -> dict[str, int]:
     """Heuristic quality filters, then the optional LLM judge; writes filtered.parquet."""
-    from sdf.quality import filter_documents, slop_hits
+    from sdf.steps.filters.quality import filter_documents, slop_hits
 
     docs = read_documents(run)
     result = filter_documents(docs, run.catalog.genres, run.settings.quality)
@@ -429,10 +429,10 @@ def filter_stage(run: Run, backend: Backend | None = None, progress: bool = True
 
 def dedup_stage(run: Run) -> dict:
     """Decontaminate, drop exact and near duplicates, apply diversity caps; writes corpus.parquet."""
-    from sdf.decontaminate import decontaminate, load_eval_texts
-    from sdf.dedup import deduplicate
-    from sdf.diversity import apply_caps, diversity_metrics
-    from sdf.plan import genre_weights
+    from sdf.source.plan import genre_weights
+    from sdf.steps.decontam.ngrams import decontaminate, load_eval_texts
+    from sdf.steps.dedup.minhash import deduplicate
+    from sdf.steps.diversity.caps import apply_caps, diversity_metrics
 
     cfg = run.settings
     docs = read_rows(run.dir.require(run.dir.filtered, "filter"))
@@ -465,7 +465,7 @@ def dedup_stage(run: Run) -> dict:
 
 
 def pack_stage(run: Run, progress: bool = True) -> dict:
-    from sdf.pack import pack_corpus
+    from sdf.steps.tokens.pack import pack_corpus
 
     metrics = json.loads(run.dir.metrics.read_text(encoding="utf-8")) if run.dir.metrics.exists() else {}
     extra = {k: metrics[k] for k in ("diversity", "dedup") if k in metrics}
@@ -481,9 +481,9 @@ def report_stage(run: Run) -> Path:
 
 def check_inputs(settings: Settings) -> None:
     """Fail on a bad tokenizer, mix file or eval file before any money is spent."""
-    from sdf.decontaminate import load_eval_texts
-    from sdf.pack import mix_sources
-    from sdf.tokenizer import load_tokenizer
+    from sdf.steps.decontam.ngrams import load_eval_texts
+    from sdf.steps.tokens.pack import mix_sources
+    from sdf.steps.tokens.tokenizer import load_tokenizer
 
     load_tokenizer(settings.pack.tokenizer, settings.pack.eos_id, settings.pack.bos_id)
     mix_sources(settings.pack.mix_ratios())

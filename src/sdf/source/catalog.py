@@ -22,7 +22,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-PACKAGE_PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
+PACKAGE_PROMPTS = Path(__file__).resolve().parents[1] / "prompts"  # shipped as package data
 TEMPLATE_NAMES = ("system", "document", "brainstorm", "judge")
 _GENRE_NAME = re.compile(r"^[a-z0-9_]+$")
 
@@ -78,7 +78,7 @@ class Catalog:
 
 
 def default_prompts_dir() -> Path:
-    return PACKAGE_PROMPTS if PACKAGE_PROMPTS.is_dir() else Path.cwd() / "prompts"
+    return PACKAGE_PROMPTS
 
 
 def load_catalog(root: Path | None = None) -> Catalog:

@@ -17,9 +17,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from sdf.dedup import normalize_text, shingle_hashes
 from sdf.errors import SdfError
-from sdf.quality import rejected_row
+from sdf.steps.dedup.minhash import normalize_text, shingle_hashes
+from sdf.steps.filters.quality import rejected_row
 
 TEXT_FIELDS = ("prompt", "text", "scenario", "input", "question", "instruction", "content")
 

@@ -24,7 +24,6 @@ import warnings
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -32,8 +31,9 @@ import numpy as np
 import xxhash
 from tqdm import tqdm
 
-from sdf.dedup import normalize_text, shingle_hashes
-from sdf.quality import GenreLike, quality_of, rejected_row
+from sdf.config import DiversityConfig
+from sdf.steps.dedup.minhash import normalize_text, shingle_hashes
+from sdf.steps.filters.quality import GenreLike, quality_of, rejected_row
 
 _TITLES = frozenset([  # words before a name that are not the given name
     "mr", "mrs", "ms", "miss", "mx", "dr", "doctor", "prof", "professor", "sir", "dame", "lady",
@@ -57,31 +57,6 @@ _NOT_NAMES = frozenset([
 _SENTENCE_BREAKS = frozenset([".", "!", "?", ":", '"', "\u201c", "\u201d", "\u2014"])
 
 
-@dataclass
-class DiversityConfig:
-    """Settings of the diversity caps and metrics ([diversity] in sdf.toml)."""
-
-    name_share: float = 0.01  # max share of fiction documents that may use one given name
-    opener_share: float = 0.01  # max share of documents that may open with the same words
-    opener_words: int = 4
-    min_cap: int = 2  # a cap never goes below this many documents
-    min_docs: int = 100  # caps apply only to populations at least this large
-    spacy_model: str = "en_core_web_sm"
-    ner_fallback: bool = False  # force the capitalised-word heuristic instead of spaCy NER
-    ner_max_chars: int = 5000  # NER reads this much of each document; names introduced later are missed
-    ner_batch_size: int = 64
-    metrics_sample: int = 2000  # distinct-n, compression and self-repetition use at most this many docs
-    top_k: int = 20
-
-    def __post_init__(self) -> None:
-        for name in ("name_share", "opener_share"):
-            if not 0 < getattr(self, name) <= 1:
-                raise ValueError(f"{name}: must be in (0, 1]")
-        for name in ("opener_words", "min_cap", "ner_max_chars", "ner_batch_size", "metrics_sample", "top_k"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1")
-        if self.min_docs < 0:
-            raise ValueError("min_docs: must be >= 0")
 
 
 class DiversityResult(NamedTuple):

@@ -23,14 +23,15 @@ import numbers
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-RULES = ("refusal", "meta_commentary", "placeholder", "truncated", "length", "language", "repetition", "slop")
+from sdf.config import QUALITY_RULES, QualityConfig
+
+RULES = QUALITY_RULES  # rule names, in the order they run
 DEFAULT_SLOP_FILE = Path(__file__).resolve().parents[2] / "prompts" / "slop.txt"
 
 
@@ -47,52 +48,10 @@ class GenreLike(Protocol):
     def max_words(self) -> int: ...
 
 
-def _gopher_top_ngram() -> dict[str, float]:
-    return {"2": 0.20, "3": 0.18, "4": 0.16}
 
 
-def _gopher_dup_ngram() -> dict[str, float]:
-    return {"5": 0.15, "6": 0.14, "7": 0.13, "8": 0.12, "9": 0.11, "10": 0.10}
 
 
-@dataclass
-class QualityConfig:
-    """Settings of the heuristic filters ([quality] in sdf.toml)."""
-
-    skip_rules: list[str] = field(default_factory=list)  # rule names from RULES to switch off
-    meta_max_line_words: int = 60  # longer lines are content, never meta commentary
-    meta_min_remaining_words: int = 30  # fewer words left after stripping meta -> meta_commentary
-    refusal_max_rest_words: int = 100  # a refusal opener followed by fewer words is a refusal
-    truncation_min_line_words: int = 8  # a final line this long must end like a sentence
-    length_low: float = 0.5  # too_short below genre.min_words * length_low
-    length_high: float = 1.5  # too_long above genre.max_words * length_high
-    max_dup_line_frac: float = 0.30
-    max_dup_para_frac: float = 0.30
-    max_dup_line_char_frac: float = 0.20
-    max_dup_para_char_frac: float = 0.20
-    max_top_ngram_char_frac: dict[str, float] = field(default_factory=_gopher_top_ngram)
-    max_dup_ngram_char_frac: dict[str, float] = field(default_factory=_gopher_dup_ngram)
-    slop_file: str = ""  # phrase list; "" = the project's prompts/slop.txt
-    slop_max_per_1k: float = 8.0
-    slop_min_hits: int = 4  # never reject for fewer hits than this, however short the document
-    language: str = "en"  # expected language; "" switches the check off
-    min_stopword_ratio: float = 0.15
-    language_min_words: int = 20  # shorter texts are not judged
-
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.skip_rules) - set(RULES))
-        if unknown:
-            raise ValueError(f"skip_rules: unknown rule {unknown[0]!r}; known: {', '.join(RULES)}")
-        if self.language not in ("en", ""):
-            raise ValueError("language: only 'en' (or '' to disable the check) is supported")
-        if not 0 < self.length_low <= 1:
-            raise ValueError("length_low: must be in (0, 1]")
-        if self.length_high < 1:
-            raise ValueError("length_high: must be >= 1")
-        for name in ("max_top_ngram_char_frac", "max_dup_ngram_char_frac"):
-            for k in getattr(self, name):
-                if not k.isdigit() or int(k) < 1:
-                    raise ValueError(f"{name}: keys must be n-gram sizes such as '5', got {k!r}")
 
 
 class QualityResult(NamedTuple):
