@@ -28,7 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from datasketch import MinHash  # noqa: E402
 
-from sdf.steps.dedup.minhash import DedupConfig, deduplicate, normalize_text  # noqa: E402
+from sdf.config import DedupConfig  # noqa: E402
+from sdf.steps.dedup.clusters import deduplicate  # noqa: E402
+from sdf.steps.dedup.minhash import normalize_text  # noqa: E402
 
 TARGETS = (0.3, 0.5, 0.7, 0.85, 0.9, 0.95)
 

@@ -29,7 +29,7 @@ ARTIFACTS: tuple[str, ...] = (
     "specs.parquet",
     "store.sqlite",
     "documents.parquet",
-    "rejected.parquet",
+    "rejected",
     "corpus.parquet",
     "shards",
 )
@@ -324,8 +324,11 @@ def build_run(
         _write_parquet(run / "specs.parquet", specs, SPEC_SCHEMA)
     if "documents.parquet" in wanted:
         _write_parquet(run / "documents.parquet", documents, DOC_SCHEMA)
-    if "rejected.parquet" in wanted:
-        _write_parquet(run / "rejected.parquet", rejected, REJECTED_SCHEMA)
+    if "rejected" in wanted:
+        (run / "rejected").mkdir(exist_ok=True)
+        for stage in sorted({r["stage"] for r in rejected}):
+            _write_parquet(run / "rejected" / f"{stage}.parquet", [r for r in rejected if r["stage"] == stage],
+                           REJECTED_SCHEMA)
     if "corpus.parquet" in wanted:
         _write_parquet(run / "corpus.parquet", corpus, CORPUS_SCHEMA)
     if "store.sqlite" in wanted:

@@ -15,8 +15,10 @@ import pytest
 from conftest import FIXTURE_CONSTITUTION, TEST_KEY, fast_config, run_sdf, sdf_env, start_sdf
 from fake_anthropic import FakeAnthropic, Faults, content_hash
 
+from sdf.run import RunDir
+
 RUN_FILES = ["config.toml", "sections.jsonl", "specs.parquet", "store.sqlite", "documents.parquet",
-             "rejected.parquet", "corpus.parquet", "shards/manifest.json", "report.html"]
+             "rejected/generate.parquet", "corpus.parquet", "shards/manifest.json", "report.html"]
 
 
 def build(tmp_path: Path, base_url: str | None, *extra: str, docs: int = 12, config_extra: str = "",
@@ -39,14 +41,14 @@ def test_build_produces_the_whole_run_directory(fake, tmp_path: Path) -> None:
     corpus = pq.read_table(run / "corpus.parquet")
     assert {"doc_id", "text", "genre", "section_id"} <= set(corpus.column_names)
     assert corpus.num_rows > 0
-    assert {"doc_id", "stage", "reason"} <= set(pq.read_schema(run / "rejected.parquet").names)
+    assert {"doc_id", "stage", "reason"} <= set(RunDir(run).read_rejects().schema.names)
     manifest = json.loads((run / "shards" / "manifest.json").read_text())
     assert manifest["documents"] == corpus.num_rows and manifest["tokens"] > 0
     for text in (corpus.column("text").to_pylist()):
         assert "<document>" not in text and not text.lower().startswith("here is")
     specs = table(run / "specs.parquet")
     documents = {d["doc_id"] for d in table(run / "documents.parquet")}
-    failed = {r["doc_id"] for r in table(run / "rejected.parquet") if r["stage"] == "generate"}
+    failed = {r["doc_id"] for r in RunDir(run).read_rejects().to_pylist() if r["stage"] == "generate"}
     assert documents | failed == {s["spec_id"] for s in specs}  # every spec is accounted for
     assert "cost:" in result.stdout and "cached share" in result.stdout
     for path in run.rglob("*"):
@@ -172,7 +174,7 @@ def test_repeated_sigkill_then_resume_never_pays_twice(tmp_path: Path, mode: str
         totals = Counter(fake.successful_message_hashes().values())
         specs = {s["spec_id"] for s in table(run / "specs.parquet")}
         documents = {d["doc_id"] for d in table(run / "documents.parquet")}
-        failed = {r["doc_id"] for r in table(run / "rejected.parquet") if r["stage"] == "generate"}
+        failed = {r["doc_id"] for r in RunDir(run).read_rejects().to_pylist() if r["stage"] == "generate"}
         assert documents | failed == specs
         if mode == "batch":
             # a batch in flight at a kill is re-attached, so no request is ever answered twice
@@ -230,7 +232,7 @@ def test_an_api_that_keeps_failing_stops_the_build_cleanly_and_a_rerun_recovers(
         assert "pack: skipped" in down.stdout
         run = tmp_path / "corpus" / "down"
         assert (run / "report.html").exists() and not (run / "shards" / "manifest.json").exists()
-        assert {r["reason"] for r in table(run / "rejected.parquet")} <= {"api_error", "not_generated"}
+        assert {r["reason"] for r in RunDir(run).read_rejects().to_pylist()} <= {"api_error", "not_generated"}
         fake.set_faults(Faults())
         up = run_sdf(*args, cwd=tmp_path, env=sdf_env(fake.base_url))
         assert up.returncode == 0, up.stderr

@@ -11,6 +11,8 @@ import pytest
 from conftest import FIXTURE_CONSTITUTION, fast_config, run_sdf, sdf_env
 from fake_anthropic import FakeAnthropic
 
+from sdf.run import RunDir
+
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -83,7 +85,7 @@ def test_decontaminate_drops_a_leaked_document(built: Path, tmp_path: Path) -> N
     evals.write_text(json.dumps({"prompt": f"Scenario: {leaked}"}) + "\n")
     result = run_sdf("dedup", built, "--decontaminate", evals, cwd=built)
     assert result.returncode == 0, result.stderr
-    rejected = [r for r in pq.read_table(built / "rejected.parquet").to_pylist() if r["stage"] == "decontaminate"]
+    rejected = [r for r in RunDir(built).read_rejects().to_pylist() if r["stage"] == "decontaminate"]
     assert [r["doc_id"] for r in rejected] == [corpus[0]["doc_id"]] and rejected[0]["reason"] == "contaminated"
     assert pq.read_table(built / "corpus.parquet").num_rows == len(corpus) - 1
     assert run_sdf("pack", built, cwd=built).returncode == 0  # repack so the later checks see a consistent run

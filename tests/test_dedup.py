@@ -7,16 +7,9 @@ import random
 import numpy as np
 import pytest
 
-from sdf.steps.dedup.minhash import (
-    DedupConfig,
-    candidate_pairs,
-    candidate_probability,
-    deduplicate,
-    estimated_jaccard,
-    minhash_signatures,
-    normalize_text,
-    shingle_hashes,
-)
+from sdf.config import DedupConfig
+from sdf.steps.dedup.clusters import candidate_pairs, candidate_probability, deduplicate, estimated_jaccard
+from sdf.steps.dedup.minhash import minhash_signatures, normalize_text, shingle_hashes
 
 VOCAB = [f"w{i}" for i in range(5000)]
 
@@ -172,3 +165,20 @@ def test_documents_without_words_are_only_exact_duplicates() -> None:
     assert [(r["doc_id"], r["reason"]) for r in result.rejected] == [("e2", "exact_duplicate")]
     sigs, _ = minhash_signatures([d["text"] for d in docs])
     assert len(candidate_pairs(sigs)) == 0
+
+
+def test_banding_finds_exactly_the_pairs_datasketch_lsh_buckets_together() -> None:
+    from datasketch import LeanMinHash, MinHashLSH
+
+    cfg = DedupConfig()
+    docs, _ = corpus_with_pairs([0.5, 0.7, 0.8, 0.9], pairs_per_target=15, seed=3)
+    signatures, _ = minhash_signatures([d["text"] for d in docs], cfg)
+    lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm, params=(cfg.bands, cfg.rows))
+    for i, sig in enumerate(signatures):
+        lsh.insert(i, LeanMinHash(seed=cfg.seed, hashvalues=sig, scheme="affine32"))
+    expected = set()
+    for i, sig in enumerate(signatures):
+        expected |= {(min(i, j), max(i, j)) for j in lsh.query(LeanMinHash(seed=cfg.seed, hashvalues=sig,
+                                                                              scheme="affine32")) if j != i}
+    found = {tuple(p) for p in candidate_pairs(signatures, cfg).tolist()}
+    assert expected and found == expected

@@ -7,15 +7,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from sdf.steps.diversity.caps import (
-    DiversityConfig,
-    apply_caps,
-    cap_for,
-    diversity_metrics,
-    load_ner,
-    opener,
-    person_names,
-)
+from sdf.config import DiversityConfig
+from sdf.steps.diversity.caps import apply_caps, cap_for, opener
+from sdf.steps.diversity.metrics import corpus_metrics as diversity_metrics
+from sdf.steps.diversity.names import load_ner, person_names
 
 SYLLABLES = ["ka", "lo", "mi", "ren", "tu", "sa", "vi", "no", "da", "pe"]
 NAMES = ["".join(p).title() for p in itertools.product(SYLLABLES, repeat=3)]

@@ -59,7 +59,7 @@ def test_notebook_runs_on_a_full_run(tmp_path: Path, venv_kernel: str, monkeypat
     run = build_run(tmp_path / "corpus")
     text = "\n".join(execute(run, tmp_path, venv_kernel, monkeypatch))
     assert f"run: {run.resolve()}" in text
-    assert "corpus.parquet:" in text and "rejected.parquet:" in text
+    assert "corpus.parquet:" in text and "rejected:" in text
     assert "essay" in text and "target" in text  # the genre mix table
     assert "rejected for" in text  # the rejects browser printed some
     assert "not available" not in text

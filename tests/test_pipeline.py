@@ -15,15 +15,15 @@ from fake_anthropic import FakeAnthropic, Faults, last_user_text, synthetic_repl
 
 from sdf.config import load_settings
 from sdf.llm.anthropic import AnthropicBackend
+from sdf.products.context import create_run
 from sdf.products.documents import (
     brainstorm_stage,
-    create_run,
     dedup_stage,
-    estimate_usage,
     extract_stage,
     filter_stage,
     generate_stage,
     plan_stage,
+    usage_estimate,
 )
 
 DEFECTS = ROOT / "tests" / "data" / "defects"
@@ -68,7 +68,7 @@ def test_truncation_is_retried_once_with_a_larger_limit(tmp_path, monkeypatch) -
     assert sorted(by_spec.values()) == [1, 1, 2, 2]  # two specs needed a second, larger request
     limits = Counter(json.loads(r["params"])["max_tokens"] for r in ledger.rows("generate"))
     assert limits == {8192: 4, 16384: 2}
-    rejected = rows(run.dir.rejected)
+    rejected = run.dir.read_rejects().to_pylist()
     assert documents == 3 and failures == 1
     assert [(r["stage"], r["reason"]) for r in rejected] == [("generate", "max_tokens")]
     assert summary.succeeded == 6
@@ -84,7 +84,7 @@ def test_missing_envelope_and_api_errors_are_recorded_failures(tmp_path, monkeyp
         generate_stage(run, backend, progress=False)
         extract_stage(run)
     specs = rows(run.dir.specs)
-    rejected = {r["doc_id"]: r for r in rows(run.dir.rejected)}
+    rejected = {r["doc_id"]: r for r in run.dir.read_rejects().to_pylist()}
     documents = {d["doc_id"] for d in rows(run.dir.documents)}
     for spec in specs:
         if spec["genre"] == "essay":
@@ -97,7 +97,7 @@ def test_missing_envelope_and_api_errors_are_recorded_failures(tmp_path, monkeyp
 def test_plan_estimate_is_within_25_percent_of_actual_usage(fake, tmp_path, monkeypatch) -> None:
     run, backend = make_run(tmp_path, fake, monkeypatch, constitution=ROOT / "constitutions" / "claude.md",
                             **{"plan.docs": 40, "llm.concurrency": 4})
-    estimate = estimate_usage(run, rows(run.dir.specs))
+    estimate = usage_estimate(run, rows(run.dir.specs))
     generate_stage(run, backend, progress=False)
     actual = run.ledger().totals()
     for key in ("output_tokens", "cache_read_tokens"):
@@ -146,7 +146,7 @@ def test_judge_scores_are_kept_and_low_scores_rejected(fake, tmp_path, monkeypat
     extract_stage(run)
     counts = filter_stage(run, backend, progress=False)
     filtered = rows(run.dir.filtered)
-    judged_out = [r for r in rows(run.dir.rejected) if r["stage"] == "judge"]
+    judged_out = [r for r in run.dir.read_rejects().to_pylist() if r["stage"] == "judge"]
     assert counts["after_judge"] == len(filtered) and filtered and judged_out
     assert all(d["judge_score"] >= 4 and d["quality_score"] == d["judge_score"] for d in filtered)
     assert all(r["reason"] == "judge_low" for r in judged_out)
@@ -208,7 +208,7 @@ def test_a_model_answering_with_every_defect_leaves_a_clean_corpus(tmp_path, mon
         filter_stage(run, None, progress=False)
         metrics = dedup_stage(run)
     corpus = {d["doc_id"]: d for d in rows(run.dir.corpus)}
-    rejected = rows(run.dir.rejected)
+    rejected = run.dir.read_rejects().to_pylist()
     kinds = {r["spec_id"]: defect_kind(r["prompt"]) for r in run.ledger().rows("generate")}
     assert set(kinds.values()) == {"defect", "refusal", "near_duplicate", "favourite_name", "clean"}
     # every spec is either in the corpus or explained in rejected.parquet

@@ -8,9 +8,10 @@ import pytest
 
 from sdf.config import PlanConfig
 from sdf.errors import SdfError
+from sdf.run import SPEC_SCHEMA, write_rows
 from sdf.source.catalog import load_catalog
 from sdf.source.constitution import load_constitution, parse_constitution
-from sdf.source.plan import TOKENS_PER_WORD, apportion, genre_weights, plan_specs, section_quotas, write_specs
+from sdf.source.plan import TOKENS_PER_WORD, apportion, genre_weights, plan_specs, section_quotas
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,11 +31,11 @@ def test_same_inputs_and_seed_give_byte_identical_specs(tmp_path: Path, catalog,
     paths = []
     for name in ("a", "b"):
         path = tmp_path / f"{name}.parquet"
-        write_specs(plan_specs(claude.sections, catalog, cfg, seed=11), path)
+        write_rows(path, plan_specs(claude.sections, catalog, cfg, seed=11), SPEC_SCHEMA)
         paths.append(path)
     assert paths[0].read_bytes() == paths[1].read_bytes()
     other = tmp_path / "c.parquet"
-    write_specs(plan_specs(claude.sections, catalog, cfg, seed=12), other)
+    write_rows(other, plan_specs(claude.sections, catalog, cfg, seed=12), SPEC_SCHEMA)
     assert other.read_bytes() != paths[0].read_bytes()
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from sdf.run import REJECT_SCHEMA
 from sdf.steps.filters.quality import (
     QualityConfig,
     check_document,
@@ -23,7 +24,7 @@ from sdf.steps.filters.quality import (
 
 DEFECTS = Path(__file__).parent / "data" / "defects"
 ROOT = Path(__file__).resolve().parents[1]
-REJECTED_COLUMNS = {"doc_id", "stage", "reason", "detail", "duplicate_of", "genre", "section_id", "text"}
+REJECTED_COLUMNS = set(REJECT_SCHEMA.names)
 
 
 @dataclass(frozen=True)

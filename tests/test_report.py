@@ -116,8 +116,8 @@ def test_stats_count_what_the_artifacts_hold(run: Path) -> None:
     assert funnel["specs"] >= funnel["responses"] >= funnel["documents"] >= funnel["after_quality"]
     assert funnel["after_quality"] >= funnel["after_dedup"] >= funnel["corpus"]
 
-    stages = column(run, "rejected.parquet", "stage")
-    reasons = column(run, "rejected.parquet", "reason")
+    stages = column(run, "rejected", "stage")
+    reasons = column(run, "rejected", "reason")
     assert stats["rejections"]["total"] == len(stages)
     assert {s["stage"]: s["count"] for s in stats["rejections"]["by_stage"]} == dict(Counter(stages))
     by_reason = {(r["stage"], r["reason"]): r["count"] for r in stats["rejections"]["by_reason"]}
@@ -150,7 +150,7 @@ def test_cost_and_cache_share_come_from_the_ledger(run: Path) -> None:
 
 def test_dedup_cluster_sizes_count_the_kept_document_and_its_duplicates(run: Path) -> None:
     dedup = collect_stats(run)["dedup_clusters"]
-    pointers = [p for p in column(run, "rejected.parquet", "duplicate_of") if p]
+    pointers = [p for p in column(run, "rejected", "duplicate_of") if p]
     expected = Counter(1 + n for n in Counter(pointers).values())
     assert {h["size"]: h["clusters"] for h in dedup["size_histogram"]} == dict(expected)
     assert dedup["duplicates"] == len(pointers)
@@ -267,7 +267,7 @@ def test_inspect_rejects_by_reason_or_stage(run: Path) -> None:
     assert failed["text"] is None and failed["audience"]  # provenance from the spec when no document exists
     assert "rejected at generate: api_error" in format_document(failed)
     everything = list(iter_documents(run, rejected="all", n=1000))
-    assert len(everything) == len(column(run, "rejected.parquet", "doc_id"))
+    assert len(everything) == len(column(run, "rejected", "doc_id"))
 
 
 def test_inspect_output_is_plain_when_piped(run: Path) -> None:
@@ -292,5 +292,5 @@ def test_inspect_explains_missing_artifacts(tmp_path: Path) -> None:
     dry = build_run(tmp_path, artifacts=["specs.parquet"])
     with pytest.raises(SdfError, match="no documents"):
         list(iter_documents(dry))
-    with pytest.raises(SdfError, match="rejected.parquet not found"):
+    with pytest.raises(SdfError, match="rejected not found"):
         list(iter_documents(dry, rejected="slop"))

@@ -103,7 +103,7 @@ def main() -> None:
 
 
 def echo_plan(run: Any, specs: list[dict]) -> None:
-    from sdf.products.documents import estimate_usage
+    from sdf.products.documents import usage_estimate
     from sdf.source.plan import genre_weights, summarize
 
     summary = summarize(specs)
@@ -116,7 +116,7 @@ def echo_plan(run: Any, specs: list[dict]) -> None:
     click.echo(f"\n{'section':<52}{'tokens':>8}{'docs':>6}")
     for section in run.constitution.sections:
         click.echo(f"{section.id[:51]:<52}{section.tokens:>8}{summary.by_section.get(section.id, 0):>6}")
-    usage = estimate_usage(run, specs)
+    usage = usage_estimate(run, specs)
     model = run.settings.llm.model
     click.echo(f"\nestimated tokens: input {usage['input_tokens']:,} + cache write {usage['cache_creation_tokens']:,}"
                f" + cache read {usage['cache_read_tokens']:,}; output {usage['output_tokens']:,}")
@@ -142,7 +142,8 @@ def plan(constitution: Path, config_path: Path | None, **options: Any) -> None:
     Calls no API. Writes config.toml, sections.jsonl and specs.parquet into the run directory.
     """
     from sdf.config import load_settings
-    from sdf.products.documents import create_run, plan_stage
+    from sdf.products.context import create_run
+    from sdf.products.documents import plan_stage
 
     settings = load_settings(resolve_config(config_path), overrides_from(**options))
     run = create_run(settings, constitution)
@@ -186,7 +187,8 @@ def run_generation(run: Any, backend: Any, progress: bool) -> Any:
 def generate(run_dir: Path, progress: bool, **options: Any) -> None:
     """Send the planned prompts of RUN_DIR (resumable), then extract documents.parquet."""
     from sdf.llm import make_backend
-    from sdf.products.documents import extract_stage, open_run
+    from sdf.products.context import open_run
+    from sdf.products.documents import extract_stage
 
     run = open_run(run_dir, overrides_from(**options))
     backend = make_backend(run.settings.llm)
@@ -284,9 +286,8 @@ def preview(constitution: Path, genre: str, section_id: str | None, seed: int | 
     from dataclasses import replace
 
     from sdf.config import load_settings
-    from sdf.products.documents import Run, document_request
-    from sdf.run import RunDir
-    from sdf.source.catalog import load_catalog
+    from sdf.llm.requests import document_request
+    from sdf.source.catalog import load_catalog, system_prompt
     from sdf.source.constitution import estimate_tokens, load_constitution
     from sdf.source.plan import plan_specs
 
@@ -297,8 +298,7 @@ def preview(constitution: Path, genre: str, section_id: str | None, seed: int | 
     section = cons.section(section_id) if section_id else cons.sections[0]
     plan_cfg = replace(settings.plan, genres=[genre], genre_weights={}, docs=1, tokens=0, min_docs_per_section=1)
     spec = plan_specs([section], cat, plan_cfg, settings.run.seed)[0]
-    run = Run(RunDir(Path(".")), settings, cons, cat)
-    request = document_request(run, spec, run.system)
+    request = document_request(cat, spec, section, system_prompt(cat, cons.text), settings.llm)
     if not user_only:
         click.echo(f"===== system (cached prefix, ~{estimate_tokens(request.system):,} tokens) =====")
         click.echo(request.system)
@@ -330,7 +330,8 @@ def build(constitution: Path, config_path: Path | None, dry_run: bool, progress:
     """
     from sdf.config import load_settings
     from sdf.llm import make_backend
-    from sdf.products.documents import check_inputs, create_run, extract_stage, plan_stage
+    from sdf.products.context import create_run
+    from sdf.products.documents import check_inputs, extract_stage, plan_stage
 
     overrides = overrides_from(**options)
     if mixes:
@@ -365,17 +366,24 @@ def finish_build(run: Any, backend: Any, progress: bool) -> bool:
     click.echo(f"filter: {f['input']} documents -> {f['kept']} kept"
                + (f" ({f['after_quality']} after heuristics)" if "after_judge" in f else ""))
     m = dedup_stage(run)
-    c = m["counts"]
-    click.echo(f"dedup: {c['input']} -> {c['corpus']} ({c['exact_duplicate']} exact and {c['near_duplicate']} near "
-               f"duplicates, {c.get('contaminated', 0)} contaminated, {c['name_cap'] + c['opener_cap']} over caps)")
-    if c["corpus"]:
+    echo_dedup(m)
+    if m["corpus"]:
         manifest = pack_stage(run, progress)
         click.echo(f"pack: {manifest['documents']} documents, {manifest['tokens']:,} tokens in "
                    f"{manifest['sequences']} sequences of {run.settings.pack.seq_len} -> {run.dir.shards}")
     else:
         click.echo(f"pack: skipped, no document survived (see `sdf inspect {run.dir.path} --rejected all`)")
     click.echo(f"report: {report_stage(run)}")
-    return bool(c["corpus"])
+    return bool(m["corpus"])
+
+
+def echo_dedup(m: dict) -> None:
+    stages = m["stages"]
+    dropped = {s: stages.get(s, {}).get("dropped", {}) for s in ("decontaminate", "dedup", "diversity")}
+    click.echo(f"dedup: {m['input']} -> {m['corpus']} ({dropped['dedup'].get('exact_duplicate', 0)} exact and "
+               f"{dropped['dedup'].get('near_duplicate', 0)} near duplicates, "
+               f"{sum(dropped['decontaminate'].values())} contaminated, "
+               f"{sum(dropped['diversity'].values())} over caps)")
 
 
 @cli.command(name="filter")
@@ -386,7 +394,8 @@ def finish_build(run: Any, backend: Any, progress: bool) -> bool:
 def filter_command(run_dir: Path, progress: bool, **options: Any) -> None:
     """Apply the quality filters (and the optional LLM judge) to RUN_DIR's documents."""
     from sdf.llm import make_backend
-    from sdf.products.documents import filter_stage, open_run
+    from sdf.products.context import open_run
+    from sdf.products.documents import filter_stage
 
     run = open_run(run_dir, overrides_from(**options))
     backend = make_backend(run.settings.llm) if run.settings.judge.enabled else None
@@ -401,13 +410,14 @@ def filter_command(run_dir: Path, progress: bool, **options: Any) -> None:
 @friendly
 def dedup(run_dir: Path, decontaminate: tuple[Path, ...]) -> None:
     """Decontaminate, remove exact and near duplicates and apply diversity caps -> corpus.parquet."""
-    from sdf.products.documents import dedup_stage, open_run
+    from sdf.products.context import open_run
+    from sdf.products.documents import dedup_stage
 
     overrides = {"dedup.decontaminate": [str(p) for p in decontaminate]} if decontaminate else None
     run = open_run(run_dir, overrides)
     m = dedup_stage(run)
-    click.echo(json.dumps(m["counts"]))
-    click.echo(f"corpus: {m['counts']['corpus']} documents -> {run.dir.corpus}")
+    echo_dedup(m)
+    click.echo(f"corpus: {m['corpus']} documents -> {run.dir.corpus}")
 
 
 @cli.command()
@@ -420,7 +430,8 @@ def dedup(run_dir: Path, decontaminate: tuple[Path, ...]) -> None:
 @friendly
 def pack(run_dir: Path, progress: bool, mixes: tuple[str, ...], **options: Any) -> None:
     """Tokenize and pack RUN_DIR's corpus into shards plus shards/manifest.json."""
-    from sdf.products.documents import open_run, pack_stage
+    from sdf.products.context import open_run
+    from sdf.products.documents import pack_stage
 
     overrides = overrides_from(**options)
     if mixes:

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from sdf.errors import SdfError
+from sdf.run import RunDir
 
 # Columns worth carrying from documents.parquet onto corpus rows and rejects (the rest is already there).
 PROVENANCE = (
@@ -47,8 +48,8 @@ def iter_documents(
     if n < 1:
         raise SdfError(f"--n must be at least 1, got {n}")
     if rejected is not None:
-        source = run / "rejected.parquet"
-        if not source.exists():
+        source = RunDir(run).rejected_dir
+        if not RunDir(run).reject_files():
             raise SdfError(f"{source} not found: no document has been filtered in this run yet")
     else:
         source = next((run / f for f in ("corpus.parquet", "documents.parquet") if (run / f).exists()), None)

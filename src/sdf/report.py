@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, MaxNLocator, StrMethodFormatter
 
 from sdf.errors import SdfError
-from sdf.run import STAGES
+from sdf.run import STAGES, RunDir
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -47,7 +47,7 @@ ARTIFACTS = (
     "specs.parquet",
     "store.sqlite",
     "documents.parquet",
-    "rejected.parquet",
+    "rejected",
     "corpus.parquet",
     "shards/manifest.json",
 )
@@ -63,9 +63,9 @@ NEEDS = {
         "corpus.parquet",
         "shards/manifest.json",
     ),
-    "rejections": ("rejected.parquet",),
+    "rejections": ("rejected",),
     "cost": ("store.sqlite", "documents.parquet"),
-    "dedup_clusters": ("rejected.parquet",),
+    "dedup_clusters": ("rejected",),
     "diversity": ("shards/manifest.json",),
     "packing": ("shards/manifest.json",),
     "samples": ("corpus.parquet", "documents.parquet"),
@@ -122,8 +122,9 @@ def load_run(run_dir: str | Path) -> RunData:
         lambda f: _read_rows(f, ["spec_id", "section_id", "section_title", "genre", "target_words"]),
     )
     run.rejected = attempt(
-        "rejected.parquet",
-        lambda f: _read_rows(f, ["doc_id", "stage", "reason", "duplicate_of", "genre", "section_id"]),
+        "rejected",
+        lambda f: RunDir(path).read_rejects(["doc_id", "stage", "reason", "duplicate_of", "genre", "section_id"])
+        .to_pylist(),
     )
     run.ledger = attempt("store.sqlite", _read_ledger)
     run.manifest = attempt("shards/manifest.json", lambda f: _json_object(f.read_text(encoding="utf-8")))

@@ -1,10 +1,31 @@
-"""The run directory: where each artifact lives, and atomic reads and writes of its tables."""
+"""The run directory contract: every artifact's path and schema, and the only code that reads or writes them.
+
+    <run>/config.toml          resolved settings, secrets redacted        read_config / (written by the CLI)
+    <run>/sections.jsonl       the parsed constitution, one section a line  read_sections / write_sections
+    <run>/plan.json            what the planner aimed for (genre targets)  read_plan / write_plan
+    <run>/specs.parquet        one planned document per row               SPEC_SCHEMA
+    <run>/store.sqlite         the ledger (sdf.llm.ledger owns its tables)
+    <run>/documents.parquet    extracted documents with provenance        DOCUMENT_SCHEMA
+    <run>/filtered.parquet     documents that passed quality (and judge)  FILTERED_SCHEMA
+    <run>/corpus.parquet       the final documents                         CORPUS_SCHEMA
+    <run>/rejected/<stage>.parquet  every dropped item of that stage      REJECT_SCHEMA
+    <run>/metrics.json         stage counts, dedup clusters, caps, diversity  read_metrics / write_metrics
+    <run>/shards/manifest.json the packer's manifest                       read_manifest / write_manifest
+    <run>/stats.json           the report's numbers                        read_stats / write_stats
+    <run>/report.html, plots/  the human view
+
+Tables are written through `TableWriter`: batches stream to `<file>.tmp`, which replaces the artifact
+only when the writer closes cleanly, so a crash never leaves half a table behind. This module imports
+pyarrow and the standard library only: importing it loads none of the step code.
+"""
 
 from __future__ import annotations
 
 import json
+import numbers
 import os
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +33,33 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sdf.errors import SdfError
-from sdf.source.plan import SPEC_SCHEMA
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+# The stages that can drop an item, in pipeline order; each writes rejected/<stage>.parquet.
+STAGES = ("generate", "quality", "judge", "decontaminate", "dedup", "diversity")
+
+SECTION_FIELDS = ("id", "path", "title", "level", "text", "chars", "tokens")
+
+SPEC_SCHEMA = pa.schema(
+    [
+        ("spec_id", pa.string()),
+        ("section_id", pa.string()),
+        ("section_title", pa.string()),
+        ("genre", pa.string()),
+        ("audience", pa.string()),
+        ("persona", pa.string()),
+        ("setting", pa.string()),
+        ("tone", pa.string()),
+        ("names", pa.list_(pa.string())),
+        ("target_words", pa.int32()),
+        ("seed", pa.int64()),
+        ("idea", pa.string()),
+    ]
+)
 DOCUMENT_SCHEMA = pa.schema(
     [
         ("doc_id", pa.string()),
@@ -33,7 +79,7 @@ FILTERED_SCHEMA = DOCUMENT_SCHEMA.append(pa.field("quality_score", pa.float64())
     pa.field("judge_score", pa.float64())
 )
 CORPUS_SCHEMA = FILTERED_SCHEMA
-REJECTED_SCHEMA = pa.schema(
+REJECT_SCHEMA = pa.schema(
     [
         ("doc_id", pa.string()),
         ("stage", pa.string()),
@@ -42,61 +88,249 @@ REJECTED_SCHEMA = pa.schema(
         ("duplicate_of", pa.string()),
         ("genre", pa.string()),
         ("section_id", pa.string()),
+        ("cost_usd", pa.float64()),  # what the dropped item cost to generate, for paid-but-discarded
         ("text", pa.string()),
     ]
 )
-STAGES = ("generate", "quality", "judge", "decontaminate", "dedup", "diversity")
+
+# metrics.json: each key always present after read_metrics.
+#   stages: {stage: {"input": n, "kept": n, "dropped": {reason: n}}}, in pipeline order
+#   dedup: {"cluster_sizes": [n, ...], "candidate_pairs": n, "merged_pairs": n}
+#   caps: {"name": n | None, "opener": n | None}
+#   diversity: see sdf.steps.diversity.metrics.diversity_metrics
+METRICS_KEYS = ("stages", "dedup", "caps", "diversity")
+
+
+def reject_row(item: Mapping[str, Any], stage: str, reason: str, detail: str,
+               duplicate_of: str | None = None) -> dict[str, Any]:
+    """One REJECT_SCHEMA row for a dropped item; the one way every stage records a drop."""
+    return {
+        "doc_id": str(item.get("doc_id", item.get("spec_id"))),
+        "stage": stage,
+        "reason": reason,
+        "detail": detail,
+        "duplicate_of": duplicate_of,
+        "genre": item.get("genre"),
+        "section_id": item.get("section_id"),
+        "cost_usd": item.get("cost_usd"),
+        "text": item.get("text"),
+    }
+
+
+def quality_of(row: Mapping[str, Any]) -> float:
+    """A row's ``quality_score`` for choosing between documents; missing, None or NaN count as 0."""
+    q = row.get("quality_score")
+    if isinstance(q, numbers.Real) and not isinstance(q, bool) and q == q:
+        return float(q)
+    return 0.0
+
+
+class TableWriter:
+    """Stream record batches into a parquet artifact; the file appears only on a clean close."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path, self.schema, self.rows = Path(path), schema, 0
+        self._tmp = self.path.with_name(self.path.name + ".tmp")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
+            self._tmp, schema, compression="zstd", write_statistics=False)
+
+    def write(self, rows: Sequence[Mapping[str, Any]] | pa.Table | pa.RecordBatch) -> None:
+        if isinstance(rows, (pa.Table, pa.RecordBatch)):
+            table = pa.Table.from_batches([rows]) if isinstance(rows, pa.RecordBatch) else rows
+            table = table.select(self.schema.names).cast(self.schema)
+        else:
+            if not rows:
+                return
+            table = pa.Table.from_pylist([{k: r.get(k) for k in self.schema.names} for r in rows],
+                                         schema=self.schema)
+        assert self._writer is not None, "write after close"
+        self._writer.write_table(table)
+        self.rows += table.num_rows
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+            os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> TableWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        self.abort() if exc_type else self.close()
 
 
 class RunDir:
+    """Paths of one run's artifacts, and their readers and writers."""
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
     config = property(lambda self: self.path / "config.toml")
     sections = property(lambda self: self.path / "sections.jsonl")
+    plan = property(lambda self: self.path / "plan.json")
     specs = property(lambda self: self.path / "specs.parquet")
     store = property(lambda self: self.path / "store.sqlite")
     documents = property(lambda self: self.path / "documents.parquet")
     filtered = property(lambda self: self.path / "filtered.parquet")
-    rejected = property(lambda self: self.path / "rejected.parquet")
     corpus = property(lambda self: self.path / "corpus.parquet")
+    rejected_dir = property(lambda self: self.path / "rejected")
     metrics = property(lambda self: self.path / "metrics.json")
     shards = property(lambda self: self.path / "shards")
     manifest = property(lambda self: self.path / "shards" / "manifest.json")
     report = property(lambda self: self.path / "report.html")
+    plots = property(lambda self: self.path / "plots")
+    stats = property(lambda self: self.path / "stats.json")
+    lock = property(lambda self: self.path / ".lock")
+
+    def rejects(self, stage: str) -> Path:
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}")
+        return self.rejected_dir / f"{stage}.parquet"
+
+    def is_run(self) -> bool:
+        return self.config.is_file()
 
     def require(self, artifact: Path, stage: str) -> Path:
         if not artifact.exists():
             raise SdfError(f"{artifact} does not exist yet; run `sdf {stage} {self.path}` (or `sdf build`) first")
         return artifact
 
-    def read_rejected(self) -> list[dict]:
-        return read_rows(self.rejected) if self.rejected.exists() else []
+    def require_run(self) -> None:
+        if not self.path.is_dir():
+            raise SdfError(f"run directory not found: {self.path} (pass a run directory such as corpus/<name>)")
+        if not self.is_run():
+            raise SdfError(f"{self.path} is not a run directory (no config.toml); create one with `sdf build`")
 
-    def replace_rejected(self, stages: Sequence[str], rows: Iterable[dict]) -> None:
-        """Swap in this stage's rejections, keeping other stages' rows: reruns never double-count."""
-        kept = [r for r in self.read_rejected() if r["stage"] not in stages]
-        fresh = [{k: r.get(k) for k in REJECTED_SCHEMA.names} for r in rows]
-        write_rows(self.rejected, sorted(kept + fresh, key=lambda r: (STAGES.index(r["stage"]), r["doc_id"])),
-                   REJECTED_SCHEMA)
+    # -- config, sections, plan ------------------------------------------------------------------
+
+    def read_config(self) -> dict[str, Any]:
+        return tomllib.loads(self.config.read_text(encoding="utf-8"))
+
+    def write_config(self, text: str) -> None:
+        _write_text(self.config, text)
+
+    def read_sections(self) -> list[dict[str, Any]]:
+        path = self.require(self.sections, "plan")
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def write_sections(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        _write_text(self.sections, "".join(json.dumps(dict(r), ensure_ascii=False) + "\n" for r in rows))
+
+    def read_plan(self) -> dict[str, Any]:
+        """{"docs": n, "genre_targets": {genre: share}, "section_quotas": {id: n}}; {} before planning."""
+        return _read_json(self.plan) if self.plan.is_file() else {}
+
+    def write_plan(self, plan: Mapping[str, Any]) -> None:
+        write_json(self.plan, plan)
+
+    # -- tables ------------------------------------------------------------------------------------
+
+    def write_specs(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        with TableWriter(self.specs, SPEC_SCHEMA) as w:
+            w.write(rows)
+
+    def read_specs(self) -> list[dict[str, Any]]:
+        return read_rows(self.require(self.specs, "plan"))
+
+    def writer(self, artifact: Path, schema: pa.Schema) -> TableWriter:
+        return TableWriter(artifact, schema)
+
+    def reject_writer(self, stage: str) -> TableWriter:
+        return TableWriter(self.rejects(stage), REJECT_SCHEMA)
+
+    def clear_rejects(self, *stages: str) -> None:
+        for stage in stages:
+            self.rejects(stage).unlink(missing_ok=True)
+
+    def reject_files(self) -> list[Path]:
+        """The rejects files that exist, in pipeline order."""
+        return [p for p in (self.rejects(s) for s in STAGES) if p.is_file()]
+
+    def read_rejects(self, columns: Sequence[str] | None = None) -> pa.Table:
+        """Every stage's rejects in pipeline order (an empty table when nothing was dropped)."""
+        cols = list(columns or REJECT_SCHEMA.names)
+        schema = pa.schema([REJECT_SCHEMA.field(c) for c in cols])
+        tables = [pq.read_table(p, columns=cols).cast(schema) for p in self.reject_files()]
+        return pa.concat_tables(tables) if tables else schema.empty_table()
+
+    # -- json artifacts ----------------------------------------------------------------------------
+
+    def read_metrics(self) -> dict[str, Any]:
+        data = _read_json(self.metrics) if self.metrics.is_file() else {}
+        defaults: dict[str, Any] = {"stages": {}, "dedup": {"cluster_sizes": []},
+                                    "caps": {"name": None, "opener": None}, "diversity": {}}
+        return {k: data.get(k, defaults[k]) for k in METRICS_KEYS}
+
+    def update_metrics(self, **parts: Any) -> None:
+        """Replace the given top-level parts of metrics.json; stage counts merge by stage."""
+        metrics = self.read_metrics()
+        for key, value in parts.items():
+            if key not in METRICS_KEYS:
+                raise ValueError(f"unknown metrics key {key!r}")
+            metrics[key] = {**metrics["stages"], **value} if key == "stages" else value
+        metrics["stages"] = {s: metrics["stages"][s] for s in STAGES if s in metrics["stages"]}
+        write_json(self.metrics, metrics)
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        return _read_json(self.manifest) if self.manifest.is_file() else None
+
+    def read_stats(self) -> dict[str, Any] | None:
+        return _read_json(self.stats) if self.stats.is_file() else None
+
+    def write_stats(self, stats: Mapping[str, Any]) -> None:
+        write_json(self.stats, stats)
 
 
-def write_rows(path: Path, rows: Sequence[dict], schema: pa.Schema) -> None:
-    table = pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema=schema)
-    write_table(path, table)
+def iter_batches(path: Path, columns: Sequence[str] | None = None, batch_size: int = 1024
+                 ) -> Iterator[pa.RecordBatch]:
+    """Record batches of a parquet artifact, so a stage never holds the whole table."""
+    pf = pq.ParquetFile(path)
+    if pf.metadata.num_rows == 0:
+        return
+    yield from pf.iter_batches(batch_size=batch_size, columns=list(columns) if columns else None)
 
 
-def write_table(path: Path, table: pa.Table) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, compression="zstd", write_statistics=False)
-    os.replace(tmp, path)
+def iter_rows(path: Path, columns: Sequence[str] | None = None, batch_size: int = 1024
+              ) -> Iterator[list[dict[str, Any]]]:
+    """Lists of row dicts, batch by batch."""
+    for batch in iter_batches(path, columns, batch_size):
+        yield batch.to_pylist()
 
 
-def read_rows(path: Path) -> list[dict]:
-    return pq.read_table(path).to_pylist()
+def count_rows(path: Path) -> int:
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def read_rows(path: Path, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    return pq.read_table(path, columns=list(columns) if columns else None).to_pylist()
+
+
+def write_rows(path: Path, rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> None:
+    with TableWriter(path, schema) as w:
+        w.write(rows)
 
 
 def write_json(path: Path, data: Any) -> None:
+    _write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    value = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(value, dict):
+        raise SdfError(f"{path} is not a JSON object; rerun the stage that writes it")
+    return value
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)

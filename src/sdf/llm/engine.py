@@ -42,6 +42,17 @@ class RunSummary:
         kind = error.split(":")[0][:60]
         self.failures[kind] = self.failures.get(kind, 0) + 1
 
+    def add(self, part: RunSummary) -> None:
+        """Fold in the summary of a later round (truncation retries, brainstorm rounds, judge chunks)."""
+        self.requested += part.requested
+        self.already_done += part.already_done
+        self.succeeded += part.succeeded
+        self.failed += part.failed
+        self.cost_usd += part.cost_usd
+        self.stopped = self.stopped or part.stopped
+        for k, v in part.failures.items():
+            self.failures[k] = self.failures.get(k, 0) + v
+
 
 class Budget:
     """Stop starting new work once spending reaches the cap; only in-flight requests can overshoot."""

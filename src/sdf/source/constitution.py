@@ -9,12 +9,11 @@ opening words.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from sdf.errors import SdfError
@@ -42,11 +41,6 @@ class Section:
     text: str
     chars: int
     tokens: int
-
-    def to_json(self) -> str:
-        row = asdict(self)
-        row["path"] = list(self.path)
-        return json.dumps(row, ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -127,12 +121,6 @@ def parse_constitution(text: str, variables: dict[str, str] | None = None, sourc
     if not sections:
         raise SdfError(f"constitution {source} has headings but no section text to write about")
     return Constitution(title=title, sections=tuple(sections))
-
-
-def write_sections(constitution: Constitution, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(s.to_json() + "\n" for s in constitution.sections), encoding="utf-8")
-    tmp.replace(path)
 
 
 def _strip_front_matter(lines: list[str]) -> list[str]:

@@ -15,11 +15,7 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from sdf.config import PlanConfig
 from sdf.errors import SdfError
@@ -30,22 +26,6 @@ TOKENS_PER_WORD = 1.4  # English prose (~5.6 characters per word at ~4 character
 NAMES_PER_SPEC = {True: 3, False: 2}  # fiction needs a cast; non-fiction a couple of people
 SAME_CULTURE_SURNAME = 0.8  # share of people whose surname comes from their given name's culture
 
-SPEC_SCHEMA = pa.schema(
-    [
-        ("spec_id", pa.string()),
-        ("section_id", pa.string()),
-        ("section_title", pa.string()),
-        ("genre", pa.string()),
-        ("audience", pa.string()),
-        ("persona", pa.string()),
-        ("setting", pa.string()),
-        ("tone", pa.string()),
-        ("names", pa.list_(pa.string())),
-        ("target_words", pa.int32()),
-        ("seed", pa.int64()),
-        ("idea", pa.string()),
-    ]
-)
 
 
 @dataclass(frozen=True)
@@ -187,16 +167,3 @@ def summarize(specs: Sequence[dict]) -> PlanSummary:
     by_genre = Counter(s["genre"] for s in specs)
     by_section = Counter(s["section_id"] for s in specs)
     return PlanSummary(len(specs), dict(sorted(by_genre.items())), dict(by_section))
-
-
-def write_specs(specs: Sequence[dict], path: Path) -> None:
-    table = pa.Table.from_pylist(list(specs), schema=SPEC_SCHEMA)
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp, compression="zstd", write_statistics=False)
-    tmp.replace(path)
-
-
-def read_specs(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise SdfError(f"no specs at {path}; run `sdf plan` or `sdf build` first")
-    return pq.read_table(path).to_pylist()

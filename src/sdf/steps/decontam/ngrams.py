@@ -18,8 +18,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from sdf.errors import SdfError
+from sdf.executor import StepResult
+from sdf.run import reject_row
 from sdf.steps.dedup.minhash import normalize_text, shingle_hashes
-from sdf.steps.filters.quality import rejected_row
 
 TEXT_FIELDS = ("prompt", "text", "scenario", "input", "question", "instruction", "content")
 
@@ -78,45 +79,64 @@ def load_eval_texts(paths: Iterable[str | Path]) -> list[str]:
     return items
 
 
-def decontaminate(
-    docs: Iterable[Mapping[str, Any]], eval_texts: Sequence[str], ngram: int = 13, batch_docs: int = 2048
-) -> DecontaminationResult:
-    """Drop every document sharing a normalised ``ngram``-word sequence with an eval item.
+class NgramIndex:
+    """Every normalised ``ngram``-word sequence of the eval items, as text and as hashes."""
 
-    Rejected rows have stage "decontaminate", reason "contaminated" and the shared n-gram in detail.
-    counts: input, kept, contaminated, eval_items, eval_items_too_short, eval_ngrams.
-    """
-    docs = list(docs)
-    counts: Counter[str] = Counter(input=len(docs), eval_items=len(eval_texts))
-    item_words = [normalize_text(t).split() for t in eval_texts]
-    long_items = [w for w in item_words if len(w) >= ngram]
-    counts["eval_items_too_short"] = len(item_words) - len(long_items)
-    # every eval n-gram as text (to confirm and report a match) and as a hash (to find candidates fast)
-    eval_ngrams = {" ".join(w[j : j + ngram]) for w in long_items for j in range(len(w) - ngram + 1)}
-    eval_hashes = np.unique(shingle_hashes(list(eval_ngrams), ngram)[0]) if eval_ngrams else None
-    counts["eval_ngrams"] = len(eval_ngrams)
+    def __init__(self, eval_texts: Sequence[str], ngram: int = 13) -> None:
+        self.ngram = ngram
+        item_words = [normalize_text(t).split() for t in eval_texts]
+        long_items = [w for w in item_words if len(w) >= ngram]
+        self.counts = {"eval_items": len(eval_texts), "eval_items_too_short": len(item_words) - len(long_items)}
+        # as text, to confirm and report a match; as hashes, to find candidates fast
+        self.grams = {" ".join(w[j : j + ngram]) for w in long_items for j in range(len(w) - ngram + 1)}
+        self.hashes = np.unique(shingle_hashes(list(self.grams), ngram)[0]) if self.grams else None
+        self.counts["eval_ngrams"] = len(self.grams)
 
-    kept: list[dict[str, Any]] = []
-    rejected: list[dict[str, Any]] = []
-    for start in range(0, len(docs), batch_docs):
-        batch = docs[start : start + batch_docs]
-        texts = [str(d.get("text") or "") for d in batch]
-        if eval_hashes is not None:
-            hashes, offsets = shingle_hashes(texts, ngram)
-            hits = np.isin(hashes, eval_hashes)
-        for i, doc in enumerate(batch):
+    def matches(self, texts: Sequence[str]) -> list[str | None]:
+        """For each text, an eval n-gram it contains, or None."""
+        if self.hashes is None:
+            return [None] * len(texts)
+        hashes, offsets = shingle_hashes(texts, self.ngram)
+        hits = np.isin(hashes, self.hashes)
+        found: list[str | None] = []
+        for i, text in enumerate(texts):
             match = None
-            if eval_hashes is not None and hits[offsets[i] : offsets[i + 1]].any():
-                words = normalize_text(texts[i]).split()
+            if hits[offsets[i] : offsets[i + 1]].any():
+                words = normalize_text(text).split()
                 for j in np.flatnonzero(hits[offsets[i] : offsets[i + 1]]).tolist():
-                    if (gram := " ".join(words[j : j + ngram])) in eval_ngrams:
+                    if (gram := " ".join(words[j : j + self.ngram])) in self.grams:
                         match = gram
                         break
+            found.append(match)
+        return found
+
+
+class Decontaminate:
+    """Drop every document sharing a normalised n-gram with an eval item (reason "contaminated")."""
+
+    stage = "decontaminate"
+
+    def __init__(self, index: NgramIndex) -> None:
+        self.index = index
+
+    def __call__(self, batch: list[dict[str, Any]]) -> StepResult:
+        kept, dropped = [], []
+        for doc, match in zip(batch, self.index.matches([str(d.get("text") or "") for d in batch]), strict=True):
             if match is None:
-                kept.append(dict(doc))
-                continue
-            counts["contaminated"] += 1
-            detail = f"{ngram}-gram shared with an eval item: {match!r}"
-            rejected.append(rejected_row(doc, "decontaminate", "contaminated", detail))
-    counts["kept"] = len(kept)
-    return DecontaminationResult(kept, rejected, dict(counts))
+                kept.append(doc)
+            else:
+                detail = f"{self.index.ngram}-gram shared with an eval item: {match!r}"
+                dropped.append(reject_row(doc, self.stage, "contaminated", detail))
+        return StepResult(kept, dropped)
+
+
+def decontaminate(
+    docs: Iterable[Mapping[str, Any]], eval_texts: Sequence[str], ngram: int = 13
+) -> DecontaminationResult:
+    """`Decontaminate` over documents held in memory. counts: input, kept, contaminated, eval_items,
+    eval_items_too_short, eval_ngrams."""
+    index = NgramIndex(eval_texts, ngram)
+    result = Decontaminate(index)([dict(d) for d in docs])
+    counts = Counter(input=len(result.kept) + len(result.dropped), kept=len(result.kept),
+                     contaminated=len(result.dropped), **index.counts)
+    return DecontaminationResult(result.kept, result.dropped, dict(counts))

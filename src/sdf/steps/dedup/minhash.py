@@ -1,6 +1,6 @@
-"""Exact and near-duplicate removal: normalised-text hashes, then MinHash LSH over word 5-gram shingles.
+"""MinHash signatures over word 5-gram shingles, and exact-duplicate keys, vectorised per batch.
 
-Pipeline, all vectorised per batch of documents (no Python loop per shingle):
+All per batch of documents (no Python loop per shingle):
 
 1. Normalise: NFKC, lowercase, punctuation/symbols/whitespace -> one space (``normalize_text``).
 2. Word hashes: the normalised batch is one ``uint8`` buffer; a polynomial prefix hash mod 2**64 gives
@@ -11,64 +11,28 @@ Pipeline, all vectorised per batch of documents (no Python loop per shingle):
 4. Signatures: each shingle's top 32 bits x go through ``num_perm`` affine permutations
    ``a*x + b mod 2**32`` (a odd, so each is a bijection of uint32), as one (num_perm, shingles) matrix,
    and ``np.minimum.reduceat`` takes the per-document minimum. Batches run on a thread pool because
-   numpy releases the GIL in these loops.
-5. Candidates: datasketch ``MinHashLSH`` with explicit ``params=(bands, rows)``; candidate pairs are
-   the members of every bucket that holds two or more documents (the same pairs per-document queries
-   would return, without the per-document query cost).
-6. Verification: a candidate pair merges only if the share of equal signature slots (the MinHash
-   estimate of Jaccard) is >= ``threshold`` (default 0.8). Merged pairs form clusters by union-find.
-7. Keep one member per cluster: highest ``quality_score`` (missing/None = 0), then smallest doc_id.
+   numpy releases the GIL in these loops. These are datasketch's "affine32" permutations.
 
-Choice of bands and rows (S-curve). A pair with Jaccard J becomes a candidate with probability
-``1 - (1 - J**r)**b``. With num_perm=128 we use b=21 bands of r=6 rows (126 slots):
-
-    J      0.3     0.5     0.7     0.8     0.85      0.9
-    P   0.015   0.282   0.928   0.998   0.99995   0.9999999
-
-The brief asks for P >= 0.99 at J=0.8; r=7,b=18 gives only 0.986 and r=8,b=16 only 0.947, so r=6 is
-the largest row count that meets it. The price is a fat lower tail (28% of J=0.5 pairs become
-candidates), but candidates are verified against the 128-slot estimate, whose standard deviation at
-J=0.5 is 0.044: a J=0.5 pair would need a +7 sigma error to pass 0.8, so it never merges; the tail
-costs only verification work, and such pairs are rare among generated documents.
+Candidates, verification and clusters are in ``sdf.steps.dedup.clusters``.
 """
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 import unicodedata
-from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any, NamedTuple
 
 import numpy as np
-from datasketch import LeanMinHash, MinHashLSH
 
 from sdf.config import DedupConfig
-from sdf.steps.filters.quality import quality_of, rejected_row
 
 _U64 = np.uint64
 _CHAR_BASE = 0x100000001B3  # odd, so it has an inverse mod 2**64
 _WORD_BASE = 0x9E3779B97F4A7C15  # odd golden-ratio constant
-_MAX32 = np.uint32(0xFFFFFFFF)
-
-
-
-
-class DedupResult(NamedTuple):
-    kept: list[dict[str, Any]]
-    rejected: list[dict[str, Any]]
-    counts: dict[str, int]
-    cluster_sizes: list[int]  # sizes of clusters with >= 2 members, largest first
-
-
-def candidate_probability(jaccard: float, bands: int, rows: int) -> float:
-    """Probability that a pair with this Jaccard similarity shares at least one LSH band."""
-    return 1.0 - (1.0 - jaccard**rows) ** bands
+MAX32 = np.uint32(0xFFFFFFFF)  # the signature slot of a text with no words
 
 
 @lru_cache(maxsize=1)
@@ -183,7 +147,7 @@ def _signature_batch(
 ) -> tuple[np.ndarray, np.ndarray]:
     shingles, per_doc, keys = _hash_batch(texts, cfg.shingle_words)
     x = (shingles >> _U64(32)).astype(np.uint32)
-    sig = np.full((cfg.num_perm, len(texts)), _MAX32, dtype=np.uint32)
+    sig = np.full((cfg.num_perm, len(texts)), MAX32, dtype=np.uint32)
     nonempty = np.flatnonzero(per_doc)
     offsets = (np.cumsum(per_doc) - per_doc)[nonempty]
     slab = max(1, (8 << 20) // cfg.num_perm)  # shingles per (num_perm, slab) uint32 matrix, ~32 MB
@@ -223,144 +187,9 @@ def minhash_signatures(texts: Sequence[str], cfg: DedupConfig | None = None) -> 
     A text with no words gets an all-0xFFFFFFFF signature and is never a near-duplicate candidate.
     """
     cfg = cfg or DedupConfig()
-    sigs = np.full((len(texts), cfg.num_perm), _MAX32, dtype=np.uint32)
+    sigs = np.full((len(texts), cfg.num_perm), MAX32, dtype=np.uint32)
     keys = np.zeros(len(texts), dtype=_U64)
     for s, sig, key in _signature_batches(texts, cfg):
         sigs[s : s + len(sig)] = sig
         keys[s : s + len(key)] = key
     return sigs, keys
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Indexing allocates millions of small acyclic objects; cyclic GC passes over them only cost time."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def _new_index(cfg: DedupConfig) -> MinHashLSH:
-    return MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm, params=(cfg.bands, cfg.rows))
-
-
-def _index_row(session: Any, i: int, signature: np.ndarray, cfg: DedupConfig) -> None:
-    # our permutations are the affine-mod-2**32 family datasketch calls "affine32"
-    sketch = LeanMinHash(seed=cfg.seed, hashvalues=signature, scheme="affine32")
-    session.insert(i, sketch, check_duplication=False)
-
-
-def _bucket_pairs(lsh: MinHashLSH, n: int) -> np.ndarray:
-    """Every pair i<j sharing a band bucket: what per-row queries return, without querying each row."""
-    codes: list[np.ndarray] = []
-    for table in lsh.hashtables:
-        for bucket, size in table.itemcounts().items():
-            if size > 1:
-                ids = np.sort(np.fromiter(table.get(bucket), dtype=np.int64, count=size))
-                a, b = np.triu_indices(size, 1)
-                codes.append(ids[a] * n + ids[b])
-    if not codes:
-        return np.empty((0, 2), dtype=np.int64)
-    unique = np.unique(np.concatenate(codes))
-    return np.stack([unique // n, unique % n], axis=1)
-
-
-def candidate_pairs(signatures: np.ndarray, cfg: DedupConfig | None = None) -> np.ndarray:
-    """(m, 2) row pairs i<j that share at least one LSH band (datasketch MinHashLSH, params=(bands, rows))."""
-    cfg = cfg or DedupConfig()
-    lsh = _new_index(cfg)
-    with _gc_paused(), lsh.insertion_session() as session:
-        for i in np.flatnonzero((signatures != _MAX32).any(axis=1)).tolist():
-            _index_row(session, i, signatures[i], cfg)
-    return _bucket_pairs(lsh, len(signatures))
-
-
-def estimated_jaccard(signatures: np.ndarray, pairs: np.ndarray, chunk: int = 65536) -> np.ndarray:
-    """Share of equal signature slots for each row pair: the MinHash estimate of Jaccard similarity."""
-    out = np.empty(len(pairs), dtype=np.float64)
-    for s in range(0, len(pairs), chunk):
-        p = pairs[s : s + chunk]
-        out[s : s + chunk] = (signatures[p[:, 0]] == signatures[p[:, 1]]).mean(axis=1)
-    return out
-
-
-def _find(parent: list[int], i: int) -> int:
-    while parent[i] != i:
-        parent[i] = parent[parent[i]]
-        i = parent[i]
-    return i
-
-
-def deduplicate(docs: Iterable[dict[str, Any]], cfg: DedupConfig | None = None) -> DedupResult:
-    """Drop exact duplicates (same normalised text) and near-duplicates (verified MinHash Jaccard).
-
-    Kept documents keep their input order. Each dropped document becomes a rejected row with stage
-    "dedup", reason "exact_duplicate" or "near_duplicate", and ``duplicate_of`` = its cluster's keeper:
-    the member with the highest ``quality_score``, then the smallest doc_id.
-    """
-    cfg = cfg or DedupConfig()
-    docs = list(docs)
-    n = len(docs)
-    counts: Counter[str] = Counter(input=n)
-    signatures = np.full((n, cfg.num_perm), _MAX32, dtype=np.uint32)
-    keys = np.zeros(n, dtype=_U64)
-    parent = list(range(n))
-    first_with_key: dict[int, int] = {}
-    lsh = _new_index(cfg)
-    # index each batch while the pool computes the next ones, so the two overlap
-    with _gc_paused(), lsh.insertion_session() as session:
-        for s, sig, key in _signature_batches([d["text"] for d in docs], cfg):
-            signatures[s : s + len(sig)] = sig
-            keys[s : s + len(key)] = key
-            has_words = (sig != _MAX32).any(axis=1).tolist()
-            for local, k in enumerate(key.tolist()):
-                i = s + local
-                j = first_with_key.setdefault(k, i)
-                if j != i and cfg.exact:
-                    parent[i] = j  # j is a representative, so i joins its cluster directly
-                elif cfg.near and has_words[local]:
-                    _index_row(session, i, sig[local], cfg)
-
-    if cfg.near:
-        pairs = _bucket_pairs(lsh, n)
-        est = estimated_jaccard(signatures, pairs)
-        merged = pairs[est >= cfg.threshold]
-        counts["candidate_pairs"] = len(pairs)
-        counts["merged_pairs"] = len(merged)
-        for a, b in merged.tolist():
-            ra, rb = _find(parent, a), _find(parent, b)
-            if ra != rb:
-                parent[ra] = rb
-
-    clusters: dict[int, list[int]] = {}
-    for i in range(n):
-        clusters.setdefault(_find(parent, i), []).append(i)
-    keeper_of: dict[int, int] = {}
-    sizes: list[int] = []
-    for members in clusters.values():
-        if len(members) > 1:
-            sizes.append(len(members))
-            keeper = min(members, key=lambda i: (-quality_of(docs[i]), str(docs[i]["doc_id"])))
-            keeper_of.update((i, keeper) for i in members if i != keeper)
-
-    kept: list[dict[str, Any]] = []
-    rejected: list[dict[str, Any]] = []
-    for i, doc in enumerate(docs):
-        keeper = keeper_of.get(i)
-        if keeper is None:
-            kept.append(doc)
-            continue
-        keeper_id = str(docs[keeper]["doc_id"])
-        if keys[i] == keys[keeper]:
-            reason, detail = "exact_duplicate", f"same normalised text as {keeper_id}"
-        else:
-            sim = float((signatures[i] == signatures[keeper]).mean())
-            reason, detail = "near_duplicate", f"estimated jaccard {sim:.2f} with {keeper_id}"
-        counts[reason] += 1
-        rejected.append(rejected_row(doc, "dedup", reason, detail, duplicate_of=keeper_id))
-    counts["kept"] = len(kept)
-    counts["clusters"] = len(sizes)
-    return DedupResult(kept, rejected, dict(counts), sorted(sizes, reverse=True))

@@ -19,33 +19,24 @@ Rules run in this order; the first that fires names the rejection reason:
 
 from __future__ import annotations
 
-import numbers
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from sdf.config import QUALITY_RULES, QualityConfig
+from sdf.executor import StepResult
+from sdf.run import reject_row
+from sdf.steps import GenreLike
 
 RULES = QUALITY_RULES  # rule names, in the order they run
 DEFAULT_SLOP_FILE = Path(__file__).resolve().parents[2] / "prompts" / "slop.txt"
 
 
-class GenreLike(Protocol):
-    """What the filters need to know about a genre (catalog.Genre satisfies it)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def fiction(self) -> bool: ...
-    @property
-    def min_words(self) -> int: ...
-    @property
-    def max_words(self) -> int: ...
 
 
 
@@ -60,28 +51,8 @@ class QualityResult(NamedTuple):
     counts: dict[str, int]
 
 
-def rejected_row(
-    doc: Mapping[str, Any], stage: str, reason: str, detail: str, duplicate_of: str | None = None
-) -> dict[str, Any]:
-    """One row of rejected.parquet for a dropped document (shared by every filtering stage)."""
-    return {
-        "doc_id": str(doc["doc_id"]),
-        "stage": stage,
-        "reason": reason,
-        "detail": detail,
-        "duplicate_of": duplicate_of,
-        "genre": doc.get("genre"),
-        "section_id": doc.get("section_id"),
-        "text": doc.get("text"),
-    }
 
 
-def quality_of(doc: Mapping[str, Any]) -> float:
-    """The document's ``quality_score`` for choosing between documents; missing, None or NaN count as 0."""
-    q = doc.get("quality_score")
-    if isinstance(q, numbers.Real) and not isinstance(q, bool) and q == q:
-        return float(q)
-    return 0.0
 
 
 def _plain(text: str) -> str:
@@ -494,10 +465,30 @@ def filter_documents(
         text, reason, detail = check_document(doc, genre, cfg)
         if reason is not None:
             counts[reason] += 1
-            rejected.append(rejected_row(doc, "quality", reason, detail))
+            rejected.append(reject_row(doc, "quality", reason, detail))
             continue
         if text != doc.get("text"):
             counts["meta_stripped"] += 1
         kept.append({**doc, "text": text})
     counts["kept"] = len(kept)
     return QualityResult(kept, rejected, dict(counts))
+
+
+class QualityFilter:
+    """The heuristic rules as a step; kept documents gain `quality_score` (1 - slop density, 0-1),
+    the tie-breaker dedup keeps by when there is no judge."""
+
+    stage = "quality"
+
+    def __init__(self, genres: Mapping[str, GenreLike], cfg: QualityConfig) -> None:
+        self.genres, self.cfg = genres, cfg
+
+    def __call__(self, batch: list[dict[str, Any]]) -> StepResult:
+        result = filter_documents(batch, self.genres, self.cfg)
+        kept = []
+        for doc in result.kept:
+            words = max(1, len(doc["text"].split()))
+            slop_per_1k = sum(slop_hits(doc["text"], self.cfg).values()) * 1000 / words
+            score = max(0.0, 1.0 - slop_per_1k / self.cfg.slop_max_per_1k)
+            kept.append({**doc, "quality_score": round(score, 4), "judge_score": None})
+        return StepResult(kept, result.rejected)

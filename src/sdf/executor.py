@@ -1,0 +1,125 @@
+"""The in-process executor: stream an artifact through steps, write what they keep and what they drop.
+
+A step is any callable over a batch of records (a list of dicts) that returns `StepResult(kept,
+dropped)`, each dropped row made with `sdf.run.reject_row`, and has a `stage` name. Steps know
+nothing of files, runs or the CLI, so the same step runs here, under `datasets.map` (see `columnar`)
+or under Ray Data's `map_batches`. Steps whose decisions are global (clustering, caps) are split in
+two: a per-record step that computes a small feature row, and a decision over the feature table,
+which the product's stage runs between two streaming passes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import pyarrow as pa
+
+from sdf.run import STAGES, RunDir, TableWriter, iter_rows
+
+BATCH_ROWS = 512  # records per batch: bounds memory whatever the corpus size
+
+
+class StepResult(NamedTuple):
+    kept: list[dict[str, Any]]
+    dropped: list[dict[str, Any]]  # sdf.run.reject_row rows
+
+
+class Step(Protocol):
+    stage: str  # the stage its drops are recorded under (sdf.run.STAGES)
+
+    def __call__(self, batch: list[dict[str, Any]]) -> StepResult: ...
+
+
+class StageCounts:
+    """input / kept / dropped-by-reason per stage, as metrics.json records them."""
+
+    def __init__(self) -> None:
+        self.input: Counter[str] = Counter()
+        self.kept: Counter[str] = Counter()
+        self.dropped: dict[str, Counter[str]] = {}
+
+    def add(self, stage: str, n_in: int, kept: int, dropped: Iterable[Mapping[str, Any]]) -> None:
+        self.input[stage] += n_in
+        self.kept[stage] += kept
+        reasons = self.dropped.setdefault(stage, Counter())
+        reasons.update(str(r["reason"]) for r in dropped)
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        return {s: {"input": self.input[s], "kept": self.kept[s], "dropped": dict(sorted(self.dropped[s].items()))}
+                for s in STAGES if s in self.dropped}
+
+
+class Rejects:
+    """One rejects writer per stage, opened on first use; each stage's file is rewritten whole."""
+
+    def __init__(self, rd: RunDir, stages: Sequence[str]) -> None:
+        self.rd, self.writers = rd, {}
+        self.stages = tuple(stages)
+        rd.clear_rejects(*self.stages)
+
+    def write(self, stage: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        if stage not in self.writers:
+            self.writers[stage] = self.rd.reject_writer(stage)
+        self.writers[stage].write(rows)
+
+    def close(self) -> None:
+        for stage in self.stages:  # an empty file says the stage ran and dropped nothing
+            if stage not in self.writers:
+                self.writers[stage] = self.rd.reject_writer(stage)
+            self.writers[stage].close()
+
+    def abort(self) -> None:
+        for w in self.writers.values():
+            w.abort()
+
+    def __enter__(self) -> Rejects:
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        self.abort() if exc_type else self.close()
+
+
+def apply_steps(batch: list[dict[str, Any]], steps: Sequence[Step], rejects: Rejects, counts: StageCounts
+                ) -> list[dict[str, Any]]:
+    """Run one batch through the steps in order; drops are written as they happen."""
+    for step in steps:
+        result = step(batch)
+        counts.add(step.stage, len(batch), len(result.kept), result.dropped)
+        if result.dropped:
+            rejects.write(step.stage, result.dropped)
+        batch = result.kept
+    return batch
+
+
+def run_steps(rd: RunDir, source: Path, target: Path, schema: pa.Schema, steps: Sequence[Step],
+              batch_rows: int = BATCH_ROWS, after_batch: Callable[[list[dict]], list[dict]] | None = None,
+              ) -> StageCounts:
+    """Stream `source` through `steps` into `target`; each step's drops go to rejected/<stage>.parquet.
+
+    `after_batch`, when given, maps each batch of kept rows before it is written (for a step that
+    needs the engine, such as the judge). Nothing is replaced unless the whole stream succeeds.
+    """
+    counts = StageCounts()
+    with Rejects(rd, [s.stage for s in steps]) as rejects, TableWriter(target, schema) as out:
+        for batch in iter_rows(source, batch_size=batch_rows):
+            kept = apply_steps(batch, steps, rejects, counts)
+            if after_batch is not None:
+                kept = after_batch(kept)
+            out.write(kept)
+    return counts
+
+
+def columnar(step: Step) -> Callable[[dict[str, list]], dict[str, list]]:
+    """The step as a function of a column batch, for `datasets.Dataset.map(batched=True)` or Ray's
+    `map_batches`: dropped records simply leave the batch."""
+
+    def apply(columns: dict[str, list]) -> dict[str, list]:
+        names = list(columns)
+        rows = [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+        kept = step(rows).kept
+        return {name: [r.get(name) for r in kept] for name in names}
+
+    return apply

@@ -1,0 +1,64 @@
+"""A run in hand: its directory, settings, parsed constitution and prompt catalog."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from functools import cached_property
+from pathlib import Path
+
+from sdf.config import Settings, load_settings
+from sdf.llm.ledger import Ledger, open_ledger
+from sdf.run import RunDir
+from sdf.source.catalog import Catalog, load_catalog, system_prompt
+from sdf.source.constitution import Constitution, Section, load_constitution
+from sdf.source.plan import genre_weights
+
+
+@dataclass
+class Run:
+    dir: RunDir
+    settings: Settings
+    constitution: Constitution
+    catalog: Catalog
+
+    @cached_property
+    def system(self) -> str:
+        """The cached prefix shared by every request of the run."""
+        return system_prompt(self.catalog, self.constitution.text)
+
+    @cached_property
+    def sections(self) -> dict[str, Section]:
+        return {s.id: s for s in self.constitution.sections}
+
+    def ledger(self) -> Ledger:
+        return open_ledger(self.dir.path)
+
+
+def run_path(settings: Settings, constitution_path: Path) -> Path:
+    return Path(settings.run.out) / (settings.run.name or constitution_path.stem)
+
+
+def _catalog(settings: Settings) -> Catalog:
+    return load_catalog(Path(settings.run.prompts) if settings.run.prompts else None)
+
+
+def create_run(settings: Settings, constitution_path: Path, run_dir: Path | None = None) -> Run:
+    """Parse the constitution and write config.toml and sections.jsonl (validation first, then I/O)."""
+    constitution = load_constitution(constitution_path, settings.run.variables)
+    catalog = _catalog(settings)
+    genre_weights(catalog, settings.plan)  # an unknown genre fails here, before anything is written
+    settings = replace(settings, run=replace(settings.run, constitution=str(constitution_path)))
+    rd = RunDir(run_dir or run_path(settings, constitution_path))
+    rd.path.mkdir(parents=True, exist_ok=True)
+    rd.write_config(settings.to_toml())
+    rd.write_sections(asdict(s) for s in constitution.sections)
+    return Run(rd, settings, constitution, catalog)
+
+
+def open_run(path: Path, overrides: dict | None = None) -> Run:
+    """Reopen an existing run from its config.toml and sections.jsonl."""
+    rd = RunDir(path)
+    rd.require_run()
+    settings = load_settings(rd.config, overrides)
+    sections = tuple(Section(**{**row, "path": tuple(row["path"])}) for row in rd.read_sections())
+    return Run(rd, settings, Constitution("", sections), _catalog(settings))
