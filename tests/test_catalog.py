@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, run_sdf, sdf_env
 
+from sdf.errors import SdfError
 from sdf.source.catalog import document_prompt, load_catalog, system_prompt
 from sdf.source.constitution import load_constitution
 
@@ -85,3 +86,18 @@ def test_preview_prints_the_exact_prompt_deterministically(tmp_path: Path) -> No
     assert bad.returncode == 2 and "unknown genre 'limerick'" in bad.stderr
     section = run_sdf(*args, "--section", "no-such-section", cwd=tmp_path, env=sdf_env(key=None))
     assert section.returncode == 2 and "unknown section id" in section.stderr
+
+
+def test_doubled_braces_in_a_template_are_literal_and_a_stray_one_is_an_error(tmp_path) -> None:
+    import shutil
+
+    root = tmp_path / "prompts"
+    shutil.copytree(ROOT / "prompts", root)
+    judge = root / "templates" / "judge.md"
+    judge.write_text(judge.read_text(encoding="utf-8") + "\nAnswer as {{\"score\": N}}.\n", encoding="utf-8")
+    rendered = load_catalog(root).render("judge", section_title="t", section_text="{x}", genre_title="g",
+                                         genre_instructions="i", fiction="no", document="d {section_title}")
+    assert 'Answer as {"score": N}.' in rendered and "d {section_title}" in rendered and "{x}" in rendered
+    judge.write_text(judge.read_text(encoding="utf-8") + "\nA stray } here.\n", encoding="utf-8")
+    with pytest.raises(SdfError, match="unmatched '}'"):
+        load_catalog(root)

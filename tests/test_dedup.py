@@ -182,3 +182,16 @@ def test_banding_finds_exactly_the_pairs_datasketch_lsh_buckets_together() -> No
                                                                               scheme="affine32")) if j != i}
     found = {tuple(p) for p in candidate_pairs(signatures, cfg).tolist()}
     assert expected and found == expected
+
+
+def test_hashing_in_bounded_chunks_gives_the_same_hashes(monkeypatch) -> None:
+    import sdf.steps.dedup.minhash as minhash
+
+    texts = [" ".join(base_words(random.Random(i), 80)) for i in range(30)] + ["", "short text"]
+    whole = shingle_hashes(texts)
+    sig, keys = minhash_signatures(texts)
+    monkeypatch.setattr(minhash, "HASH_CHARS", 1500)  # a few texts per pass
+    chunked = shingle_hashes(texts)
+    assert np.array_equal(whole[0], chunked[0]) and np.array_equal(whole[1], chunked[1])
+    sig2, keys2 = minhash_signatures(texts)
+    assert np.array_equal(sig, sig2) and np.array_equal(keys, keys2)

@@ -39,8 +39,9 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 def settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by commands that start from a constitution."""
     options = [
-        click.option("--constitution", "constitution", type=click.Path(path_type=Path), required=True,
-                     help="Constitution file (markdown or plain text)."),
+        click.option("--constitution", "constitution", type=click.Path(path_type=Path), default=None,
+                     callback=_constitution, help="Constitution file (markdown or plain text), or the name of a "
+                     "bundled one; default: the bundled claude.md."),
         click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
                      help="Settings file (default: ./sdf.toml if present)."),
         click.option("--out", default=None, help="Output root for runs (default: corpus)."),
@@ -56,6 +57,12 @@ def settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def _constitution(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path:
+    from sdf.source.constitution import resolve_constitution
+
+    return resolve_constitution(value)
 
 
 def resolve_config(path: Path | None) -> Path | None:
@@ -273,7 +280,8 @@ def catalog(prompts: Path | None, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--constitution", type=click.Path(path_type=Path), required=True, help="Constitution file.")
+@click.option("--constitution", type=click.Path(path_type=Path), default=None, callback=_constitution,
+              help="Constitution file, or the name of a bundled one; default: the bundled claude.md.")
 @click.option("--genre", required=True, help="Genre name (see `sdf catalog`).")
 @click.option("--section", "section_id", default=None, help="Section id (default: the first section).")
 @click.option("--seed", type=int, default=None, help="Seed for the sampled audience, persona, names...")

@@ -120,6 +120,7 @@ def columnar(step: Step) -> Callable[[dict[str, list]], dict[str, list]]:
         names = list(columns)
         rows = [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
         kept = step(rows).kept
-        return {name: [r.get(name) for r in kept] for name in names}
+        added = [k for k in (kept[0] if kept else {}) if k not in columns]  # columns the step adds
+        return {name: [r.get(name) for r in kept] for name in names + added}
 
     return apply

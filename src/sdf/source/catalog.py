@@ -1,8 +1,9 @@
 """The catalog: genres, audiences, personas, settings, tones, name pools and prompt templates.
 
 Everything lives as data files under `prompts/` so researchers can edit the mix without code.
-Templates are langchain-core f-string templates; values are substituted, never parsed, so a
-brace in a constitution or a section can never break a prompt.
+Templates hold `{name}` slots (and `{{`/`}}` for literal braces). Rendering is one pass over the
+template alone: values are inserted, never scanned again, so a brace in a constitution or a
+section can never break a prompt.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-
-from langchain_core.prompts import PromptTemplate
 
 from sdf.errors import SdfError
 
@@ -25,6 +24,7 @@ else:  # pragma: no cover
 PACKAGE_PROMPTS = Path(__file__).resolve().parents[1] / "prompts"  # shipped as package data
 TEMPLATE_NAMES = ("system", "document", "brainstorm", "judge")
 _GENRE_NAME = re.compile(r"^[a-z0-9_]+$")
+_SLOT = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @dataclass(frozen=True)
@@ -61,16 +61,19 @@ class Catalog:
         return self.genres[name]
 
     @cached_property
-    def _compiled(self) -> dict[str, PromptTemplate]:
-        return {n: PromptTemplate.from_template(t) for n, t in self.templates.items()}
+    def _slots(self) -> dict[str, set[str]]:
+        return {n: {m.group(1) for m in _SLOT.finditer(t) if m.group(1)} for n, t in self.templates.items()}
 
     def render(self, template: str, **values: object) -> str:
         """Fill a template; missing variables are a bug in our code, reported with the template name."""
-        prompt = self._compiled[template]
-        missing = set(prompt.input_variables) - set(values)
+        missing = self._slots[template] - set(values)
         if missing:
             raise SdfError(f"template {template}.md needs values for: {', '.join(sorted(missing))}")
-        return prompt.format(**{k: values[k] for k in prompt.input_variables})
+
+        def fill(m: re.Match[str]) -> str:
+            return str(values[m.group(1)]) if m.group(1) else m.group(0)[0]
+
+        return _SLOT.sub(fill, self.templates[template])
 
     @property
     def cultures(self) -> set[str]:
@@ -95,10 +98,10 @@ def load_catalog(root: Path | None = None) -> Catalog:
         if not path.is_file():
             raise SdfError(f"prompt template missing: {path}")
         templates[name] = path.read_text(encoding="utf-8")
-        try:
-            PromptTemplate.from_template(templates[name])
-        except Exception as e:  # noqa: BLE001 - any template syntax error is the user's to fix
-            raise SdfError(f"prompt template {path} does not parse ({e}); double literal braces as {{{{ }}}}") from None
+        stray = [ch for ch in _SLOT.sub("", templates[name]) if ch in "{}"]
+        if stray:
+            raise SdfError(f"prompt template {path} has an unmatched '{stray[0]}'; slots are {{name}}, "
+                           "and literal braces are doubled as {{ and }}")
     return Catalog(
         root=root,
         genres=genres,

@@ -83,6 +83,21 @@ def substitute_variables(text: str, variables: dict[str, str] | None) -> str:
     return _TEMPLATE_VAR.sub(lambda m: str(variables.get(m.group(1), m.group(0))), text)
 
 
+BUNDLED = Path(__file__).resolve().parents[1] / "constitutions"  # shipped as package data
+
+
+def resolve_constitution(path: Path | None) -> Path:
+    """The file to read: `path` itself, or a bundled constitution by name ("claude", "claude.md"),
+    or the bundled claude.md when no path is given."""
+    if path is None:
+        return BUNDLED / "claude.md"
+    if not path.exists() and path.parent == Path("."):
+        for name in (path.name, f"{path.name}.md"):
+            if (BUNDLED / name).is_file():
+                return BUNDLED / name
+    return path
+
+
 def read_constitution_text(path: Path) -> str:
     """Read and validate a constitution file: exists, not too big, UTF-8 text, not empty."""
     if not path.is_file():

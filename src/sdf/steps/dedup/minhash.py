@@ -33,6 +33,7 @@ _U64 = np.uint64
 _CHAR_BASE = 0x100000001B3  # odd, so it has an inverse mod 2**64
 _WORD_BASE = 0x9E3779B97F4A7C15  # odd golden-ratio constant
 MAX32 = np.uint32(0xFFFFFFFF)  # the signature slot of a text with no words
+HASH_CHARS = 1 << 20  # characters hashed in one pass
 
 
 @lru_cache(maxsize=1)
@@ -125,13 +126,30 @@ def _hash_batch(texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray, n
     return shingles, per_doc, keys
 
 
+def _hash_texts(texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_hash_batch` over runs of at most HASH_CHARS characters, so the working arrays (about 40 bytes
+    per character) and the cached powers stay small however large the batch."""
+    parts, start = [], 0
+    while start < len(texts) or not parts:
+        end, chars = start, 0
+        while end < len(texts) and (end == start or chars + len(texts[end]) <= HASH_CHARS):
+            chars += len(texts[end])
+            end += 1
+        parts.append(_hash_batch(texts[start:end], k))
+        start = end
+    if len(parts) == 1:
+        return parts[0]
+    shingles, per_doc, keys = (np.concatenate(p) for p in zip(*parts, strict=True))
+    return shingles, per_doc, keys
+
+
 def shingle_hashes(texts: Sequence[str], k: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """uint64 hash of every k-word shingle of every normalised text, and offsets (len n+1) into them.
 
     Shingle j of document i (``hashes[offsets[i] + j]``) starts at word j of ``normalize_text(text)``;
     a text with fewer than k words has a single shingle of all its words, an empty text none.
     """
-    hashes, per_doc, _ = _hash_batch(texts, k)
+    hashes, per_doc, _ = _hash_texts(texts, k)
     return hashes, np.concatenate(([0], np.cumsum(per_doc))).astype(np.int64)
 
 
@@ -145,7 +163,7 @@ class _Permutations:
 def _signature_batch(
     texts: Sequence[str], cfg: DedupConfig, perms: _Permutations
 ) -> tuple[np.ndarray, np.ndarray]:
-    shingles, per_doc, keys = _hash_batch(texts, cfg.shingle_words)
+    shingles, per_doc, keys = _hash_texts(texts, cfg.shingle_words)
     x = (shingles >> _U64(32)).astype(np.uint32)
     sig = np.full((cfg.num_perm, len(texts)), MAX32, dtype=np.uint32)
     nonempty = np.flatnonzero(per_doc)
