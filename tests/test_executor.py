@@ -16,7 +16,9 @@ from sdf.run import DOCUMENT_SCHEMA, FILTERED_SCHEMA, RunDir, write_rows
 from sdf.source.catalog import load_catalog
 from sdf.steps.filters.quality import QualityFilter
 
-WORDS = ["river", "harbour", "lantern", "ledger", "orchard", "promise", "honest", "careful", "neighbour", "question", "patient", "stubborn", "quiet", "evidence", "reason", "kindness", "trust", "doubt", "letter", "morning"]
+WORDS = ["river", "harbour", "lantern", "ledger", "orchard", "promise", "honest", "careful", "neighbour",
+         "question", "patient", "stubborn", "quiet", "evidence", "reason", "kindness", "trust", "doubt",
+         "letter", "morning"]
 
 
 def documents(n: int, seed: int = 5) -> list[dict]:
