@@ -198,6 +198,7 @@ def generate(run_dir: Path, progress: bool, **options: Any) -> None:
     from sdf.products.documents import extract_stage
 
     run = open_run(run_dir, overrides_from(**options))
+    require_documents(run)
     backend = make_backend(run.settings.llm)
     summary = run_generation(run, backend, progress)
     docs, failed = extract_stage(run)
@@ -328,13 +329,19 @@ def preview(constitution: Path, genre: str, section_id: str | None, seed: int | 
 @click.option("--concurrency", type=int, default=None, help="Concurrent requests in messages mode.")
 @click.option("--dry-run", is_flag=True, help="Parse and plan, print the plan and cost, call no API.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@click.option("--product", type=click.Choice(["documents", "advice"]), default=None,
+              help="documents (default): a midtraining corpus; advice: difficult-advice transcripts for SFT.")
+@click.option("--rewrite", "rewrite", type=click.Path(path_type=Path), default=None,
+              help="Rewrite mode of the advice product: a jsonl of chats ('messages', optional 'tools') whose final "
+                   "assistant turns gain deliberation, with the same action.")
 @friendly
 def build(constitution: Path, config_path: Path | None, dry_run: bool, progress: bool, mixes: tuple[str, ...],
-          decontaminate: tuple[Path, ...], **options: Any) -> None:
+          decontaminate: tuple[Path, ...], product: str | None, rewrite: Path | None, **options: Any) -> None:
     """Run every stage: parse, plan, generate, filter, dedup, pack and report.
 
-    Resumable: rerun the same command after a crash, Ctrl-C or budget stop and only the missing
-    work is done; nothing recorded in the ledger is paid for twice.
+    With --product advice (or --rewrite FILE) the stages build SFT transcripts instead: sft.parquet
+    and sft.jsonl. Resumable: rerun the same command after a crash, Ctrl-C or budget stop and only
+    the missing work is done; nothing recorded in the ledger is paid for twice.
     """
     from sdf.config import load_settings
     from sdf.llm import make_backend
@@ -346,7 +353,18 @@ def build(constitution: Path, config_path: Path | None, dry_run: bool, progress:
         overrides["pack.mix"] = list(mixes)
     if decontaminate:
         overrides["dedup.decontaminate"] = [str(p) for p in decontaminate]
+    if rewrite is not None:
+        if product == "documents":
+            raise SdfError("--rewrite belongs to the advice product; drop --product documents")
+        overrides["advice.rewrite"] = str(rewrite.resolve())
+        product = "advice"
+    if product:
+        overrides["run.product"] = product
     settings = load_settings(resolve_config(config_path), overrides)
+    check_product(settings, constitution)
+    if settings.run.product == "advice":
+        build_advice(settings, constitution, dry_run, progress)
+        return
     check_inputs(settings)  # tokenizer, mix and eval files fail now, not after the money is spent
     backend = None if dry_run else make_backend(settings.llm)  # a missing key fails before anything is written
     run = create_run(settings, constitution)
@@ -364,6 +382,71 @@ def build(constitution: Path, config_path: Path | None, dry_run: bool, progress:
     click.echo(f"documents: {docs} extracted, {failed} specs recorded as failures")
     packed = finish_build(run, backend, progress)
     sys.exit(EXIT_INCOMPLETE if summary.stopped else EXIT_OK if packed else EXIT_FAILED)
+
+
+def check_product(settings: Any, constitution: Path) -> None:
+    """A run directory holds one product: refuse to build another into it."""
+    from sdf.products.context import run_path
+    from sdf.run import RunDir
+
+    rd = RunDir(run_path(settings, constitution))
+    if rd.is_run():
+        existing = rd.read_config().get("run", {}).get("product", "documents")
+        if existing != settings.run.product:
+            raise SdfError(f"{rd.path} holds a {existing} run; build the {settings.run.product} product under "
+                           "another --name (a run directory holds one product)")
+
+
+def require_documents(run: Any) -> None:
+    if run.settings.run.product != "documents":
+        raise SdfError(f"{run.dir.path} is an {run.settings.run.product} run; this command works on documents runs "
+                       "(rerun `sdf build ... --product advice` to resume it)")
+
+
+def build_advice(settings: Any, constitution: Path, dry_run: bool, progress: bool) -> None:
+    """The advice product end to end: plan, generate, assemble, filter, dedup, sft, pack, report."""
+    from collections import Counter
+
+    from sdf.llm import make_backend
+    from sdf.products import transcripts
+    from sdf.products.context import create_run
+
+    if settings.dedup.decontaminate:
+        from sdf.steps.decontam.ngrams import load_eval_texts
+
+        load_eval_texts(settings.dedup.decontaminate)  # a bad eval file fails before money is spent
+    if settings.advice.chat_tokenizer:
+        from sdf.writers.chat import load_chat_tokenizer
+
+        load_chat_tokenizer(settings.advice.chat_tokenizer)
+    backend = None if dry_run else make_backend(settings.llm)
+    run = create_run(settings, constitution)
+    specs = transcripts.plan_stage(run)
+    what = "transcripts to rewrite" if settings.advice.rewrite else "advice scenarios"
+    click.echo(f"run {run.dir.path}: {len(specs)} {what} planned (product advice)")
+    if dry_run:
+        for key in ("temptation", "operator", "tool_format"):
+            counts = Counter(s[key] or "(none)" for s in specs)
+            click.echo(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
+        click.echo(f"\ndry run: stopped before generation; plan in {run.dir.specs}")
+        return
+    summary = transcripts.generate_stage(run, backend, progress)
+    chats, failed = transcripts.assemble_stage(run)
+    ledger = run.ledger()
+    echo_generation(summary, ledger.totals())
+    ledger.close()
+    click.echo(f"chats: {chats} assembled, {failed} specs recorded as failures")
+    f = transcripts.filter_stage(run, backend, progress)
+    click.echo(f"filter: {f['input']} chats -> {f['kept']} kept")
+    m = transcripts.dedup_stage(run)
+    echo_dedup({**m, "corpus": m["sft"]})
+    click.echo(f"sft: {m['sft']} chats -> {run.dir.sft} and {run.dir.sft_jsonl}")
+    packed = transcripts.pack_stage(run) if m["sft"] else None
+    if packed:
+        click.echo(f"pack: {packed['chats']} chats, {packed['tokens']:,} tokens in {packed['rows']} rows of at most "
+                   f"{packed['seq_len']} ({packed['too_long']} too long) -> {run.dir.sft_packed}")
+    click.echo(f"report: {transcripts.report_stage(run)}")
+    sys.exit(EXIT_INCOMPLETE if summary.stopped else EXIT_OK if m["sft"] else EXIT_FAILED)
 
 
 def finish_build(run: Any, backend: Any, progress: bool) -> bool:
@@ -406,6 +489,7 @@ def filter_command(run_dir: Path, progress: bool, **options: Any) -> None:
     from sdf.products.documents import filter_stage
 
     run = open_run(run_dir, overrides_from(**options))
+    require_documents(run)
     backend = make_backend(run.settings.llm) if run.settings.judge.enabled else None
     counts = filter_stage(run, backend, progress)
     click.echo(f"filter: {counts['input']} documents -> {counts['kept']} kept -> {run.dir.filtered}")
@@ -423,6 +507,7 @@ def dedup(run_dir: Path, decontaminate: tuple[Path, ...]) -> None:
 
     overrides = {"dedup.decontaminate": [str(p) for p in decontaminate]} if decontaminate else None
     run = open_run(run_dir, overrides)
+    require_documents(run)
     m = dedup_stage(run)
     echo_dedup(m)
     click.echo(f"corpus: {m['corpus']} documents -> {run.dir.corpus}")
@@ -445,6 +530,7 @@ def pack(run_dir: Path, progress: bool, mixes: tuple[str, ...], **options: Any) 
     if mixes:
         overrides["pack.mix"] = list(mixes)
     run = open_run(run_dir, overrides)
+    require_documents(run)
     manifest = pack_stage(run, progress)
     click.echo(f"pack: {manifest['documents']} documents, {manifest['tokens']:,} tokens, "
                f"{manifest['sequences']} sequences -> {run.dir.shards}")
@@ -471,6 +557,13 @@ def verify(run_dir: Path) -> None:
 @friendly
 def report(run_dir: Path) -> None:
     """Write RUN_DIR/report.html: mix, coverage, lengths, funnel, costs, dedup, diversity, samples."""
+    from sdf.run import RunDir
+
+    if RunDir(run_dir).is_run() and RunDir(run_dir).read_config().get("run", {}).get("product") == "advice":
+        from sdf.products.transcript_report import write_transcript_report
+
+        click.echo(f"report: {write_transcript_report(run_dir)}")
+        return
     from sdf.report import write_report
 
     click.echo(f"report: {write_report(run_dir)}")

@@ -1,0 +1,1 @@
+"""Writers of output formats, each beside its reader."""
