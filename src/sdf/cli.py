@@ -393,14 +393,14 @@ def check_product(settings: Any, constitution: Path) -> None:
     if rd.is_run():
         existing = rd.read_config().get("run", {}).get("product", "documents")
         if existing != settings.run.product:
-            raise SdfError(f"{rd.path} holds a {existing} run; build the {settings.run.product} product under "
-                           "another --name (a run directory holds one product)")
+            raise SdfError(f"{rd.path} holds the {existing} product; build the {settings.run.product} product "
+                           "under another --name (a run directory holds one product)")
 
 
 def require_documents(run: Any) -> None:
     if run.settings.run.product != "documents":
-        raise SdfError(f"{run.dir.path} is an {run.settings.run.product} run; this command works on documents runs "
-                       "(rerun `sdf build ... --product advice` to resume it)")
+        raise SdfError(f"{run.dir.path} holds the {run.settings.run.product} product; this command works on "
+                       "documents runs (rerun `sdf build ... --product advice` to resume it)")
 
 
 def build_advice(settings: Any, constitution: Path, dry_run: bool, progress: bool) -> None:
