@@ -305,7 +305,9 @@ class AdviceConfig:
 
     rewrite: str = ""  # jsonl of chats to rewrite with deliberation; "" = generate difficult-advice scenarios
     # section id prefixes that never become the value at stake: the assistant's own nature is no user's dilemma
-    skip_sections: list[str] = field(default_factory=lambda: ["about-this-document", "claude-s-nature/"])
+    skip_sections: list[str] = field(default_factory=lambda: [
+        "about-this-document", "claude-s-nature/", "open-problems-and-the-spirit-of-the-document/on-the-word",
+        "open-problems-and-the-spirit-of-the-document/the-spirit"])
     system_prompt_share: float = 0.7  # share of scenarios deployed under an operator system prompt
     tools_share: float = 0.4  # share of scenarios whose deployment defines tools (usually not needed)
     user_max_tokens: int = 1024  # the user-message request

@@ -220,5 +220,5 @@ def deployment_block(system: str, tools: Sequence[dict[str, Any]] | None) -> str
         parts.append(f"The system prompt of this deployment:\n<system_prompt>\n{system}\n</system_prompt>")
     if tools:
         parts.append("Tools defined for this conversation:\n<tools>\n"
-                     + json.dumps(list(tools), indent=1, ensure_ascii=False) + "\n</tools>")
+                     + json.dumps(list(tools), ensure_ascii=False) + "\n</tools>")
     return "\n\n".join(parts) or "This conversation has no system prompt and no tools: a general-purpose chat."

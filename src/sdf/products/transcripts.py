@@ -61,12 +61,11 @@ def _constitution_text(run: Run) -> str:
 
 def user_request(acat: AdviceCatalog, spec: dict[str, Any], section_text: str, run: Run) -> LLMRequest:
     llm = run.settings.llm
-    system, tools = deployment_of(spec)
-    if system or tools:
+    if spec["system_prompt"]:  # the operator's words tell the writer what product this is; tool schemas would not
         note = ("Where they are writing: an assistant deployed with the system prompt below, which the person "
                 "cannot see; it only tells you what kind of product this is. If it does not obviously fit the "
                 "person, they are using it for something beside its purpose, as people do.\n<deployment>\n"
-                + (system or "(tools only)") + "\n</deployment>")
+                + spec["system_prompt"] + "\n</deployment>")
     else:
         note = "Where they are writing: a general-purpose AI assistant."
     prompt = acat.render(
