@@ -274,3 +274,22 @@ def test_batches_carry_both_rounds_of_an_advice_build(fake, tmp_path: Path) -> N
     batches = [e for e in fake.log if e["endpoint"] == "POST /v1/messages/batches"]
     assert len(batches) == 2  # the user messages, then the replies to them
     assert pq.read_table(tmp_path / "corpus" / "adv" / "sft.parquet").num_rows == 5
+
+
+def test_a_budget_stop_exits_3_and_the_rerun_finishes(fake, tmp_path: Path) -> None:
+    stopped = build(tmp_path, fake.base_url, "--max-cost", "0.004", docs=6)
+    assert stopped.returncode == 3, stopped.stdout + stopped.stderr
+    assert "stopped early" in stopped.stderr
+    resumed = build(tmp_path, fake.base_url, docs=6)
+    assert resumed.returncode == 0, resumed.stderr
+    assert pq.read_table(tmp_path / "corpus" / "adv" / "sft.parquet").num_rows == 6
+
+
+def test_a_truncated_reply_is_retried_once_with_the_larger_limit(fake, tmp_path: Path) -> None:
+    fake.set_faults(script=["ok"] * 4 + ["truncate"])  # 4 user messages, then the first reply is cut short
+    result = build(tmp_path, fake.base_url, "--concurrency", "1", docs=4)
+    assert result.returncode == 0, result.stderr
+    rows = sqlite3.connect(tmp_path / "corpus" / "adv" / "store.sqlite").execute(
+        "SELECT json_extract(params, '$.max_tokens') FROM requests WHERE purpose = 'advice_reply'").fetchall()
+    assert sorted(r[0] for r in rows) == [8192, 8192, 8192, 8192, 16384]
+    assert pq.read_table(tmp_path / "corpus" / "adv" / "sft.parquet").num_rows == 4

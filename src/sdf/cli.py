@@ -411,6 +411,8 @@ def build_advice(settings: Any, constitution: Path, dry_run: bool, progress: boo
     from sdf.products import transcripts
     from sdf.products.context import create_run
 
+    if settings.plan.tokens > 0:
+        raise SdfError("--tokens plans documents; give the advice product a number of chats with --docs")
     if settings.dedup.decontaminate:
         from sdf.steps.decontam.ngrams import load_eval_texts
 
@@ -575,7 +577,12 @@ def report(run_dir: Path) -> None:
 @friendly
 def stats(run_dir: Path, as_json: bool) -> None:
     """The report's numbers in machine-readable form (also written to RUN_DIR/stats.json)."""
-    from sdf.report import collect_stats
+    from sdf.run import RunDir
+
+    if RunDir(run_dir).is_run() and RunDir(run_dir).read_config().get("run", {}).get("product") == "advice":
+        from sdf.products.transcript_report import transcript_stats as collect_stats
+    else:
+        from sdf.report import collect_stats
 
     data = collect_stats(run_dir)
     if as_json:

@@ -36,6 +36,7 @@ DELIBERATION = re.compile(r"<deliberation>\s*(.*?)\s*</deliberation>", re.DOTALL
 ANSWER = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL | re.IGNORECASE)
 TOOL_CALLS = re.compile(r"<tool_calls>\s*(.*?)\s*</tool_calls>", re.DOTALL | re.IGNORECASE)
 JUDGE_CHUNK = 5000  # judge requests handed to the engine at a time
+NONE = {"input": 0, "kept": 0}  # the counts of a stage that saw no batch
 
 
 def advice_catalog(run: Run) -> AdviceCatalog:
@@ -76,11 +77,12 @@ def user_request(acat: AdviceCatalog, spec: dict[str, Any], section_text: str, r
                       run.settings.advice.user_max_tokens, llm.temperature)
 
 
-def reply_request(acat: AdviceCatalog, spec: dict[str, Any], user_message: str, system: str, run: Run
-                  ) -> LLMRequest:
+def reply_request(acat: AdviceCatalog, spec: dict[str, Any], user_message: str, system: str, run: Run,
+                  max_tokens: int | None = None) -> LLMRequest:
     llm = run.settings.llm
     prompt = acat.render("reply", deployment=deployment_block(*deployment_of(spec)), user_message=user_message)
-    return LLMRequest("advice_reply", spec["spec_id"], llm.model, system, prompt, llm.max_tokens, llm.temperature)
+    return LLMRequest("advice_reply", spec["spec_id"], llm.model, system, prompt, max_tokens or llm.max_tokens,
+                      llm.temperature)
 
 
 def rewrite_request(acat: AdviceCatalog, spec: dict[str, Any], system: str, run: Run) -> LLMRequest:
@@ -158,12 +160,19 @@ class Requests:
             return rewrite_request(self.acat, spec, self.system, self.run)
         return user_request(self.acat, spec, self.section_text(spec["section_id"]), self.run)
 
-    def reply(self, spec: dict[str, Any], user_message: str) -> LLMRequest:
-        return reply_request(self.acat, spec, user_message, self.system, self.run)
+    def replies(self, spec: dict[str, Any], user_message: str) -> list[LLMRequest]:
+        """The reply request and, when configured, its larger truncation retry (as for documents)."""
+        llm = self.run.settings.llm
+        first = reply_request(self.acat, spec, user_message, self.system, self.run)
+        if llm.truncation_retry_max_tokens <= llm.max_tokens:
+            return [first]
+        return [first, reply_request(self.acat, spec, user_message, self.system, self.run,
+                                     llm.truncation_retry_max_tokens)]
 
 
 def generate_stage(run: Run, backend: Backend, progress: bool = True) -> RunSummary:
-    """User messages first, then a reply to each message that came back; rewrites in one round."""
+    """User messages first, then a reply to each message that came back (a max_tokens stop is retried once
+    with the larger limit); rewrites in one round."""
     specs, reqs = run.dir.read_specs(), Requests(run)
     with closing(run.ledger()) as ledger:
         firsts = [reqs.first(s) for s in specs]
@@ -171,13 +180,20 @@ def generate_stage(run: Run, backend: Backend, progress: bool = True) -> RunSumm
         summary = _send(run, ledger, firsts, desc, progress, backend)
         if summary.stopped or run.settings.advice.rewrite:
             return summary
-        replies = []
+        pairs = []
         for spec, request in zip(specs, firsts, strict=True):
             message = user_message_of(ledger.get(request.key))
             if message:
-                replies.append(reqs.reply(spec, message))
-        summary.add(_send(run, ledger, replies, "replies", progress, backend))
+                pairs.append(reqs.replies(spec, message))
+        summary.add(_send(run, ledger, [p[0] for p in pairs], "replies", progress, backend))
+        retries = [p[1] for p in pairs if len(p) > 1 and _truncated(ledger.get(p[0].key))]
+        if retries and not summary.stopped:
+            summary.add(_send(run, ledger, retries, "retry truncated", progress, backend))
         return summary
+
+
+def _truncated(row: Any) -> bool:
+    return row is not None and row["status"] == "ok" and row["stop_reason"] == "max_tokens"
 
 
 def _send(run: Run, ledger: Ledger, requests: list[LLMRequest], desc: str, progress: bool, backend: Backend
@@ -263,12 +279,14 @@ def chat_from(spec: dict[str, Any], ledger: Ledger, reqs: Requests) -> tuple[dic
         user = user_message_of(first)
         if user is None:
             return None, _failure(spec, first, "user message")
-        reply = ledger.get(reqs.reply(spec, user).key)
-        rows = [first, reply]
+        answered = [r for r in (ledger.get(q.key) for q in reqs.replies(spec, user)) if r is not None]
+        ok = [r for r in answered if r["status"] == "ok"]
+        reply = ok[-1] if ok else (answered[0] if answered else None)
+        rows = [first, *ok]
         parsed = parse_reply(reply["response_text"]) if reply is not None and reply["status"] == "ok" else None
         if parsed is None or reply["stop_reason"] == "max_tokens":
             failure = _failure(spec, reply, "reply")
-            failure["cost_usd"] = (first["cost_usd"] or 0.0) + (failure["cost_usd"] or 0.0)
+            failure["cost_usd"] = sum(r["cost_usd"] or 0.0 for r in rows)  # the user message was paid for too
             return None, failure
         system, tools = deployment_of(spec)
         context = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
@@ -302,7 +320,7 @@ def filter_stage(run: Run, backend: Backend | None = None, progress: bool = True
     if not cfg.judge.enabled:
         counts = run_steps(rd, source, rd.filtered, CHAT_FILTERED_SCHEMA, steps).as_dict()
         rd.update_metrics(stages=counts)
-        return {"input": counts["quality"]["input"], "kept": counts["action"]["kept"]}
+        return {"input": counts.get("quality", NONE)["input"], "kept": counts.get("action", NONE)["kept"]}
     if backend is None:
         raise SdfError("the judge is enabled but no model backend was given")
     scratch = rd.path / "judge_input.parquet"  # the judge reads each chat twice (send, then score)
@@ -311,8 +329,9 @@ def filter_stage(run: Run, backend: Backend | None = None, progress: bool = True
     judged = run_steps(rd, scratch, rd.filtered, CHAT_FILTERED_SCHEMA, [_judge_filter(run)]).as_dict()
     scratch.unlink()
     rd.update_metrics(stages={**counts, **judged})
-    return {"input": counts["quality"]["input"], "after_rules": counts["action"]["kept"],
-            "kept": judged["judge"]["kept"], "judge_cost_usd": round(summary.cost_usd, 6), "stopped": summary.stopped}
+    return {"input": counts.get("quality", NONE)["input"], "after_rules": counts.get("action", NONE)["kept"],
+            "kept": judged.get("judge", NONE)["kept"], "judge_cost_usd": round(summary.cost_usd, 6),
+            "stopped": summary.stopped}
 
 
 def _judge(run: Run, source: Path, backend: Backend, progress: bool) -> RunSummary:
