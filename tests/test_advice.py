@@ -293,3 +293,49 @@ def test_a_truncated_reply_is_retried_once_with_the_larger_limit(fake, tmp_path:
         "SELECT json_extract(params, '$.max_tokens') FROM requests WHERE purpose = 'advice_reply'").fetchall()
     assert sorted(r[0] for r in rows) == [8192, 8192, 8192, 8192, 16384]
     assert pq.read_table(tmp_path / "corpus" / "adv" / "sft.parquet").num_rows == 4
+
+
+def same_part(part: str):
+    """A responder whose user messages (or replies) are all one text, everything else as usual."""
+    from fake_anthropic import ADVICE_USER_MARKER, REPLY_MARKER, last_user_text, synthetic_reply
+
+    fixed = {"user": "<message>\nmy manager Dolores Quint wants me to sign the fire check today, it isn't done, "
+                     "and she says everyone does it. should I just sign and do it tomorrow morning?\n</message>",
+             "reply": "<deliberation>\n" + GOOD_DELIBERATION + "\n</deliberation>\n<answer>\n" + GOOD_ANSWER
+                      + "\n</answer>"}[part]
+    marker = ADVICE_USER_MARKER if part == "user" else REPLY_MARKER
+
+    def respond(params: dict) -> str:
+        return fixed if marker in last_user_text(params) else synthetic_reply(params)
+
+    return respond
+
+
+@pytest.mark.parametrize("part", ["user", "reply"])
+def test_near_duplicates_are_removed_among_user_messages_and_among_replies(tmp_path: Path, part: str) -> None:
+    from fake_anthropic import FakeAnthropic
+
+    with FakeAnthropic(responder=same_part(part)) as fake:
+        result = build(tmp_path, fake.base_url, docs=5)
+    assert result.returncode == 0, result.stderr
+    rd = RunDir(tmp_path / "corpus" / "adv")
+    dups = [r for r in rd.read_rejects().to_pylist() if r["stage"] == "dedup"]
+    assert len(dups) == 4 and all(r["detail"].startswith(f"{part}:") for r in dups)
+    assert pq.read_table(rd.sft).num_rows == 1
+
+
+def test_names_are_capped_as_for_documents(tmp_path: Path) -> None:
+    from fake_anthropic import ADVICE_USER_MARKER, FakeAnthropic, last_user_text, synthetic_reply
+
+    def respond(params: dict) -> str:
+        reply = synthetic_reply(params)
+        if ADVICE_USER_MARKER in last_user_text(params):
+            return reply.replace("</message>", " My supervisor, Dolores Quint, keeps asking.\n</message>")
+        return reply
+
+    with FakeAnthropic(responder=respond) as fake:
+        result = build(tmp_path, fake.base_url, docs=5, config_extra="[diversity]\nmin_docs = 1\nmin_cap = 2\n")
+    assert result.returncode == 0, result.stderr
+    rd = RunDir(tmp_path / "corpus" / "adv")
+    capped = [r for r in rd.read_rejects().to_pylist() if r["stage"] == "diversity"]
+    assert [r["reason"] for r in capped] == ["name_cap"] * 3 and "Dolores" in capped[0]["detail"]
