@@ -339,3 +339,16 @@ def test_names_are_capped_as_for_documents(tmp_path: Path) -> None:
     rd = RunDir(tmp_path / "corpus" / "adv")
     capped = [r for r in rd.read_rejects().to_pylist() if r["stage"] == "diversity"]
     assert [r["reason"] for r in capped] == ["name_cap"] * 3 and "Dolores" in capped[0]["detail"]
+
+
+def test_decontamination_drops_a_chat_whose_words_leak_an_eval_item(fake, tmp_path: Path) -> None:
+    assert build(tmp_path, fake.base_url, docs=5).returncode == 0
+    rd = RunDir(tmp_path / "corpus" / "adv")
+    leaked = pq.read_table(rd.sft).to_pylist()[2]
+    evals = tmp_path / "evals.jsonl"
+    evals.write_text(json.dumps({"prompt": " ".join(leaked["messages"][-1]["content"].split()[:20])}) + "\n")
+    again = build(tmp_path, fake.base_url, "--decontaminate", str(evals), docs=5)
+    assert again.returncode == 0 and "10 already in the ledger" in again.stdout
+    dropped = [r for r in rd.read_rejects().to_pylist() if r["stage"] == "decontaminate"]
+    assert [r["doc_id"] for r in dropped] == [leaked["id"]] and dropped[0]["reason"] == "contaminated"
+    assert pq.read_table(rd.sft).num_rows == 4
