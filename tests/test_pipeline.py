@@ -62,14 +62,14 @@ def test_truncation_is_retried_once_with_a_larger_limit(tmp_path, monkeypatch) -
     with FakeAnthropic(faults=Faults(script=["truncate", "ok", "ok", "truncate", "truncate"])) as fake:
         run, backend = make_run(tmp_path, fake, monkeypatch, **{"plan.docs": 4, "llm.concurrency": 1})
         summary = generate_stage(run, backend, progress=False)
-        documents, failures = extract_stage(run)
+        extracted = extract_stage(run)
     ledger = run.ledger()
     by_spec = Counter(r["spec_id"] for r in ledger.rows("generate"))
     assert sorted(by_spec.values()) == [1, 1, 2, 2]  # two specs needed a second, larger request
     limits = Counter(json.loads(r["params"])["max_tokens"] for r in ledger.rows("generate"))
     assert limits == {8192: 4, 16384: 2}
     rejected = run.dir.read_rejects().to_pylist()
-    assert documents == 3 and failures == 1
+    assert extracted == {"specs": 4, "documents": 3, "no_answer": 0}
     assert [(r["stage"], r["reason"]) for r in rejected] == [("generate", "max_tokens")]
     assert summary.succeeded == 6
 

@@ -13,9 +13,7 @@ from typing import Any
 import click
 
 from sdf import __version__
-from sdf.errors import SdfError
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+from sdf.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, SdfError
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -28,9 +26,9 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except SdfError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(e.exit_code)
-        except KeyboardInterrupt:
-            click.echo("\ninterrupted: everything answered so far is in the ledger; rerun the same command to resume",
-                       err=True)
+        except KeyboardInterrupt:  # outside the engine's own handling: every answer received is in the ledger
+            click.echo("\ninterrupted: every answer received is recorded in the ledger; rerun the same command to "
+                       "resume", err=True)
             sys.exit(EXIT_INTERRUPTED)
 
     return wrapper
@@ -63,6 +61,23 @@ def _constitution(ctx: click.Context, param: click.Parameter, value: Path | None
     from sdf.source.constitution import resolve_constitution
 
     return resolve_constitution(value)
+
+
+def check_prices(settings: Any) -> None:
+    """A budget needs a price for every model it pays for; without a budget, an unknown price is a warning."""
+    models = {settings.llm.model} | ({settings.judge.model or settings.llm.model} if settings.judge.enabled else set())
+    for model in sorted(m for m in models if settings.price(m) is None):
+        hint = f'add [pricing."{model}"] with input and output USD per million tokens to sdf.toml'
+        if settings.budget.max_cost_usd > 0:
+            raise SdfError(f"--max-cost needs a price for {model}: {hint}")
+        click.echo(f"warning: no price known for {model}, so costs show as $0.0000; {hint}", err=True)
+
+
+def reset_ledger_if_asked(run: Any, reset: bool) -> None:
+    from sdf.llm.ledger import reset_ledger
+
+    if reset and (aside := reset_ledger(run.dir.store)) is not None:
+        click.echo(f"set the old ledger aside as {aside}; a new one starts now", err=True)
 
 
 def resolve_config(path: Path | None) -> Path | None:
@@ -170,8 +185,28 @@ def echo_generation(summary: Any, ledger_totals: dict) -> None:
         f"cost: ${summary.cost_usd:.4f} this run, ${ledger_totals['cost_usd']:.4f} in total; "
         f"cached share of input tokens {ledger_totals['cache_read_share']:.1%}"
     )
-    if summary.stopped:
-        click.echo(f"stopped early: {summary.stopped}. Rerun the same command to resume.", err=True)
+
+
+def generation_verdict(summary: Any, extracted: dict) -> tuple[int, str | None]:
+    """The exit code of a generation and, unless it is 0, the one line on stderr that explains it."""
+    missing = extracted["no_answer"]
+    if summary.fatal:
+        return EXIT_BAD_INPUT, (f"the API refused the run ({summary.fatal}); check ANTHROPIC_API_KEY, its "
+                                "permissions and [llm].model: rerunning will not help until that is fixed")
+    if summary.interrupted:
+        return EXIT_INTERRUPTED, (f"interrupted: every answer received is recorded ({summary.succeeded} this run); "
+                                  f"{missing} spec(s) still have no answer; rerun the same command to resume")
+    if not (summary.stopped or missing):
+        return EXIT_OK, None
+    failures = ", ".join(f"{n} x {k}" for k, n in sorted(summary.failures.items(), key=lambda kv: -kv[1]))
+    if summary.stopped.startswith("budget"):
+        why = summary.stopped
+    elif summary.failed and not summary.succeeded and not extracted["documents"]:
+        why = f"every request failed: {failures}"
+    else:
+        why = summary.stopped or failures or "the run stopped before every request was sent"
+    return EXIT_INCOMPLETE, (f"stopped early: {missing} of {extracted['specs']} specs have no answer yet ({why}); "
+                             "rerun the same command to resume")
 
 
 def run_generation(run: Any, backend: Any, progress: bool) -> Any:
@@ -190,22 +225,34 @@ def run_generation(run: Any, backend: Any, progress: bool) -> Any:
 @click.option("--max-cost", type=float, default=None, help="Stop sending once this many USD are spent.")
 @click.option("--concurrency", type=int, default=None, help="Concurrent requests in messages mode.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@click.option("--reset-ledger", is_flag=True, help="Set a damaged store.sqlite aside and start a new ledger.")
 @friendly
-def generate(run_dir: Path, progress: bool, **options: Any) -> None:
+def generate(run_dir: Path, progress: bool, reset_ledger: bool, **options: Any) -> None:
     """Send the planned prompts of RUN_DIR (resumable), then extract documents.parquet."""
     from sdf.llm import make_backend
     from sdf.products.context import open_run
     from sdf.products.documents import extract_stage
 
-    run = open_run(run_dir, overrides_from(**options))
+    run = open_run(run_dir, overrides_from(**options), write=True)
+    check_prices(run.settings)
     backend = make_backend(run.settings.llm)
+    reset_ledger_if_asked(run, reset_ledger)
     summary = run_generation(run, backend, progress)
-    docs, failed = extract_stage(run)
+    extracted = extract_stage(run)
+    echo_extraction(run, summary, extracted)
+    code, line = generation_verdict(summary, extracted)
+    if line:
+        click.echo(f"error: {line}" if code == EXIT_BAD_INPUT else line, err=True)
+    sys.exit(code)
+
+
+def echo_extraction(run: Any, summary: Any, extracted: dict) -> None:
     ledger = run.ledger()
     echo_generation(summary, ledger.totals())
     ledger.close()
-    click.echo(f"documents: {docs} extracted, {failed} specs recorded as failures -> {run.dir.documents}")
-    sys.exit(EXIT_INCOMPLETE if summary.stopped else EXIT_OK)
+    failed = extracted["specs"] - extracted["documents"]
+    click.echo(f"documents: {extracted['documents']} extracted, {failed} specs recorded as failures "
+               f"({extracted['no_answer']} with no answer) -> {run.dir.documents}")
 
 
 @cli.command()
@@ -328,9 +375,10 @@ def preview(constitution: Path, genre: str, section_id: str | None, seed: int | 
 @click.option("--concurrency", type=int, default=None, help="Concurrent requests in messages mode.")
 @click.option("--dry-run", is_flag=True, help="Parse and plan, print the plan and cost, call no API.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@click.option("--reset-ledger", is_flag=True, help="Set a damaged store.sqlite aside and start a new ledger.")
 @friendly
 def build(constitution: Path, config_path: Path | None, dry_run: bool, progress: bool, mixes: tuple[str, ...],
-          decontaminate: tuple[Path, ...], **options: Any) -> None:
+          decontaminate: tuple[Path, ...], reset_ledger: bool, **options: Any) -> None:
     """Run every stage: parse, plan, generate, filter, dedup, pack and report.
 
     Resumable: rerun the same command after a crash, Ctrl-C or budget stop and only the missing
@@ -348,8 +396,10 @@ def build(constitution: Path, config_path: Path | None, dry_run: bool, progress:
         overrides["dedup.decontaminate"] = [str(p) for p in decontaminate]
     settings = load_settings(resolve_config(config_path), overrides)
     check_inputs(settings)  # tokenizer, mix and eval files fail now, not after the money is spent
+    check_prices(settings)
     backend = None if dry_run else make_backend(settings.llm)  # a missing key fails before anything is written
     run = create_run(settings, constitution)
+    reset_ledger_if_asked(run, reset_ledger)
     specs = plan_stage(run)
     if dry_run:
         echo_plan(run, specs)
@@ -357,13 +407,15 @@ def build(constitution: Path, config_path: Path | None, dry_run: bool, progress:
         return
     click.echo(f"run {run.dir.path}: {len(specs)} documents planned over {len(run.constitution.sections)} sections")
     summary = run_generation(run, backend, progress)
-    docs, failed = extract_stage(run)
-    ledger = run.ledger()
-    echo_generation(summary, ledger.totals())
-    ledger.close()
-    click.echo(f"documents: {docs} extracted, {failed} specs recorded as failures")
-    packed = finish_build(run, backend, progress)
-    sys.exit(EXIT_INCOMPLETE if summary.stopped else EXIT_OK if packed else EXIT_FAILED)
+    extracted = extract_stage(run)
+    echo_extraction(run, summary, extracted)
+    code, line = generation_verdict(summary, extracted)
+    if code in (EXIT_OK, EXIT_INCOMPLETE):  # a partial corpus is still filtered, packed and reported
+        packed = finish_build(run, backend, progress)
+        code = code if code != EXIT_OK or packed else EXIT_FAILED
+    if line:
+        click.echo(f"error: {line}" if code == EXIT_BAD_INPUT else line, err=True)
+    sys.exit(code)
 
 
 def finish_build(run: Any, backend: Any, progress: bool) -> bool:
@@ -405,7 +457,7 @@ def filter_command(run_dir: Path, progress: bool, **options: Any) -> None:
     from sdf.products.context import open_run
     from sdf.products.documents import filter_stage
 
-    run = open_run(run_dir, overrides_from(**options))
+    run = open_run(run_dir, overrides_from(**options), write=True)
     backend = make_backend(run.settings.llm) if run.settings.judge.enabled else None
     counts = filter_stage(run, backend, progress)
     click.echo(f"filter: {counts['input']} documents -> {counts['kept']} kept -> {run.dir.filtered}")
@@ -422,7 +474,7 @@ def dedup(run_dir: Path, decontaminate: tuple[Path, ...]) -> None:
     from sdf.products.documents import dedup_stage
 
     overrides = {"dedup.decontaminate": [str(p) for p in decontaminate]} if decontaminate else None
-    run = open_run(run_dir, overrides)
+    run = open_run(run_dir, overrides, write=True)
     m = dedup_stage(run)
     echo_dedup(m)
     click.echo(f"corpus: {m['corpus']} documents -> {run.dir.corpus}")
@@ -444,7 +496,7 @@ def pack(run_dir: Path, progress: bool, mixes: tuple[str, ...], **options: Any) 
     overrides = overrides_from(**options)
     if mixes:
         overrides["pack.mix"] = list(mixes)
-    run = open_run(run_dir, overrides)
+    run = open_run(run_dir, overrides, write=True)
     manifest = pack_stage(run, progress)
     click.echo(f"pack: {manifest['documents']} documents, {manifest['tokens']:,} tokens, "
                f"{manifest['sequences']} sequences -> {run.dir.shards}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import sys
 import types
@@ -42,6 +43,15 @@ class RunConfig:
     prompts: str = ""  # catalog directory; default: the project's prompts/
     variables: dict[str, str] = field(default_factory=dict)  # constitution template variables
 
+    def __post_init__(self) -> None:
+        if self.name and (self.name in (".", "..") or "/" in self.name or "\\" in self.name or "\0" in self.name):
+            raise ValueError(f"name: {self.name!r} must be a plain directory name (no '/', no '..'); "
+                             "use out for the parent folder")
+
+
+MAX_DOCS = 1_000_000  # a larger plan is a typo, and its specs alone would not fit in memory
+MAX_TOKENS = 2_000_000_000
+
 
 @dataclass
 class PlanConfig:
@@ -59,6 +69,10 @@ class PlanConfig:
             raise ValueError("docs: must be at least 1 (or set tokens)")
         if self.tokens < 0:
             raise ValueError("tokens: must not be negative")
+        if self.docs > MAX_DOCS:
+            raise ValueError(f"docs: {self.docs:,} is more than {MAX_DOCS:,} documents; grow a run in steps")
+        if self.tokens > MAX_TOKENS:
+            raise ValueError(f"tokens: {self.tokens:,} is more than {MAX_TOKENS:,}; grow a run in steps")
         if self.min_docs_per_section < 0:
             raise ValueError("min_docs_per_section: must not be negative")
         for genre, weight in self.genre_weights.items():
@@ -80,6 +94,7 @@ class LLMConfig:
     max_retries: int = 6
     max_consecutive_failures: int = 20  # the run stops cleanly after this many failures in a row
     timeout_s: float = 120.0
+    drain_timeout_s: float = 60.0  # after Ctrl-C, how long answers in flight may take to land in the ledger
     backoff_base_s: float = 1.0
     backoff_max_s: float = 60.0
     batch: bool = False
@@ -104,6 +119,8 @@ class LLMConfig:
             raise ValueError("max_retries: must not be negative (batch_max_attempts at least 1)")
         if self.timeout_s <= 0 or self.poll_interval_s < 0:
             raise ValueError("timeout_s: must be positive")
+        if self.drain_timeout_s < 0:
+            raise ValueError("drain_timeout_s: must not be negative")
 
 
 @dataclass
@@ -287,8 +304,8 @@ class PackConfig:
                 ratio = float(ratio_text)
             except ValueError:
                 path, ratio = entry, 1.0  # no ratio given (or a colon inside the path)
-            if not path or not ratio >= 0.0:
-                raise ValueError(f"mix: {entry!r} must be PATH:RATIO with a ratio >= 0")
+            if not path or not math.isfinite(ratio) or ratio < 0.0:
+                raise ValueError(f"mix: {entry!r} must be PATH:RATIO with a finite ratio >= 0")
             pairs.append((path, ratio))
         return pairs
 
@@ -300,6 +317,12 @@ class PackConfig:
 class Price:
     input: float  # USD per million input tokens
     output: float  # USD per million output tokens
+
+    def __post_init__(self) -> None:
+        for name in ("input", "output"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name}: price must be a positive number of USD per million tokens, not {value!r}")
 
     def cost(self, input_tokens: int, output_tokens: int, cache_write: int = 0, cache_read: int = 0,
              batch: bool = False) -> float:
@@ -357,12 +380,33 @@ def load_settings(path: Path | None, overrides: dict[str, Any] | None = None) ->
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise SdfError(f"config {path} is not valid TOML: {e}") from None
-    for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    _one_size(data, given, str(path) if path else "settings")
+    for dotted, value in given.items():
         table, key = dotted.split(".", 1)
         data.setdefault(table, {})[key] = value
     return settings_from_dict(data, source=str(path) if path else "settings")
+
+
+def _one_size(data: dict[str, Any], given: dict[str, Any], source: str) -> None:
+    """A plan is sized by docs or by tokens, never both; a size on the command line replaces the file's."""
+    plan = data.setdefault("plan", {})
+    if not isinstance(plan, dict):
+        return  # reported by the table check
+    if "plan.docs" in given and "plan.tokens" in given:
+        raise SdfError("give --docs or --tokens, not both")
+    if isinstance(given.get("plan.tokens"), int) and given["plan.tokens"] < 1:
+        raise SdfError("--tokens must be at least 1 (or give --docs instead)")
+    if "plan.docs" in given:
+        plan["tokens"] = 0
+    elif "plan.tokens" in given:
+        plan["docs"] = 0
+    else:
+        docs, tokens = plan.get("docs", 0), plan.get("tokens", 0)
+        if isinstance(docs, int) and isinstance(tokens, int) and docs > 0 and tokens > 0:
+            raise SdfError(f"{source}: [plan] sets both docs and tokens; keep one of them")
+        if isinstance(tokens, int) and tokens > 0:
+            plan["docs"] = 0  # sized by tokens: the default docs must not count as a second size
 
 
 def settings_from_dict(data: dict[str, Any], source: str = "settings") -> Settings:

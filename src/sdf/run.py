@@ -21,6 +21,7 @@ pyarrow and the standard library only: importing it loads none of the step code.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import numbers
 import os
@@ -167,6 +168,9 @@ class TableWriter:
         self.abort() if exc_type else self.close()
 
 
+_HELD_LOCKS: dict[str, int] = {}  # run path -> the open descriptor that holds its lock
+
+
 class RunDir:
     """Paths of one run's artifacts, and their readers and writers."""
 
@@ -189,6 +193,23 @@ class RunDir:
     plots = property(lambda self: self.path / "plots")
     stats = property(lambda self: self.path / "stats.json")
     lock = property(lambda self: self.path / ".lock")
+
+    def acquire_lock(self) -> None:
+        """Become the run's one writer for the life of this process; the OS frees the lock if it dies."""
+        key = str(self.path.resolve())
+        if key in _HELD_LOCKS:
+            return
+        fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise SdfError(f"{self.path} is being written by another sdf process (pid {holder}); wait for it to "
+                           "finish, or stop it, then rerun") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        _HELD_LOCKS[key] = fd
 
     def rejects(self, stage: str) -> Path:
         if stage not in STAGES:

@@ -19,6 +19,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from sdf.errors import Incomplete, SdfError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS prefixes (
     hash TEXT PRIMARY KEY,
@@ -126,28 +128,40 @@ class LLMResponse:
     usage: Usage
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL is durable against process crashes (kill -9); only power loss can drop the tail.
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
+        check_ledger_file(path)
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
+            self.db.row_factory = sqlite3.Row
+            if path.exists() and path.stat().st_size and self.db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("quick_check failed")
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable against process crashes (kill -9); only power loss can drop the tail.
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise ledger_error(path, e) from None
 
     def close(self) -> None:
         self.db.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
         try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        except sqlite3.DatabaseError as e:  # the transaction rolled back: nothing is half-written
+            raise ledger_error(self.path, e) from None
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -281,4 +295,42 @@ class Ledger:
 
 def open_ledger(run_dir: Path) -> Ledger:
     return Ledger(run_dir / "store.sqlite")
+
+
+def check_ledger_file(path: Path) -> None:
+    """A ledger that exists must be a sound SQLite file: it is never silently replaced."""
+    if not path.exists():
+        return
+    with path.open("rb") as f:
+        header = f.read(len(SQLITE_HEADER))
+    if not header:
+        raise SdfError(f"{path} is empty (0 bytes), not a ledger sdf wrote; {RESET_HINT}")
+    if header != SQLITE_HEADER:
+        raise SdfError(f"{path} is not an SQLite database; {RESET_HINT}")
+
+
+RESET_HINT = ("move it aside, or pass --reset-ledger to set it aside and start a new one "
+              "(its answers are then paid again)")
+
+
+def ledger_error(path: Path, error: sqlite3.DatabaseError) -> SdfError:
+    text = str(error)
+    if "full" in text:
+        return Incomplete(f"disk full at {path.parent}: free space and rerun; every answer recorded before is kept")
+    if isinstance(error, sqlite3.OperationalError) and ("locked" in text or "readonly" in text):
+        return SdfError(f"cannot write {path}: {text}")
+    return SdfError(f"{path} is damaged ({text}); {RESET_HINT}")
+
+
+def reset_ledger(path: Path) -> Path | None:
+    """Set a damaged ledger (and its WAL files) aside under a dated name; returns where it went."""
+    if not path.exists():
+        return None
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        part = path.with_name(path.name + suffix)
+        if part.exists():
+            part.rename(aside.with_name(aside.name + suffix))
+    return aside
 

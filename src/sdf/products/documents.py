@@ -119,8 +119,11 @@ def extract_document(response_text: str) -> str | None:
     return match.group(1).strip() if match else None
 
 
-def extract_stage(run: Run) -> tuple[int, int]:
-    """Turn ledger responses into documents.parquet; every spec becomes a document or a recorded failure."""
+def extract_stage(run: Run) -> dict[str, int]:
+    """Turn ledger responses into documents.parquet; every spec becomes a document or a recorded failure.
+
+    Returns {"specs", "documents", "no_answer"}: no_answer counts specs the API never answered
+    (api_error, not_generated), which a rerun sends again."""
     counts = StageCounts()
     with _ledger(run) as ledger, Rejects(run.dir, ["generate"]) as rejects, \
             TableWriter(run.dir.documents, DOCUMENT_SCHEMA) as out:
@@ -137,9 +140,10 @@ def extract_stage(run: Run) -> tuple[int, int]:
                 out.write(batch)
                 batch = []
         out.write(batch)
+    stage = counts.as_dict().get("generate", {"kept": 0, "input": 0, "dropped": {}})
     run.dir.update_metrics(stages=counts.as_dict())
-    stage = counts.as_dict().get("generate", {"kept": 0, "input": 0})
-    return stage["kept"], stage["input"] - stage["kept"]
+    no_answer = sum(n for reason, n in stage["dropped"].items() if reason in ("api_error", "not_generated"))
+    return {"specs": stage["input"], "documents": stage["kept"], "no_answer": no_answer}
 
 
 def document_from(spec: dict, rows: list) -> tuple[dict | None, dict]:

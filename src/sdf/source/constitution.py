@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import stat
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -99,13 +100,27 @@ def resolve_constitution(path: Path | None) -> Path:
 
 
 def read_constitution_text(path: Path) -> str:
-    """Read and validate a constitution file: exists, not too big, UTF-8 text, not empty."""
-    if not path.is_file():
-        raise SdfError(f"constitution not found: {path}")
+    """Read and validate a constitution file: a regular file, not too big, UTF-8 text, not empty."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise SdfError(f"constitution not found: {path}") from None
+    except OSError as e:  # a symlink loop, a name too long, no permission on a parent
+        raise SdfError(f"cannot open the constitution {path}: {e.strerror or e}") from None
+    if stat.S_ISDIR(mode):
+        raise SdfError(f"constitution {path} is a directory; give the markdown or text file inside it")
+    if not stat.S_ISREG(mode):
+        raise SdfError(f"constitution {path} is not a regular file (a pipe or device?); save it to a file first")
     size = path.stat().st_size
     if size > MAX_BYTES:
         raise SdfError(f"constitution {path} is {size / 1e6:.1f} MB; the limit is 5 MB")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise SdfError(f"cannot read the constitution {path}: {e.strerror or e}") from None
+    if _looks_utf16(data):
+        raise SdfError(f"constitution {path} is UTF-16 text; convert it to UTF-8 first, e.g. "
+                       f"`iconv -f UTF-16 -t UTF-8 {path} > {path.stem}.utf8{path.suffix}`")
     if b"\x00" in data:
         raise SdfError(f"constitution {path} looks binary (it contains NUL bytes); give a markdown or text file")
     try:
@@ -118,6 +133,22 @@ def read_constitution_text(path: Path) -> str:
     if not text.strip():
         raise SdfError(f"constitution {path} is empty")
     return text
+
+
+def _looks_utf16(data: bytes) -> bool:
+    """A UTF-16 byte-order mark, or NUL-laden bytes that decode as UTF-16 into printable text."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return True
+    if b"\x00" not in data or len(data) % 2:
+        return False
+    for codec in ("utf-16-le", "utf-16-be"):
+        try:
+            text = data.decode(codec)
+        except UnicodeDecodeError:
+            continue
+        if sum(ch.isprintable() or ch in "\n\r\t" for ch in text) >= 0.95 * len(text):
+            return True
+    return False
 
 
 def load_constitution(path: Path, variables: dict[str, str] | None = None) -> Constitution:
