@@ -24,9 +24,11 @@ from shard_readers import (
     split_documents,
 )
 
+from sdf.config import PackConfig
 from sdf.errors import SdfError
-from sdf.steps.tokens.pack import PackConfig, pack_corpus, verify_run
+from sdf.steps.tokens.pack import pack_corpus
 from sdf.steps.tokens.tokenizer import load_tokenizer
+from sdf.writers.manifest import verify_run
 
 DATA = Path(__file__).parent / "data"
 TOKENIZER = str(DATA / "tokenizer.json")
@@ -442,7 +444,8 @@ def test_rerun_over_a_stale_half_written_pack_equals_a_clean_pack(tmp_path):
 KILL_SCRIPT = """
 import sys
 from pathlib import Path
-from sdf.steps.tokens.pack import PackConfig, pack_corpus
+from sdf.config import PackConfig
+from sdf.steps.tokens.pack import pack_corpus
 formats = ["megatron", "nanotron", "hf", "npy"]
 cfg = PackConfig(tokenizer=sys.argv[3], seq_len=64, formats=formats, shard_tokens=64 * 16)
 pack_corpus(Path(sys.argv[1]), Path(sys.argv[2]), cfg, 5, "c", progress=False)
