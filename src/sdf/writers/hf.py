@@ -63,4 +63,8 @@ def check(files: Files, entry: dict[str, Any], manifest: dict[str, Any]) -> list
     return problems
 
 
-FORMAT = ShardFormat("hf", (".parquet",), ParquetShard, read_tokens, check)
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.int32)  # input_ids is list<int32> whatever the vocabulary
+
+
+FORMAT = ShardFormat("hf", "rows", (".parquet",), ParquetShard, read_tokens, check, token_dtype)

@@ -24,10 +24,11 @@ CORE_KEYS = (
     "strategy", "formats", "shard_tokens", "val_share", "add_bos", "eos_id", "bos_id", "pad_id",
     "token_dtype", "documents", "tokens", "sequences", "padding_tokens", "packing", "splits",
     "tokens_per_genre", "tokens_per_section", "tokens_per_source", "documents_per_source", "mix",
-    "samples", "shards", "corpus_sha256",
+    "samples", "shards", "corpus_sha256", "holdings",
 )  # fmt: skip
 READ_ROWS = 256  # corpus rows decoded at a time when looking up sample texts
 
+ENTRY_COUNTS = ("tokens", "padding_tokens", "documents", "sequences")  # per shard; tokens are slots
 Group = tuple[str, str, int]  # (split, format, shard)
 
 
@@ -77,17 +78,38 @@ def _verify(shards_dir: Path, run_dir: Path, manifest: dict[str, Any]) -> list[s
             except Exception as exc:  # a damaged file must become a report line, not a crash
                 problems.append(f"{entries[0]['path']}: unreadable ({type(exc).__name__}: {exc})")
 
-    for split, numbers in manifest["splits"].items():
-        for fmt in manifest["formats"]:
-            firsts = [e[0] for (s, f, _), e in sorted(groups.items()) if s == split and f == fmt]
-            for key in ("tokens", "documents", "sequences", "padding_tokens"):
-                counted = sum(e[key] for e in firsts)
-                expected = numbers[key] + (numbers["padding_tokens"] if key == "tokens" else 0)
-                if counted != expected:
-                    problems.append(f"{split}/{fmt}: shards hold {counted} {key}, manifest says {expected}")
-
+    problems += _check_holdings(manifest, groups)
     if not damaged:
         problems += _check_samples(shards_dir, run_dir, manifest, groups)
+    return problems
+
+
+def _check_holdings(manifest: dict[str, Any], groups: dict[Group, list[dict[str, Any]]]) -> list[str]:
+    """Each format's holdings per split against its shard entries and against the split's documents."""
+    problems = []
+    for split, numbers in manifest["splits"].items():
+        for name in manifest["formats"]:
+            where, fmt = f"{split}/{name}", FORMATS[name]
+            held = manifest["holdings"][name].get(split)
+            if held is None:
+                problems.append(f"{where}: manifest has no holdings for this split")
+                continue
+            firsts = [e[0] for (s, f, _), e in sorted(groups.items()) if s == split and f == name]
+            counted = {key: sum(e[key] for e in firsts) for key in ENTRY_COUNTS}
+            claimed = {"tokens": held["slot_tokens"]} | {k: held[k] for k in ENTRY_COUNTS[1:]}
+            problems += [f"{where}: shards hold {counted[k]} {k}, holdings say {claimed[k]}"
+                         for k in counted if counted[k] != claimed[k]]  # fmt: skip
+            if held["holds"] != fmt.holds:
+                problems.append(f"{where}: holdings say {held['holds']}, the format holds {fmt.holds}")
+            real = held["slot_tokens"] - held["padding_tokens"]
+            if not real == held["document_tokens"] == numbers["tokens"]:
+                problems.append(f"{where}: holds {real} document tokens, the split has {numbers['tokens']}")
+            if held["documents"] != numbers["documents"]:
+                problems.append(f"{where}: holds {held['documents']} documents, the split has {numbers['documents']}")
+            if fmt.holds == "documents" and held["padding_tokens"]:
+                problems.append(f"{where}: {held['padding_tokens']} padding tokens where only documents belong")
+            if fmt.holds == "rows" and held["sequences"] != numbers["sequences"]:
+                problems.append(f"{where}: holds {held['sequences']} rows, the split has {numbers['sequences']}")
     return problems
 
 
@@ -137,10 +159,11 @@ def _check_samples(
     for sample in manifest["samples"]:
         for fmt in manifest["formats"]:
             shard_groups = [e for (s, f, _), e in sorted(groups.items()) if s == sample["split"] and f == fmt]
-            tokens = _read_span(shards_dir, shard_groups, sample["offset"], sample["length"])
+            offset = sample["offsets"][FORMATS[fmt].holds]
+            tokens = _read_span(shards_dir, shard_groups, offset, sample["length"])
             where = f"sample {sample['doc_id']} in {sample['split']}/{fmt}"
             if len(tokens) != sample["length"] or tokens[-1] != manifest["eos_id"]:
-                problems.append(f"{where}: not found at token {sample['offset']}")
+                problems.append(f"{where}: not found at token {offset}")
                 continue
             body = tokens[1:-1] if manifest["add_bos"] else tokens[:-1]
             text = tokenizer.decode(body.tolist())

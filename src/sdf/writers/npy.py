@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from sdf.writers.io import publish, temp_path
-from sdf.writers.shards import Files, RowBlock, ShardFormat, ShardSpec
+from sdf.writers.shards import Files, RowBlock, ShardFormat, ShardSpec, flat_dtype
 
 HEADER_BYTES = 128
 READ_CHUNK = 1 << 22  # tokens per chunk when reading
@@ -32,7 +32,7 @@ class NpyShard:
     def __init__(self, stem: Path, spec: ShardSpec) -> None:
         self.path = stem.with_name(stem.name + ".tokens.npy")
         self.docs_path = stem.with_name(stem.name + ".docs.npy")
-        self.dtype = np.dtype(spec.dtype)
+        self.dtype = flat_dtype(spec.vocab_size)
         self.seq_len = spec.seq_len
         self.rows = 0
         self.starts, self.stops = array("q"), array("q")
@@ -83,4 +83,4 @@ def check(files: Files, entry: dict[str, Any], manifest: dict[str, Any]) -> list
     return []
 
 
-FORMAT = ShardFormat("npy", (".tokens.npy", ".docs.npy"), NpyShard, read_tokens, check)
+FORMAT = ShardFormat("npy", "rows", (".tokens.npy", ".docs.npy"), NpyShard, read_tokens, check, flat_dtype)

@@ -53,15 +53,12 @@ from sdf.steps.tokens.tokenizer import Tokenizer, file_sha256, load_tokenizer
 from sdf.writers import FORMATS
 from sdf.writers.io import open_parquet, read_json, write_json
 from sdf.writers.manifest import CORE_KEYS, MANIFEST
-from sdf.writers.shards import PackStats, ShardSet, ShardSpec, remove_stale
+from sdf.writers.shards import HOLDS, DocBlock, PackStats, ShardSet, ShardSpec, flat_dtype, remove_stale
 
 ROW_BLOCK = 256  # rows handed to the shard writers at a time
+DOC_BLOCK_TOKENS = 1 << 20  # about this many tokens of whole documents handed to the writers at a time
 SAMPLES_PER_SPLIT = 3  # SDF documents per split that verify_run decodes back to text
-PACK_FORMAT_VERSION = 1  # bump when the bytes written for the same inputs change
-
-
-def token_dtype(vocab_size: int) -> np.dtype:
-    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
+PACK_FORMAT_VERSION = 2  # bump when the bytes written for the same inputs change
 
 
 def pack_corpus(
@@ -156,37 +153,49 @@ def _pack(
     if mix_docs:
         orders["train"] = rng.permutation(np.concatenate([orders["train"], np.asarray(mix_docs, np.int64)]))
 
-    dtype = token_dtype(tokenizer.vocab_size)
-    spec = ShardSpec(dtype, cfg.seq_len, tokenizer.name)
-    formats = [FORMATS[name] for name in cfg.formats]
+    spec = ShardSpec(cfg.seq_len, tokenizer.name, tokenizer.vocab_size)
     splits: dict[str, dict[str, Any]] = {}
+    holdings: dict[str, dict[str, Any]] = {name: {} for name in cfg.formats}
     shards: list[dict[str, Any]] = []
     samples: list[dict[str, Any]] = []
+    length_list = lengths.tolist()
     for split, order in orders.items():
         if len(order) == 0:
             continue
-        watch = order[order < n_sdf][:SAMPLES_PER_SPLIT].tolist()
-        writer = ShardSet(out_dir, split, formats, spec, cfg.shard_tokens)
-        length_list = lengths.tolist()
-        if cfg.strategy == "concat":
-            rows = concat_rows(order.tolist(), length_list, cfg.seq_len)
-        else:
-            rows = bfd_rows(order.tolist(), length_list, cfg.seq_len, np.random.default_rng([seed, 0xBFD]))
-        bar = tqdm(total=int(lengths[order].sum()), desc=f"pack {split}", unit="tok", unit_scale=True,
-                   disable=not progress)  # fmt: skip
+        watched = order[order < n_sdf][:SAMPLES_PER_SPLIT].tolist()
+        watch = set(watched)
+        offsets: dict[str, dict[int, int]] = {}  # kind -> watched doc -> its first token in the kind's stream
+        rows = PackStats()
+        bar = tqdm(total=int(lengths[order].sum()) * len({FORMATS[f].holds for f in cfg.formats}),
+                   desc=f"pack {split}", unit="tok", unit_scale=True, disable=not progress)  # fmt: skip
         with bar:
-            stats = _write_rows(rows, spool, writer, length_list, set(watch), bar)
-        shards += writer.close()
+            for holds in HOLDS:
+                formats = [FORMATS[name] for name in cfg.formats if FORMATS[name].holds == holds]
+                if not formats:
+                    continue
+                writer = ShardSet(out_dir, split, formats, spec, cfg.shard_tokens)
+                if holds == "documents":
+                    offsets[holds] = _write_documents(order.tolist(), spool, writer, watch, bar)
+                else:
+                    if cfg.strategy == "concat":
+                        plan = concat_rows(order.tolist(), length_list, cfg.seq_len)
+                    else:
+                        plan = bfd_rows(order.tolist(), length_list, cfg.seq_len, np.random.default_rng([seed, 0xBFD]))
+                    rows = _write_rows(plan, spool, writer, length_list, watch, bar)
+                    offsets[holds] = rows.first_slots
+                shards += writer.close()
+                for fmt in formats:
+                    holdings[fmt.name][split] = writer.holdings(fmt)
         splits[split] = {
-            "documents": stats.documents,
-            "tokens": stats.tokens,
-            "sequences": stats.sequences,
-            "padding_tokens": stats.padding_tokens,
-            "split_documents": stats.split_documents,
-            "shards": writer.index + 1,
+            "documents": len(order),
+            "tokens": int(lengths[order].sum()),
+            "sequences": rows.sequences,
+            "padding_tokens": rows.padding_tokens,
+            "split_documents": rows.split_documents,
+            "shards": max(held[split]["shards"] for held in holdings.values()),
         }
-        for doc in watch:
-            place = {"offset": stats.first_slots[doc], "length": int(lengths[doc])}
+        for doc in watched:
+            place = {"offsets": {kind: firsts[doc] for kind, firsts in offsets.items()}, "length": length_list[doc]}
             samples.append({"split": split, "row": int(tally.rows[doc])} | place)
     _attach_sample_texts(corpus_path, samples)
 
@@ -206,7 +215,7 @@ def _pack(
         "eos_id": tokenizer.eos_id,
         "bos_id": tokenizer.bos_id,
         "pad_id": tokenizer.eos_id,
-        "token_dtype": dtype.name,
+        "token_dtype": flat_dtype(tokenizer.vocab_size).name,
         "documents": documents,
         "tokens": sum(s["tokens"] for s in splits.values()),
         "sequences": sum(s["sequences"] for s in splits.values()),
@@ -219,6 +228,7 @@ def _pack(
             "empty_documents_dropped": tally.dropped_empty,
         },
         "splits": splits,
+        "holdings": holdings,
         "tokens_per_genre": dict(sorted(tally.genre_tokens.items())),
         "tokens_per_section": dict(sorted(tally.section_tokens.items())),
         "tokens_per_source": {"sdf": sdf_tokens} | {s.path: s.tokens for s in sources},
@@ -266,11 +276,38 @@ def _write_rows(
     return stats
 
 
+def _write_documents(
+    order: list[int], spool: TokenSpool, writer: ShardSet, watch: set[int], bar: tqdm
+) -> dict[int, int]:
+    """Stream whole documents in `order` into the shard set; return each watched one's first token."""
+    firsts: dict[int, int] = {}
+    parts: list[np.ndarray] = []
+    position = pending = 0
+    for doc in order:
+        data = spool.read(doc)
+        if doc in watch:
+            firsts[doc] = position
+        parts.append(data)
+        position += len(data)
+        pending += len(data)
+        if pending >= DOC_BLOCK_TOKENS:
+            _flush_documents(parts, writer, bar)
+            parts, pending = [], 0
+    if parts:
+        _flush_documents(parts, writer, bar)
+    return firsts
+
+
+def _flush_documents(parts: list[np.ndarray], writer: ShardSet, bar: tqdm) -> None:
+    writer.write(DocBlock(np.concatenate(parts), [len(p) for p in parts]))
+    bar.update(sum(len(p) for p in parts))
+
+
 def _flush(rows: list[Row], spool: TokenSpool, writer: ShardSet, stats: PackStats, bar: tqdm) -> None:
     block = spool.rows(rows, writer.spec.seq_len)
     writer.write(block)
     before = stats.tokens
-    stats.add_block(block, writer.spec.seq_len)
+    stats.add_block(block)
     bar.update(stats.tokens - before)
 
 
