@@ -2,31 +2,35 @@
 
 How a pack runs (every step streams; RAM holds a few integers per document, never the corpus' tokens):
 
-1. tokenize corpus.parquet into the token spool (`spool.py`);
+1. tokenize corpus.parquet into the token spool (`spool.py`), every document framed `[BOS] ids EOS`;
 2. split documents into train/validation with a seeded permutation (exactly round(n * val_share) go to
    validation) and shuffle each split;
 3. stream each mix source into the train split (`mix.py`);
-4. plan each split's rows of exactly `seq_len` tokens with the chosen strategy (`packing.py`);
-5. write the rows to every selected format (`sdf.writers`), each file via a temp file and os.replace,
-   and write manifest.json last: a shard set without a manifest is incomplete; a rerun redoes the pack
-   and produces the same bytes, and skips the work when the manifest's pack_key (inputs + settings)
-   still matches.
+4. write each split twice over, once per kind of format (`sdf.writers`):
+   - documents (megatron, nanotron): whole documents in split order, no padding; the framework cuts
+     its own samples of any sequence length;
+   - rows (hf, npy): rows of exactly `seq_len` tokens planned by the chosen strategy (`packing.py`),
+     padded with EOS, for trainers that take rows as they are;
+5. each file goes via a temp file and os.replace, and manifest.json comes last: a shard set without a
+   manifest is incomplete; a rerun redoes the pack and produces the same bytes, and skips the work when
+   the manifest's pack_key (inputs + settings) still matches.
 
-Layout under `out_dir` (normally `<run>/shards`); split is `train` or `validation`, and shard k of every
-format holds the same rows (shard_tokens // seq_len rows per shard):
+Layout under `out_dir` (normally `<run>/shards`); split is `train` or `validation`. A shard of a document
+format ends before a document would take it past shard_tokens; a row shard holds shard_tokens // seq_len
+rows, and shard k of hf and npy holds the same rows.
 
-    manifest.json
-    <split>/megatron/<split>_00000.bin, .idx   Megatron-LM MMIDIDX v1: one sequence per row, each row
-                                               its own document; dtype uint16 (code 8) or int32 (code 4)
+    manifest.json                              holdings[format][split] says what each format holds
+    <split>/megatron/<split>_00000.bin, .idx   Megatron-LM MMIDIDX v1: one sequence per document;
+                                               dtype uint16 (code 8) below 65500 ids, else int32 (code 4)
     <split>/nanotron/<split>_00000.ds          datatrove/nanotron tokens, little-endian uint16 or uint32
-    <split>/nanotron/<split>_00000.ds.index    uint64 ends of each document and of each padding run
+    <split>/nanotron/<split>_00000.ds.index    uint64 end of each document
     <split>/nanotron/<split>_00000.ds.metadata "<tokenizer>|<token bytes>", token count, human count
     <split>/hf/<split>_00000.parquet           rows: input_ids list<int32> (seq_len), seq_lengths
                                                list<int32> (document pieces; padding = the rest)
     <split>/npy/<split>_00000.tokens.npy       flat uint16 or uint32 tokens (np.load(mmap_mode="r"))
     <split>/npy/<split>_00000.docs.npy         int64 [n, 2]: [start, end) of each document piece
 
-Rows are contiguous in every flat format, so `tokens.reshape(-1, seq_len)` gives the packed rows back.
+Rows are contiguous in the flat npy tokens, so `tokens.reshape(-1, seq_len)` gives the packed rows back.
 """
 
 from __future__ import annotations
