@@ -38,7 +38,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Iterator
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -162,44 +163,30 @@ def _pack(
     holdings: dict[str, dict[str, Any]] = {name: {} for name in cfg.formats}
     shards: list[dict[str, Any]] = []
     samples: list[dict[str, Any]] = []
-    length_list = lengths.tolist()
+    length_of = array("q", lengths.astype(np.int64).tobytes())  # 8 bytes a document, fast to index
     for split, order in orders.items():
         if len(order) == 0:
             continue
         watched = order[order < n_sdf][:SAMPLES_PER_SPLIT].tolist()
-        watch = set(watched)
-        offsets: dict[str, dict[int, int]] = {}  # kind -> watched doc -> its first token in the kind's stream
-        rows = PackStats()
         bar = tqdm(total=int(lengths[order].sum()) * len({FORMATS[f].holds for f in cfg.formats}),
                    desc=f"pack {split}", unit="tok", unit_scale=True, disable=not progress)  # fmt: skip
         with bar:
-            for holds in HOLDS:
-                formats = [FORMATS[name] for name in cfg.formats if FORMATS[name].holds == holds]
-                if not formats:
-                    continue
-                writer = ShardSet(out_dir, split, formats, spec, cfg.shard_tokens)
-                if holds == "documents":
-                    offsets[holds] = _write_documents(order.tolist(), spool, writer, watch, bar)
-                else:
-                    if cfg.strategy == "concat":
-                        plan = concat_rows(order.tolist(), length_list, cfg.seq_len)
-                    else:
-                        plan = bfd_rows(order.tolist(), length_list, cfg.seq_len, np.random.default_rng([seed, 0xBFD]))
-                    rows = _write_rows(plan, spool, writer, length_list, watch, bar)
-                    offsets[holds] = rows.first_slots
-                shards += writer.close()
-                for fmt in formats:
-                    holdings[fmt.name][split] = writer.holdings(fmt)
+            rows, offsets, shard_sets = _write_split(out_dir, split, order.tolist(), cfg, spec, spool, length_of,
+                                                     set(watched), seed, bar)  # fmt: skip
+        for writer in shard_sets:
+            shards += writer.close()
+            for fmt in writer.formats:
+                holdings[fmt.name][split] = writer.holdings(fmt)
         splits[split] = {
             "documents": len(order),
             "tokens": int(lengths[order].sum()),
             "sequences": rows.sequences,
             "padding_tokens": rows.padding_tokens,
             "split_documents": rows.split_documents,
-            "shards": max(held[split]["shards"] for held in holdings.values()),
+            "shards": max(w.index + 1 for w in shard_sets),
         }
         for doc in watched:
-            place = {"offsets": {kind: firsts[doc] for kind, firsts in offsets.items()}, "length": length_list[doc]}
+            place = {"offsets": {kind: firsts[doc] for kind, firsts in offsets.items()}, "length": length_of[doc]}
             samples.append({"split": split, "row": int(tally.rows[doc])} | place)
     _attach_sample_texts(corpus_path, samples)
 
@@ -253,8 +240,46 @@ def _pack(
     }
 
 
+def _write_split(
+    out_dir: Path,
+    split: str,
+    order: list[int],
+    cfg: PackConfig,
+    spec: ShardSpec,
+    spool: TokenSpool,
+    lengths: Sequence[int],
+    watch: set[int],
+    seed: int,
+    bar: tqdm,
+) -> tuple[PackStats, dict[str, dict[int, int]], list[ShardSet]]:
+    """Write one split once per kind of format: whole documents in `order`, then packed rows.
+
+    Returns the rows' counts (zero without a row format), where each watched document starts in each
+    kind's token stream, and the shard sets, still open.
+    """
+    rows = PackStats()
+    offsets: dict[str, dict[int, int]] = {}
+    shard_sets = []
+    for holds in HOLDS:
+        formats = [FORMATS[name] for name in cfg.formats if FORMATS[name].holds == holds]
+        if not formats:
+            continue
+        writer = ShardSet(out_dir, split, formats, spec, cfg.shard_tokens)
+        if holds == "documents":
+            offsets[holds] = _write_documents(order, spool, writer, watch, bar)
+        else:
+            if cfg.strategy == "concat":
+                plan = concat_rows(order, lengths, cfg.seq_len)
+            else:
+                plan = bfd_rows(order, lengths, cfg.seq_len, np.random.default_rng([seed, 0xBFD]))
+            rows = _write_rows(plan, spool, writer, lengths, watch, bar)
+            offsets[holds] = rows.first_slots
+        shard_sets.append(writer)
+    return rows, offsets, shard_sets
+
+
 def _write_rows(
-    rows: Iterator[Row], spool: TokenSpool, writer: ShardSet, lengths: list[int], watch: set[int], bar: tqdm
+    rows: Iterator[Row], spool: TokenSpool, writer: ShardSet, lengths: Sequence[int], watch: set[int], bar: tqdm
 ) -> PackStats:
     """Read planned rows from the spool, ROW_BLOCK at a time, into the shard set; count what they hold."""
     stats = PackStats()
