@@ -46,7 +46,7 @@ def verify_run(run_dir: Path) -> list[str]:
         return [f"{manifest_path}: missing or not valid JSON (the pack did not finish; run `sdf pack` again)"]
     missing = [k for k in CORE_KEYS if k not in manifest]
     if missing:
-        return [f"{manifest_path}: lacks {', '.join(missing)}"]
+        return [f"{manifest_path}: lacks {', '.join(missing)} (an older or unfinished pack; run `sdf pack` again)"]
     try:
         return _verify(shards_dir, run_dir, manifest)
     except (KeyError, TypeError, ValueError) as exc:  # a hand-edited manifest must not crash verify

@@ -75,7 +75,8 @@ def read_index(path: Path) -> tuple[tuple[bytes, int, int, int, int], np.ndarray
 
 
 def read_tokens(files: Files) -> Iterator[np.ndarray]:
-    code = HEADER.unpack_from(files[".idx"].read_bytes()[: HEADER.size])[2]
+    with open(files[".idx"], "rb") as f:
+        code = HEADER.unpack(f.read(HEADER.size))[2]
     dtype = next(d for d, c in DTYPE_CODES.items() if c == code)
     with open(files[".bin"], "rb") as f:
         while len(chunk := np.fromfile(f, dtype=dtype, count=READ_CHUNK)):
