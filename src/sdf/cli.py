@@ -507,7 +507,7 @@ def pack(run_dir: Path, progress: bool, mixes: tuple[str, ...], **options: Any) 
 @friendly
 def verify(run_dir: Path) -> None:
     """Recompute every shard checksum and count, decode samples; exit 1 on any mismatch."""
-    from sdf.steps.tokens.pack import verify_run
+    from sdf.writers.manifest import verify_run
 
     problems = verify_run(run_dir)
     for problem in problems:

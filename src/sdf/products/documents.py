@@ -340,7 +340,7 @@ def report_stage(run: Run) -> Path:
 def check_inputs(settings: Settings) -> None:
     """Fail on a bad tokenizer, mix file or eval file before any money is spent."""
     from sdf.steps.decontam.ngrams import load_eval_texts
-    from sdf.steps.tokens.pack import mix_sources
+    from sdf.steps.tokens.mix import mix_sources
     from sdf.steps.tokens.tokenizer import load_tokenizer
 
     load_tokenizer(settings.pack.tokenizer, settings.pack.eos_id, settings.pack.bos_id)
