@@ -1,16 +1,30 @@
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from sdf.config import PlanConfig
 from sdf.errors import SdfError
 from sdf.source.catalog import load_catalog
 from sdf.source.constitution import load_constitution, parse_constitution
-from sdf.source.plan import TOKENS_PER_WORD, apportion, genre_weights, plan_specs, section_quotas, write_specs
+from sdf.source.plan import (
+    TOKENS_PER_WORD,
+    apportion,
+    capped_weights,
+    genre_weights,
+    plan_specs,
+    plan_warnings,
+    section_quotas,
+    section_weights,
+    select_sections,
+    write_specs,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,3 +113,100 @@ def test_fiction_gets_a_cast(catalog, claude) -> None:
     cfg = replace(PlanConfig(docs=40), genres=["admirable_ai_story", "essay"])
     for spec in plan_specs(claude.sections, catalog, cfg, seed=2):
         assert len(spec["names"]) == (3 if catalog.genres[spec["genre"]].fiction else 2)
+
+
+# -- selection, fair quotas and the warnings of `sdf plan` ---------------------------------------
+
+DATA = ROOT / "tests" / "data"
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_constitution(DATA / "spec_fixture.md")
+
+
+@pytest.fixture(scope="module")
+def charter():
+    return load_constitution(DATA / "charter_fixture.md")
+
+
+def test_excluded_skipped_and_stub_sections_get_no_documents(catalog, charter, spec) -> None:
+    cfg = PlanConfig(docs=300, exclude_sections=["acknowledgements", "bibliography", "summary-*"])
+    chosen = select_sections(charter, cfg)
+    ids = {s.id for s in chosen.constitution.sections}
+    assert not ids & {"acknowledgements", "bibliography", "summary-of-the-charter", "a-small-aside"}
+    assert chosen.excluded["bibliography"] == "matches exclude pattern 'bibliography'"
+    assert chosen.merged == {"a-small-aside": "a-final-word"}  # its neighbour after it was excluded
+    specs = plan_specs(chosen.constitution.sections, catalog, cfg, seed=1)
+    assert {s["section_id"] for s in specs} == ids
+    assert "Bibliography" not in chosen.constitution.text and "Odile Fairbanks" not in chosen.constitution.text
+    skipped = select_sections(spec, PlanConfig())
+    assert skipped.excluded == {"editorial-notes": "marked {.skip}"}
+    assert skipped.merged == {"risky_situations": "dangerous_destinations"}
+    planned = {s["section_id"] for s in plan_specs(skipped.constitution.sections, catalog, PlanConfig(docs=50), 1)}
+    assert not planned & {"editorial-notes", "risky_situations"}
+
+
+def test_include_patterns_and_a_selection_that_leaves_nothing(charter) -> None:
+    chosen = select_sections(charter, PlanConfig(include_sections=["honesty/*", "civil-*"]))
+    assert [s.id for s in chosen.constitution.sections] == [
+        "honesty/calibrated-belief", "honesty/saying-what-you-know", "civil-liberties"]
+    assert chosen.excluded["a-final-word"] == "matches no include pattern"
+    with pytest.raises(SdfError, match="excluded or skipped") as err:
+        select_sections(charter, PlanConfig(exclude_sections=["*"]))
+    assert err.value.exit_code == 2
+    assert select_sections(charter, PlanConfig(exclude_sections=["bibliografy"])).unmatched == ["bibliografy"]
+
+
+def test_quotas_follow_normative_text_not_examples(catalog, spec) -> None:
+    sections = select_sections(spec, PlanConfig()).constitution.sections
+    quotas = section_quotas(sections, 200, floor=1)
+    formatting = next(s for s in sections if s.id == "formatting")
+    levels = next(s for s in sections if s.id == "levels_of_authority")
+    assert formatting.chars > levels.chars  # longer in raw text, because of its examples...
+    assert quotas["formatting"] < quotas["levels_of_authority"]  # ...but it has less normative text
+
+
+def test_section_weights_scale_quotas_and_zero_keeps_a_section_as_context(charter) -> None:
+    cfg = PlanConfig(section_weights={"honesty/*": 3.0, "a-final-word": 0.0, "honesty/calibrated-belief": 1.0})
+    sections = select_sections(charter, cfg).constitution.sections
+    quotas = section_quotas(sections, 120, 1, section_weights(sections, cfg))
+    assert quotas["a-final-word"] == 0
+    assert quotas["honesty/saying-what-you-know"] > 2 * quotas["honesty/calibrated-belief"]  # exact id wins
+    assert sum(quotas.values()) == 120
+    with pytest.raises(SdfError, match="weight 0"):
+        section_quotas(sections, 10, 1, {s.id: 0.0 for s in sections})
+
+
+def test_no_section_takes_more_than_its_capped_share() -> None:
+    text = "## Giant\n\n" + "word " * 20_000 + "\n\n" + "".join(f"## S{i}\n\n{'text ' * 80}\n\n" for i in range(9))
+    sections = parse_constitution(text).sections
+    quotas = section_quotas(sections, 100, floor=1)
+    assert quotas["giant"] <= 31  # three times an even share of 10 sections, not ~95% by length
+    assert sum(quotas.values()) == 100
+    assert section_quotas(sections, 100, floor=1, max_share=0.5)["giant"] <= 51
+    assert capped_weights({"a": 1.0, "b": 2.0}, 0.9) == {"a": 1.0, "b": 2.0}  # a cap that does not bind
+
+
+def test_specs_carry_the_section_attrs(tmp_path: Path, catalog, spec) -> None:
+    specs = plan_specs(spec.sections, catalog, PlanConfig(docs=30), seed=2)
+    chain = next(s for s in specs if s["section_id"] == "chain_of_command")
+    assert json.loads(chain["section_attrs"]) == {"authority": "root", "id": "chain_of_command"}
+    write_specs(specs, tmp_path / "specs.parquet")
+    table = pq.read_table(tmp_path / "specs.parquet")
+    assert table.schema.field("section_attrs").type == pa.string()
+
+
+def test_plan_warnings_name_what_costs_money_and_what_is_left_out(catalog, charter) -> None:
+    chosen = select_sections(charter, PlanConfig())
+    sections = chosen.constitution.sections
+    specs = plan_specs(sections, catalog, PlanConfig(docs=4), seed=1)
+    warnings = plan_warnings(chosen, specs, PlanConfig(docs=4), system_tokens=61_000, system_cost_share=0.47)
+    text = "\n".join(warnings)
+    assert "the system prompt is about 61,000 tokens" in text and "about 47% of the estimated cost" in text
+    assert "--exclude-section" in text
+    assert f"{len(sections) - 4} of {len(sections)} sections get no document" in text
+    assert "section 'bibliography' looks non-normative" in text
+    covered = plan_specs(sections, catalog, PlanConfig(docs=60), 1)
+    quiet = plan_warnings(chosen, covered, PlanConfig(docs=60), 9_000, 0.1)
+    assert not any("system prompt" in w or "get no document" in w for w in quiet)

@@ -21,7 +21,7 @@ from sdf.llm.ledger import Ledger, LLMRequest, open_ledger
 from sdf.run import CORPUS_SCHEMA, DOCUMENT_SCHEMA, FILTERED_SCHEMA, RunDir, read_rows, write_json, write_rows
 from sdf.source.catalog import Catalog, document_prompt, load_catalog, system_prompt
 from sdf.source.constitution import Constitution, Section, load_constitution, write_sections
-from sdf.source.plan import genre_weights, plan_specs, read_specs, write_specs
+from sdf.source.plan import genre_weights, plan_specs, read_specs, select_sections, write_specs
 
 ENVELOPE = re.compile(r"<document>\s*(.*?)\s*</document>", re.DOTALL | re.IGNORECASE)
 IDEA = re.compile(r"<idea>\s*(.*?)\s*</idea>", re.DOTALL | re.IGNORECASE)
@@ -48,7 +48,8 @@ def run_path(settings: Settings, constitution_path: Path) -> Path:
 
 def create_run(settings: Settings, constitution_path: Path, run_dir: Path | None = None) -> Run:
     """Parse the constitution and write config.toml and sections.jsonl (validation first, then I/O)."""
-    constitution = load_constitution(constitution_path, settings.run.variables)
+    parsed = load_constitution(constitution_path, settings.run.variables)
+    constitution = select_sections(parsed, settings.plan).constitution  # exclusions, {.skip}, merged stubs
     catalog = load_catalog(Path(settings.run.prompts) if settings.run.prompts else None)
     genre_weights(catalog, settings.plan)  # an unknown genre fails here, before anything is written
     settings = replace(settings, run=replace(settings.run, constitution=str(constitution_path)))
