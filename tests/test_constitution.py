@@ -362,3 +362,26 @@ def test_sections_jsonl_round_trips(tmp_path: Path, spec) -> None:
     assert again == list(spec.sections)
     old_row = {k: v for k, v in rows[1].items() if k not in ("attrs", "normative_chars", "example_chars", "notes")}
     assert Section(**old_row).normative_chars == old_row["chars"]  # a sections.jsonl from before these fields
+
+
+def test_sdf_sections_lists_every_section_plain_and_json(tmp_path: Path) -> None:
+    from conftest import run_sdf
+
+    plain = run_sdf("sections", DATA / "spec_fixture.md", cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr
+    assert "\x1b[" not in plain.stdout
+    row = next(line for line in plain.stdout.splitlines() if line.startswith("chain_of_command "))
+    assert row.split() == ["chain_of_command", "2", "818", "554", "planned", "authority=root"]
+    assert "note: into 'dangerous_destinations'" in plain.stdout and "note: marked {.skip}" in plain.stdout
+    assert "warning: mostly examples" in plain.stdout
+    data = json.loads(run_sdf("sections", DATA / "spec_fixture.md", "--json", cwd=tmp_path).stdout)
+    by_id = {r["id"]: r for r in data}
+    assert by_id["chain_of_command"]["attrs"] == {"id": "chain_of_command", "authority": "root"}
+    assert by_id["risky_situations"]["status"] == "merged" and by_id["editorial-notes"]["status"] == "excluded"
+    assert by_id["formatting"]["example_chars"] > by_id["formatting"]["normative_chars"]
+
+    charter = run_sdf("sections", DATA / "charter_fixture.md", "--exclude-section", "bib*", cwd=tmp_path)
+    assert "exclude_sections = [\"preface\", \"acknowledgements\", \"summary-of-the-charter\"]" in charter.stdout
+    assert "bibliography" in charter.stdout and "excluded" in charter.stdout
+    missing = run_sdf("sections", tmp_path / "nope.md", cwd=tmp_path)
+    assert missing.returncode == 2 and missing.stderr.startswith("error: constitution not found")

@@ -206,7 +206,76 @@ def test_plan_warnings_name_what_costs_money_and_what_is_left_out(catalog, chart
     assert "the system prompt is about 61,000 tokens" in text and "about 47% of the estimated cost" in text
     assert "--exclude-section" in text
     assert f"{len(sections) - 4} of {len(sections)} sections get no document" in text
-    assert "section 'bibliography' looks non-normative" in text
+    assert "section 'bibliography': looks non-normative" in text
     covered = plan_specs(sections, catalog, PlanConfig(docs=60), 1)
     quiet = plan_warnings(chosen, covered, PlanConfig(docs=60), 9_000, 0.1)
     assert not any("system prompt" in w or "get no document" in w for w in quiet)
+
+
+# -- end to end: `sdf plan`, `sdf preview` and a build on a Model Spec-shaped document --------------
+
+
+def test_sdf_plan_prints_full_ids_selection_and_warnings(tmp_path: Path) -> None:
+    from conftest import run_sdf
+
+    long_id = "a-section-whose-heading-goes-on-and-on/and-whose-child-also-has-a-very-long-title-indeed"
+    body = "".join(f"## Part {i}\n\n{'Principles with reasons. ' * 200}\n\n" for i in range(40))
+    doc = tmp_path / "big.md"
+    doc.write_text("# Big\n\n## A section whose heading goes on and on\n\n### And whose child also has a very long "
+                   "title indeed\n\n" + "Reasons matter. " * 40 + "\n\n" + body + "## Acknowledgements\n\n"
+                   + "We thank many invented people for their help with drafts. " * 8 + "\n")
+    result = run_sdf("plan", "--constitution", doc, "--docs", "10", "--out", tmp_path / "out",
+                     "--exclude-section", "part-3*", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("section"))
+    first, rest = lines[start + 1].split()[0], lines[start + 2].strip()
+    assert first + rest == long_id  # the whole id, wrapped onto a second line, not cut at 51 characters
+    assert lines[start + 1].split()[1:] == ["639", "0%", "0"]  # its numbers stay on its first line
+    assert "excluded 'part-3': matches exclude pattern 'part-3*'" in out
+    assert "the system prompt is about" in out and "of the estimated cost per document" in out
+    assert "sections get no document with 10 planned" in out
+    assert "section 'acknowledgements': looks non-normative" in out
+    sections = [json.loads(line) for line in (tmp_path / "out" / "big" / "sections.jsonl").read_text().splitlines()]
+    assert "part-3" not in {s["id"] for s in sections} and "part-30" not in {s["id"] for s in sections}
+
+
+def test_sdf_preview_takes_a_raw_id_and_shows_labels_and_authority(tmp_path: Path) -> None:
+    from conftest import run_sdf
+
+    result = run_sdf("preview", "--constitution", DATA / "spec_fixture.md", "--genre", "essay",
+                     "--section", "chain_of_command", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    system, user = result.stdout.split("===== user")
+    assert "[BAD: sycophantic]" in system and "[WRONG: helps someone past an active closure]" in system
+    assert "marked BAD" in system or "[BAD: …]" in system  # the writer is told what a bad example is
+    section = user.split("<section>")[1]
+    assert section.lstrip().startswith("Authority: root (rules that cannot be overridden by developers or users")
+    assert "[BAD: drops a developer rule because the user asked]" in section
+    assert "Reference id (bookkeeping only; never mention it in the document): chain_of_command" in user
+    skipped = run_sdf("preview", "--constitution", DATA / "spec_fixture.md", "--genre", "essay",
+                      "--section", "editorial-notes", cwd=tmp_path)
+    assert skipped.returncode == 2 and "excluded from the run (marked {.skip})" in skipped.stderr
+    assert skipped.stderr.count("\n") == 1
+
+
+def test_a_build_carries_section_attrs_into_documents_and_corpus(tmp_path: Path) -> None:
+    from conftest import fast_config, run_sdf, sdf_env
+    from fake_anthropic import FakeAnthropic
+
+    with FakeAnthropic() as fake:
+        result = run_sdf("build", "--constitution", DATA / "spec_fixture.md", "--config", fast_config(tmp_path, docs=8),
+                         "--out", tmp_path / "corpus", "--name", "run", cwd=tmp_path, env=sdf_env(fake.base_url))
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "corpus" / "run"
+    sections = [json.loads(line) for line in (run / "sections.jsonl").read_text().splitlines()]
+    by_id = {s["id"]: s for s in sections}
+    assert by_id["chain_of_command"]["attrs"] == {"id": "chain_of_command", "authority": "root"}
+    assert "editorial-notes" not in by_id and "risky_situations" not in by_id
+    assert by_id["dangerous_destinations"]["notes"][0].startswith("merged stub 'risky_situations'")
+    for name in ("specs.parquet", "documents.parquet", "corpus.parquet"):
+        rows = pq.read_table(run / name).to_pylist()
+        assert rows and all(json.loads(r["section_attrs"]) == by_id[r["section_id"]]["attrs"] for r in rows), name
+    specs = pq.read_table(run / "specs.parquet").to_pylist()
+    assert {s["section_id"] for s in specs} <= set(by_id)

@@ -30,6 +30,7 @@ from sdf.source.constitution import (
     Constitution,
     Section,
     merge_stubs,
+    non_normative_reason,
     section_warnings,
 )
 
@@ -120,15 +121,7 @@ def select_sections(constitution: Constitution, cfg: PlanConfig) -> Selection:
     Excluded sections leave the run entirely: no documents, and no place in the system prompt. To keep
     a section as context but plan no documents for it, give it a section weight of 0 instead.
     """
-    excluded: dict[str, str] = {}
-    for s in constitution.sections:
-        exclude = next((p for p in cfg.exclude_sections if fnmatchcase(s.id, p)), None)
-        if "skip" in s.classes:
-            excluded[s.id] = "marked {.skip}"
-        elif exclude is not None:
-            excluded[s.id] = f"matches exclude pattern '{exclude}'"
-        elif cfg.include_sections and not any(fnmatchcase(s.id, p) for p in cfg.include_sections):
-            excluded[s.id] = "matches no include pattern"
+    excluded = excluded_sections(constitution, cfg)
     kept = tuple(s for s in constitution.sections if s.id not in excluded)
     if not kept:
         raise SdfError(f"every one of the {len(constitution.sections)} sections is excluded or skipped; "
@@ -138,6 +131,46 @@ def select_sections(constitution: Constitution, cfg: PlanConfig) -> Selection:
     patterns = [*cfg.include_sections, *cfg.exclude_sections, *cfg.section_weights]
     unmatched = [p for p in dict.fromkeys(patterns) if not any(fnmatchcase(i, p) for i in ids)]
     return Selection(merged_constitution, excluded, merged, unmatched)
+
+
+def excluded_sections(constitution: Constitution, cfg: PlanConfig) -> dict[str, str]:
+    """{section id: why} for sections marked {.skip}, matching an exclude glob, or matching no include glob."""
+    excluded: dict[str, str] = {}
+    for s in constitution.sections:
+        exclude = next((p for p in cfg.exclude_sections if fnmatchcase(s.id, p)), None)
+        if "skip" in s.classes:
+            excluded[s.id] = "marked {.skip}"
+        elif exclude is not None:
+            excluded[s.id] = f"matches exclude pattern '{exclude}'"
+        elif cfg.include_sections and not any(fnmatchcase(s.id, p) for p in cfg.include_sections):
+            excluded[s.id] = "matches no include pattern"
+    return excluded
+
+
+def describe_sections(constitution: Constitution, cfg: PlanConfig) -> list[dict]:
+    """Every parsed section with its sizes, attrs, notes, warnings and what a plan would do with it."""
+    excluded = excluded_sections(constitution, cfg)
+    kept = Constitution(constitution.title, tuple(s for s in constitution.sections if s.id not in excluded))
+    merged = merge_stubs(kept, cfg.min_section_chars)[1] if kept.sections else {}
+    weights = section_weights(constitution.sections, cfg)
+    rows = []
+    for s in constitution.sections:
+        if s.id in excluded:
+            status, detail = "excluded", excluded[s.id]
+        elif s.id in merged:
+            status, detail = "merged", f"into '{merged[s.id]}'"
+        elif weights[s.id] == 0:
+            status, detail = "context", "section weight 0: in the system prompt, no documents"
+        else:
+            status, detail = "planned", ""
+        rows.append({
+            "id": s.id, "title": s.title, "path": list(s.path), "level": s.level, "chars": s.chars,
+            "normative_chars": s.normative_chars, "example_chars": s.example_chars, "attrs": s.attrs,
+            "notes": list(s.notes), "status": status, "detail": detail,
+            "warnings": [] if status == "excluded" else section_warnings(s, cfg.min_section_chars),
+            "non_normative": non_normative_reason(s),
+        })
+    return rows
 
 
 def section_weights(sections: Sequence[Section], cfg: PlanConfig) -> dict[str, float]:
@@ -207,7 +240,7 @@ def plan_warnings(selection: Selection, specs: Sequence[dict], cfg: PlanConfig, 
                         f"plan at least {len(sections)} to cover each, or choose sections with --include-section")
     for s in sections:
         for w in section_warnings(s, cfg.min_section_chars):
-            warnings.append(f"section '{s.id}' {w}")
+            warnings.append(f"section '{s.id}': {w}")
     for p in selection.unmatched:
         warnings.append(f"the pattern '{p}' in [plan] or on the command line matches no section id")
     return warnings
