@@ -307,6 +307,11 @@ def test_footnotes_admonitions_entities_and_rules_are_cleaned(spec) -> None:
     assert not any(s.text.rstrip().endswith("---") for s in spec.sections)
 
 
+def test_footnote_syntax_inside_code_is_left_alone() -> None:
+    c = parse_constitution("## A\n\nMatch `[^a-z]` here.[^n]\n\n```\nre = '[^0-9]'\n```\n\n[^n]: A note.\n")
+    assert c.sections[0].text == "Match `[^a-z]` here.[1]\n\n```\nre = '[^0-9]'\n```\n\nNotes:\n[1] A note."
+
+
 def test_github_alerts_and_div_admonitions_become_labelled_paragraphs() -> None:
     c = parse_constitution("## A\n\n> [!WARNING]\n> Mind the gap.\n\n::: tip\nCarry water.\n:::\n")
     text = c.sections[0].text

@@ -64,6 +64,7 @@ VERDICTS = frozenset({
 _TEMPLATE_VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _FOOTNOTE_DEF = re.compile(r"^ {0,3}\[\^([^\]\s]+)\]:[ \t]?(.*)$")
 _FOOTNOTE_REF = re.compile(r"[ \t]?\[\^([^\]\s]+)\](?!:)")
+_CODE_SPAN = re.compile(r"(`+[^`\n]*`+)")
 _ADMONITION = re.compile(r"^( {0,3})(?:!!!|\?\?\?\+?)[ \t]+([\w-]+)(?:[ \t]+\"([^\"]*)\")?[ \t]*$")
 _DIV_OPEN = re.compile(r"^ {0,3}:{3,}[ \t]*\{?\.?([A-Za-z][\w-]*)\}?[ \t]*(.*?)[ \t]*$")
 _DIV_CLOSE = re.compile(r"^ {0,3}:{3,}[ \t]*$")
@@ -599,9 +600,12 @@ def _footnotes(text: str, footnotes: dict[str, str]) -> tuple[str, str]:
         space = m.group(0)[0] if m.group(0)[0] in " \t" else ""
         return f"{space}[{order.index(label) + 1}]"
 
+    def outside_code(line: str) -> str:  # `[^a-z]` in an inline code span is code, not a footnote
+        parts = _CODE_SPAN.split(line)
+        return "".join(p if i % 2 else _FOOTNOTE_REF.sub(ref, p) for i, p in enumerate(parts))
+
     flags = _fence_flags(lines)
-    text = "\n".join(line if fenced else _FOOTNOTE_REF.sub(ref, line)
-                     for line, fenced in zip(lines, flags, strict=True))
+    text = "\n".join(line if fenced else outside_code(line) for line, fenced in zip(lines, flags, strict=True))
     if not order:
         return text, ""
     notes = "\n".join(f"[{n}] {html.unescape(footnotes[label])}" for n, label in enumerate(order, 1))
