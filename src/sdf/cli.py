@@ -371,7 +371,8 @@ def sections(constitution: Path, config_path: Path | None, as_json: bool, **opti
                + f"; {warned} with warnings")
     flagged = [r["id"] for r in rows if r["non_normative"] and r["status"] != "excluded"]
     if flagged:
-        click.echo(f"{len(flagged)} look non-normative; to leave them out, add to sdf.toml under [plan]:\n"
+        click.echo(f"{len(flagged)} {'looks' if len(flagged) == 1 else 'look'} non-normative; to leave them out, "
+                   "add to sdf.toml under [plan]:\n"
                    f"exclude_sections = {json.dumps(flagged)}")
 
 
