@@ -288,6 +288,19 @@ def test_attrs_are_shown_with_their_meaning_when_the_document_defines_it(spec) -
     assert "Authority" not in spec.section("levels_of_authority").text.split("\n")[0]
 
 
+def test_attr_values_with_separators_find_their_definition() -> None:
+    text = "## Levels\n\n* __Platform default__ - applies unless a developer says otherwise.\n\n" \
+           "## Tone {#tone authority=platform-default}\n\nBe warm.\n"
+    tone = parse_constitution(text).section("tone")
+    assert tone.text.startswith("Authority: platform-default (applies unless a developer says otherwise)")
+
+
+def test_a_rule_right_after_a_closing_fence_is_not_a_heading() -> None:
+    c = parse_constitution("## Rule\n\nText.\n\n~~~\nexample\n~~~\n---\n\n## Next\n\nMore.\n")
+    assert [s.title for s in c.sections] == ["Rule", "Next"]
+    assert c.sections[0].text.endswith("~~~")
+
+
 def test_attribute_blocks_and_brace_text_in_titles() -> None:
     c = parse_constitution('## One {#one .skip .core owner="policy team"}\n\nx\n\n## Use {braces} here\n\ny\n')
     assert c.sections[0].attrs == {"id": "one", "class": "skip core", "owner": "policy team"}

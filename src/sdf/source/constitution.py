@@ -366,7 +366,8 @@ def _heading_blocks(lines: list[str]) -> Iterable[tuple[int, str, list[str]]]:
         if heading is None and not fenced:
             setext = _SETEXT.match(line)
             prev = body[-1] if body else ""
-            if setext and prev.strip() and not _LIST_OR_QUOTE.match(prev) and not prev.lstrip().startswith("<"):
+            if (setext and prev.strip() and not _LIST_OR_QUOTE.match(prev) and not prev.lstrip().startswith("<")
+                    and not _FENCE.match(prev)):  # `---` right after a closing fence is a rule, not a heading
                 body.pop()
                 heading = (1 if setext.group(1)[0] == "=" else 2, prev.strip())
         if heading is None:
@@ -619,8 +620,8 @@ def attr_definitions(drafts_prose: Iterable[str], values: Iterable[str]) -> dict
     if not wanted:
         return found
     patterns = {
-        v: re.compile(rf"^\s*(?:[-+>]|\d+[.)])?\s*{re.sub(r'[_-]', r'[ _-]', re.escape(v))}\s*(?::|—|–|\s-\s)\s*(.+)$",
-                      re.IGNORECASE)
+        v: re.compile(rf"^\s*(?:[-+>]|\d+[.)])?\s*{'[ _-]'.join(map(re.escape, re.split(r'[_-]', v)))}"
+                      r"\s*(?::|—|–|\s-\s)\s*(.+)$", re.IGNORECASE)
         for v in wanted
     }
     for prose in drafts_prose:
