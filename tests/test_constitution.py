@@ -360,7 +360,11 @@ def test_stubs_merge_into_their_parent_or_the_next_section(spec, charter) -> Non
     merged, into = merge_stubs(spec)
     assert into["risky_situations"] == "dangerous_destinations"  # no parent with text: the next section
     target = merged.section("dangerous_destinations")
-    assert "This section provides instructions for handling requests" in target.text
+    # the group's introduction opens its first child, below the child's own authority line
+    assert target.text.startswith("Authority: root (rules")
+    assert target.text.split("\n\n")[1] == ("This section provides instructions for handling requests that "
+                                             "involve risky situations.")
+    assert "Authority: developer" not in target.text
     assert target.notes[0].startswith("merged stub 'risky_situations' (87 characters")
     assert all(s.normative_chars >= MIN_SECTION_CHARS for s in merged.sections)
     with pytest.raises(SdfError, match="merged into 'dangerous_destinations'"):

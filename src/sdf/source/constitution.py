@@ -281,8 +281,14 @@ def merge_stubs(constitution: Constitution, min_chars: int = MIN_SECTION_CHARS
                    and len(sections[j].path) < len(stub.path)]
         j = parents[-1] if parents else i if i < len(sections) else i - 1
         target = sections[j]
-        block = f"{'#' * min(max(stub.level, 2), 6)} {stub.title}\n\n{stub.text}"
-        text = f"{target.text}\n\n{block}" if j < i else f"{block}\n\n{target.text}"
+        head, body = _attr_block(target)
+        if target.path[: len(stub.path)] == stub.path:
+            # The stub introduces the group the target belongs to: its title is already in the target's
+            # path, and the target's own attribute lines, not the group's, stay at the top.
+            block = _attr_block(stub)[1]
+        else:
+            block = f"{'#' * min(max(stub.level, 2), 6)} {stub.title}\n\n{stub.text}"
+        text = f"{target.text}\n\n{block}" if j < i else "\n\n".join(p for p in (head, block, body) if p)
         note = f"merged stub '{stub.id}' ({stub.normative_chars} characters of normative text) into this section"
         sections[j] = replace(
             target, text=text, chars=len(text), tokens=estimate_tokens(text),
@@ -293,6 +299,14 @@ def merge_stubs(constitution: Constitution, min_chars: int = MIN_SECTION_CHARS
         merged = {k: (target.id if v == stub.id else v) for k, v in merged.items()}
         merged[stub.id] = target.id
     return Constitution(constitution.title, tuple(sections)), merged
+
+
+def _attr_block(section: Section) -> tuple[str, str]:
+    """(the attribute lines that open a section's text, the rest); the first is "" when it shows none."""
+    if any(k not in ("id", "class") for k in section.attrs) and "\n\n" in section.text:
+        head, rest = section.text.split("\n\n", 1)
+        return head, rest
+    return "", section.text
 
 
 # -- parsing ------------------------------------------------------------------------------------------
