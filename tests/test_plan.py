@@ -279,3 +279,22 @@ def test_a_build_carries_section_attrs_into_documents_and_corpus(tmp_path: Path)
         assert rows and all(json.loads(r["section_attrs"]) == by_id[r["section_id"]]["attrs"] for r in rows), name
     specs = pq.read_table(run / "specs.parquet").to_pylist()
     assert {s["section_id"] for s in specs} <= set(by_id)
+
+
+def test_section_settings_are_validated_and_flags_add_to_the_file(tmp_path: Path) -> None:
+    from conftest import run_sdf
+
+    from sdf.config import load_settings
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[plan]\nsection_weights = { "honesty/*" = -1.0 }\n')
+    with pytest.raises(SdfError, match=r"\[plan\]\.section_weights: weight of 'honesty/\*' is negative"):
+        load_settings(bad)
+    config = tmp_path / "sdf.toml"
+    config.write_text('[plan]\nexclude_sections = ["bibliography"]\nmin_section_chars = 0\n')
+    result = run_sdf("sections", DATA / "charter_fixture.md", "--config", config, "--exclude-section", "preface",
+                     "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    status = {r["id"]: r["status"] for r in json.loads(result.stdout)}
+    assert status["bibliography"] == status["preface"] == "excluded"  # the file's list and the flag, together
+    assert status["a-small-aside"] == "planned"  # min_section_chars = 0: no stubs
