@@ -49,6 +49,7 @@ def settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--model", default=None, help="Model name, e.g. claude-sonnet-4-5."),
         click.option("--seed", type=int, default=None, help="Seed for planning and packing."),
         click.option("--genre", "genres", multiple=True, help="Restrict to this genre (repeatable)."),
+        *section_options(),
         click.option("--brainstorm/--no-brainstorm", default=None, help="Brainstorm ideas per section and genre."),
         click.option("--judge/--no-judge", default=None, help="Score documents with the LLM judge."),
     ]
@@ -78,6 +79,32 @@ def reset_ledger_if_asked(run: Any, reset: bool) -> None:
 
     if reset and (aside := reset_ledger(run.dir.store)) is not None:
         click.echo(f"set the old ledger aside as {aside}; a new one starts now", err=True)
+
+
+def section_options() -> list[Callable[..., Any]]:
+    return [
+        click.option("--exclude-section", "exclude_sections", multiple=True, metavar="GLOB",
+                     help="Leave out sections whose id matches GLOB: no documents, not in the system prompt "
+                          "(repeatable; added to [plan].exclude_sections)."),
+        click.option("--include-section", "include_sections", multiple=True, metavar="GLOB",
+                     help="Use only sections whose id matches GLOB (repeatable; added to [plan].include_sections)."),
+    ]
+
+
+def section_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(section_options()):
+        fn = option(fn)
+    return fn
+
+
+def with_section_flags(settings: Any, options: dict[str, Any]) -> Any:
+    """--exclude-section and --include-section add to the settings file's lists rather than replace them."""
+    from dataclasses import replace
+
+    plan = replace(settings.plan,
+                   exclude_sections=[*settings.plan.exclude_sections, *options.get("exclude_sections", ())],
+                   include_sections=[*settings.plan.include_sections, *options.get("include_sections", ())])
+    return replace(settings, plan=plan)
 
 
 def resolve_config(path: Path | None) -> Path | None:
@@ -124,35 +151,67 @@ def main() -> None:
 # -- plan and build -----------------------------------------------------------------------------
 
 
+def wrap_id(text: str, width: int) -> list[str]:
+    """Cut a long section id into lines of at most `width`, preferring to break after '/' or '-'."""
+    lines = []
+    while len(text) > width:
+        cut = max(text.rfind("/", 0, width), text.rfind("-", 0, width)) + 1 or width
+        lines.append(text[:cut])
+        text = text[cut:]
+    return [*lines, text]
+
+
 def echo_plan(run: Any, specs: list[dict]) -> None:
     from sdf.products.documents import usage_estimate
-    from sdf.source.plan import genre_weights, summarize
+    from sdf.source.constitution import estimate_tokens, load_constitution
+    from sdf.source.plan import genre_weights, plan_warnings, select_sections, selection_notes, summarize
 
     summary = summarize(specs)
     weights = genre_weights(run.catalog, run.settings.plan)
+    sections = run.constitution.sections
     click.echo(f"plan: {summary.docs} documents over {len(summary.by_section)} of "
-               f"{len(run.constitution.sections)} sections and {len(summary.by_genre)} genres")
+               f"{len(sections)} sections and {len(summary.by_genre)} genres")
     click.echo(f"\n{'genre':<24}{'docs':>6}{'share':>8}{'target':>8}")
     for genre, n in summary.by_genre.items():
         click.echo(f"{genre:<24}{n:>6}{n / summary.docs:>8.1%}{weights.get(genre, 0):>8.1%}")
-    click.echo(f"\n{'section':<52}{'tokens':>8}{'docs':>6}")
-    for section in run.constitution.sections:
-        click.echo(f"{section.id[:51]:<52}{section.tokens:>8}{summary.by_section.get(section.id, 0):>6}")
+    width = max(12, min(56, max(len(s.id) for s in sections)))
+    click.echo(f"\n{'section':<{width}}  {'normative':>9}{'examples':>9}{'docs':>6}")
+    for section in sections:
+        lines = wrap_id(section.id, width)
+        click.echo(f"{lines[0]:<{width}}  {section.normative_chars:>9,}{section.example_share:>9.0%}"
+                   f"{summary.by_section.get(section.id, 0):>6}")
+        for line in lines[1:]:
+            click.echo(f"  {line}")
     usage = usage_estimate(run, specs)
     model = run.settings.llm.model
     click.echo(f"\nestimated tokens: input {usage['input_tokens']:,} + cache write {usage['cache_creation_tokens']:,}"
                f" + cache read {usage['cache_read_tokens']:,}; output {usage['output_tokens']:,}")
+    price = run.settings.price(model)
     if usage["cost_usd"] is None:
         click.echo(f"estimated cost: unknown (no price for {model}; add [pricing.\"{model}\"] to sdf.toml)")
-        return
-    extras = [(k, usage[k]) for k in ("brainstorm", "judge") if k in usage]
-    for name, part in extras:
-        click.echo(f"  + {name}: {part['requests']:,} requests, ${part['cost_usd']:.2f} (messages), "
-                   f"${part['batch_cost_usd']:.2f} (--batch)")
-    total = usage["cost_usd"] + sum(p["cost_usd"] for _, p in extras)
-    total_batch = usage["batch_cost_usd"] + sum(p["batch_cost_usd"] for _, p in extras)
-    what = "generation" + "".join(f" + {name}" for name, _ in extras)
-    click.echo(f"estimated cost with {model} ({what}): ${total:.2f} (messages), ${total_batch:.2f} (--batch)")
+    else:
+        extras = [(k, usage[k]) for k in ("brainstorm", "judge") if k in usage]
+        for name, part in extras:
+            click.echo(f"  + {name}: {part['requests']:,} requests, ${part['cost_usd']:.2f} (messages), "
+                       f"${part['batch_cost_usd']:.2f} (--batch)")
+        total = usage["cost_usd"] + sum(p["cost_usd"] for _, p in extras)
+        total_batch = usage["batch_cost_usd"] + sum(p["batch_cost_usd"] for _, p in extras)
+        what = "generation" + "".join(f" + {name}" for name, _ in extras)
+        click.echo(f"estimated cost with {model} ({what}): ${total:.2f} (messages), ${total_batch:.2f} (--batch)")
+    system_cost = price.cost(0, 0, usage["cache_creation_tokens"], usage["cache_read_tokens"]) if price else None
+    share = system_cost / usage["cost_usd"] if system_cost is not None and usage["cost_usd"] else None
+    parsed = load_constitution(Path(run.settings.run.constitution), run.settings.run.variables)
+    selection = select_sections(parsed, run.settings.plan)
+    notes = selection_notes(selection)
+    if notes:
+        click.echo("\nselection:")
+        for note in notes:
+            click.echo(f"  {note}")
+    warnings = plan_warnings(selection, specs, run.settings.plan, estimate_tokens(run.system), share)
+    if warnings:
+        click.echo("\nwarnings:")
+        for warning in warnings:
+            click.echo(f"  - {warning}")
 
 
 @cli.command()
@@ -167,7 +226,7 @@ def plan(constitution: Path, config_path: Path | None, **options: Any) -> None:
     from sdf.products.context import create_run
     from sdf.products.documents import plan_stage
 
-    settings = load_settings(resolve_config(config_path), overrides_from(**options))
+    settings = with_section_flags(load_settings(resolve_config(config_path), overrides_from(**options)), options)
     run = create_run(settings, constitution)
     specs = plan_stage(run)
     echo_plan(run, specs)
@@ -327,6 +386,53 @@ def catalog(prompts: Path | None, as_json: bool) -> None:
 
 
 @cli.command()
+@click.argument("constitution", type=click.Path(path_type=Path), callback=_constitution)
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="Settings file (default: ./sdf.toml if present).")
+@section_flags
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list with one object per section.")
+@friendly
+def sections(constitution: Path, config_path: Path | None, as_json: bool, **options: Any) -> None:
+    """List every section of CONSTITUTION: id, level, normative and example characters, attrs, warnings.
+
+    Also shows what a plan with these settings does with each section: planned, excluded, merged
+    (a stub, into its parent or the next section) or context (weight 0). Calls no API, writes nothing.
+    """
+    from sdf.config import load_settings
+    from sdf.source.constitution import load_constitution
+    from sdf.source.plan import describe_sections
+
+    settings = with_section_flags(load_settings(resolve_config(config_path)), options)
+    rows = describe_sections(load_constitution(constitution, settings.run.variables), settings.plan)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    width = max(12, min(56, max(len(r["id"]) for r in rows)))
+    click.echo(f"{'id':<{width}}  {'level':>5}{'normative':>10}{'examples':>9}  {'status':<9} attrs")
+    for r in rows:
+        lines = wrap_id(r["id"], width)
+        attrs = " ".join([*(f".{c}" for c in r["attrs"].get("class", "").split()),
+                          *(f"{k}={v}" for k, v in r["attrs"].items() if k not in ("id", "class"))])
+        click.echo(f"{lines[0]:<{width}}  {r['level']:>5}{r['normative_chars']:>10,}{r['example_chars']:>9,}  "
+                   f"{r['status']:<9} {attrs}".rstrip())
+        for line in lines[1:]:
+            click.echo(f"  {line}")
+        for line in ([r["detail"]] if r["detail"] else []) + r["notes"]:
+            click.echo(f"    note: {line}")
+        for warning in r["warnings"]:
+            click.echo(f"    warning: {warning}")
+    counts = {k: sum(r["status"] == k for r in rows) for k in ("planned", "context", "merged", "excluded")}
+    warned = sum(bool(r["warnings"]) for r in rows)
+    click.echo(f"\n{len(rows)} sections: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+               + f"; {warned} with warnings")
+    flagged = [r["id"] for r in rows if r["non_normative"] and r["status"] != "excluded"]
+    if flagged:
+        click.echo(f"{len(flagged)} {'looks' if len(flagged) == 1 else 'look'} non-normative; to leave them out, "
+                   "add to sdf.toml under [plan]:\n"
+                   f"exclude_sections = {json.dumps(flagged)}")
+
+
+@cli.command()
 @click.option("--constitution", type=click.Path(path_type=Path), default=None, callback=_constitution,
               help="Constitution file, or the name of a bundled one; default: the bundled claude.md.")
 @click.option("--genre", required=True, help="Genre name (see `sdf catalog`).")
@@ -344,12 +450,15 @@ def preview(constitution: Path, genre: str, section_id: str | None, seed: int | 
     from sdf.llm.requests import document_request
     from sdf.source.catalog import load_catalog, system_prompt
     from sdf.source.constitution import estimate_tokens, load_constitution
-    from sdf.source.plan import plan_specs
+    from sdf.source.plan import plan_specs, select_sections
 
     settings = load_settings(resolve_config(config_path), {"run.seed": seed})
-    cons = load_constitution(constitution, settings.run.variables)
+    selection = select_sections(load_constitution(constitution, settings.run.variables), settings.plan)
+    cons = selection.constitution  # what a run sends: exclusions and merged stubs applied
     cat = load_catalog(Path(settings.run.prompts) if settings.run.prompts else None)
     cat.genre(genre)
+    if section_id in selection.excluded:
+        raise SdfError(f"section '{section_id}' is excluded from the run ({selection.excluded[section_id]})")
     section = cons.section(section_id) if section_id else cons.sections[0]
     plan_cfg = replace(settings.plan, genres=[genre], genre_weights={}, docs=1, tokens=0, min_docs_per_section=1)
     spec = plan_specs([section], cat, plan_cfg, settings.run.seed)[0]
@@ -394,7 +503,7 @@ def build(constitution: Path, config_path: Path | None, dry_run: bool, progress:
         overrides["pack.mix"] = list(mixes)
     if decontaminate:
         overrides["dedup.decontaminate"] = [str(p) for p in decontaminate]
-    settings = load_settings(resolve_config(config_path), overrides)
+    settings = with_section_flags(load_settings(resolve_config(config_path), overrides), options)
     check_inputs(settings)  # tokenizer, mix and eval files fail now, not after the money is spent
     check_prices(settings)
     backend = None if dry_run else make_backend(settings.llm)  # a missing key fails before anything is written

@@ -60,6 +60,11 @@ class PlanConfig:
     genres: list[str] = field(default_factory=list)  # restrict to these genres (default: all)
     genre_weights: dict[str, float] = field(default_factory=dict)  # override the catalog weights
     min_docs_per_section: int = 1
+    exclude_sections: list[str] = field(default_factory=list)  # globs on section ids: out of the plan and prompt
+    include_sections: list[str] = field(default_factory=list)  # globs on section ids; when set, only these are used
+    section_weights: dict[str, float] = field(default_factory=dict)  # glob -> weight; 0 keeps it as context only
+    min_section_chars: int = 300  # less normative text than this is a stub, merged into its parent or next section
+    max_section_share: float = 0.0  # cap on one section's share of documents; 0 = three times an even share
     brainstorm: bool = False
     brainstorm_rounds: int = 2
     ideas_per_round: int = 5
@@ -78,6 +83,13 @@ class PlanConfig:
         for genre, weight in self.genre_weights.items():
             if weight < 0:
                 raise ValueError(f"genre_weights: weight of '{genre}' is negative")
+        for pattern, weight in self.section_weights.items():
+            if weight < 0:
+                raise ValueError(f"section_weights: weight of '{pattern}' is negative")
+        if self.min_section_chars < 0:
+            raise ValueError("min_section_chars: must not be negative")
+        if not 0.0 <= self.max_section_share <= 1.0:
+            raise ValueError("max_section_share: must be between 0 and 1")
         if self.brainstorm_rounds < 1 or self.ideas_per_round < 1:
             raise ValueError("brainstorm_rounds: rounds and ideas_per_round must be at least 1")
 

@@ -50,6 +50,7 @@ SPEC_SCHEMA = pa.schema(
         ("spec_id", pa.string()),
         ("section_id", pa.string()),
         ("section_title", pa.string()),
+        ("section_attrs", pa.string()),  # the section's heading attributes, JSON-encoded (see Section.attrs)
         ("genre", pa.string()),
         ("audience", pa.string()),
         ("persona", pa.string()),

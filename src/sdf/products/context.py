@@ -12,7 +12,7 @@ from sdf.llm.ledger import Ledger, open_ledger
 from sdf.run import RunDir
 from sdf.source.catalog import Catalog, load_catalog, system_prompt
 from sdf.source.constitution import Constitution, Section, load_constitution
-from sdf.source.plan import genre_weights
+from sdf.source.plan import genre_weights, select_sections
 
 
 @dataclass
@@ -45,7 +45,8 @@ def _catalog(settings: Settings) -> Catalog:
 
 def create_run(settings: Settings, constitution_path: Path, run_dir: Path | None = None) -> Run:
     """Parse the constitution and write config.toml and sections.jsonl (validation first, then I/O)."""
-    constitution = load_constitution(constitution_path, settings.run.variables)
+    parsed = load_constitution(constitution_path, settings.run.variables)
+    constitution = select_sections(parsed, settings.plan).constitution  # exclusions, {.skip}, merged stubs
     catalog = _catalog(settings)
     genre_weights(catalog, settings.plan)  # an unknown genre fails here, before anything is written
     settings = replace(settings, run=replace(settings.run, constitution=str(constitution_path)))
