@@ -202,6 +202,9 @@ def test_a_model_answering_with_every_defect_leaves_a_clean_corpus(tmp_path, mon
         run, backend = make_run(tmp_path, fake, monkeypatch, constitution=ROOT / "constitutions" / "claude.md",
                                 **{"plan.docs": 160, "llm.concurrency": 8, "diversity.min_docs": 10,
                                    "diversity.name_share": 0.05, "diversity.min_cap": 1,
+                                   # a cap of one per opener would drop clean documents by chance: the
+                                   # fake has ~30 openers; opener caps are pinned in test_diversity.py
+                                   "diversity.opener_share": 1.0,
                                    "plan.genre_weights": {"admirable_ai_story": 6.0}})
         generate_stage(run, backend, progress=False)
         extract_stage(run)
