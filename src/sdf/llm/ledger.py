@@ -72,6 +72,8 @@ CREATE TABLE IF NOT EXISTS batches (
 );
 """
 
+USAGE_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens", "cost_usd")
+
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
@@ -127,8 +129,12 @@ class LLMResponse:
 
 
 class Ledger:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = path
+        if readonly:  # for readers such as the report: never creates the file, never writes, even the schema
+            self.db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+            self.db.row_factory = sqlite3.Row
+            return
         self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -274,6 +280,13 @@ class Ledger:
         totals["cache_read_share"] = totals["cache_read_tokens"] / prompt if prompt else 0.0
         totals["attempts"] = self.db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0]
         return totals
+
+    def usage(self) -> list[dict[str, Any]]:
+        """Requests, tokens, cost and last update per (purpose, model, status), summed in SQL for reports."""
+        sums = ", ".join(f"COALESCE(SUM({c}), 0) AS {c}" for c in USAGE_COLUMNS)
+        return [dict(r) for r in self.db.execute(
+            f"SELECT purpose, model, status, COUNT(*) AS requests, {sums}, MAX(updated_at) AS last_at"
+            " FROM requests GROUP BY purpose, model, status ORDER BY purpose, model, status")]
 
     def spent(self) -> float:
         return float(self.db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM requests WHERE status='ok'").fetchone()[0])
