@@ -117,6 +117,18 @@ def test_genre_targets_are_what_the_planner_aimed_at_not_the_overrides(built_run
         assert sum(m["target"] for m in mix.values()) == pytest.approx(1.0)
 
 
+def test_sdf_stats_prints_the_headline_numbers_for_a_person(built_run: Path, dry_run: Path) -> None:
+    built = run_sdf("stats", built_run, cwd=built_run)
+    assert built.returncode == 0, built.stderr
+    run = RunDir(built_run).read_stats()["run"]
+    assert f"documents: {run['corpus_docs']:,} in the corpus, {run['documents']:,} extracted" in built.stdout
+    assert "cache-read share" in built.stdout and "genre mix: largest gap" in built.stdout
+    assert "not available" not in built.stdout
+    dry = run_sdf("stats", dry_run, cwd=dry_run).stdout
+    assert "documents: — in the corpus, — extracted, 60 planned" in dry
+    assert "cost: not available (needs store.sqlite (store.sqlite missing))" in dry
+
+
 def test_stats_count_what_the_artifacts_hold(built_run: Path) -> None:
     stats = collect_stats(built_run)
     corpus = Counter(column(built_run / "corpus.parquet", "genre"))
