@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import markupsafe
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import run_sdf
@@ -21,7 +22,8 @@ from sdf.inspect import format_document, iter_documents, show_documents
 from sdf.report import collect_stats, write_report
 from sdf.report.html import SECTIONS
 from sdf.report.plots import PLOTS
-from sdf.run import RunDir
+from sdf.report.stats import PLOTTED_LENGTHS
+from sdf.run import CORPUS_SCHEMA, RunDir
 
 
 @pytest.fixture(scope="module")
@@ -159,8 +161,21 @@ def test_stats_count_what_the_artifacts_hold(built_run: Path) -> None:
 
     lengths = stats["lengths"]["per_genre"]
     assert {g: e["n"] for g, e in lengths.items()} == dict(corpus)
-    tokens = column(built_run / "corpus.parquet", "output_tokens")
-    assert sum(sum(e["values"]) for e in lengths.values()) == sum(tokens)
+    tokens = pq.read_table(built_run / "corpus.parquet", columns=["genre", "output_tokens"]).to_pylist()
+    for genre, entry in lengths.items():  # every document's length, as the fixture has fewer than PLOTTED_LENGTHS
+        assert entry["values"] == sorted(d["output_tokens"] for d in tokens if d["genre"] == genre)
+
+
+def test_a_large_genre_keeps_an_even_sample_of_its_lengths_for_the_plot(copy: Path) -> None:
+    corpus = pq.read_table(copy / "corpus.parquet")
+    many = pa.concat_tables([corpus.slice(0, 1)] * 1000)  # one genre, 1,000 documents of lengths 1..1000
+    many = many.set_column(many.schema.get_field_index("output_tokens"), "output_tokens",
+                           pa.array(range(1000, 0, -1), pa.int64()))
+    with RunDir(copy).writer(RunDir(copy).corpus, CORPUS_SCHEMA) as out:
+        out.write(many)
+    entry = collect_stats(copy)["lengths"]["per_genre"][corpus["genre"][0].as_py()]
+    assert entry["n"] == 1000 and len(entry["values"]) == PLOTTED_LENGTHS
+    assert entry["values"][0] == 1 and entry["values"][-1] == 1000 and entry["values"] == sorted(entry["values"])
 
 
 def test_cost_and_cache_share_come_from_the_ledger(built_run: Path) -> None:
