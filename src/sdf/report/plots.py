@@ -39,16 +39,17 @@ def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def _rows(ax: Axes, labels: Sequence[str], fontsize: float = 9) -> None:
-    """Label horizontal rows top-down, keeping a row's height whether there are two rows or twenty."""
+def _rows(ax: Axes, labels: Sequence[str], fontsize: float = 9, slots: int = 0) -> None:
+    """Label horizontal rows top-down; `slots` rows of room, so panels side by side share a bar height."""
     ax.set_yticks(np.arange(len(labels)), labels, fontsize=fontsize)
-    ax.set_ylim(len(labels) - 0.5, -0.5)
+    ax.set_ylim(max(slots, len(labels)) - 0.5, -0.5)
     ax.spines[["top", "right"]].set_visible(False)
 
 
-def _barh(ax: Axes, labels: Sequence[str], values: Sequence[float], color: Any = ACTUAL_COLOR) -> None:
+def _barh(ax: Axes, labels: Sequence[str], values: Sequence[float], color: Any = ACTUAL_COLOR, slots: int = 0
+          ) -> None:
     ax.barh(np.arange(len(values)), values, 0.65, color=color)
-    _rows(ax, labels)
+    _rows(ax, labels, slots=slots)
     ax.grid(axis="x", alpha=0.3)
 
 
@@ -155,7 +156,7 @@ def plot_cost(cost: dict[str, Any]) -> Figure | None:
     for k, (key, title) in enumerate((("purpose", "Cost by stage"), ("model", "Cost by model"))):
         ax = fig.add_subplot(1, 3, k + 1)
         rows = cost[f"by_{key}"]
-        _barh(ax, [_clip(str(r[key]), 22) for r in rows], [r["cost_usd"] for r in rows])
+        _barh(ax, [_clip(str(r[key]), 22) for r in rows], [r["cost_usd"] for r in rows], slots=n)
         ax.xaxis.set_major_formatter(StrMethodFormatter("${x:,.2f}"))
         ax.xaxis.set_major_locator(MaxNLocator(4))
         ax.set_title(title, fontsize=10)
@@ -168,7 +169,7 @@ def plot_cost(cost: dict[str, Any]) -> Figure | None:
         values = np.asarray([r[key] for r in rows], dtype=float)
         ax.barh(np.arange(len(rows)), values, 0.65, left=left, color=color, label=label)
         left += values
-    _rows(ax, [r["purpose"] for r in rows])
+    _rows(ax, [r["purpose"] for r in rows], slots=n)
     ax.xaxis.set_major_formatter(EngFormatter(sep=""))
     ax.xaxis.set_major_locator(MaxNLocator(4))
     share = cost["total"]["cache_read_share"]
@@ -205,7 +206,7 @@ def plot_diversity(div: dict[str, Any]) -> Figure | None:
     for k, (key, label, title) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), k + 1)
         rows = div[key]
-        _barh(ax, [_clip(r[label], 34) for r in rows], [r["count"] for r in rows])
+        _barh(ax, [_clip(r[label], 34) for r in rows], [r["count"] for r in rows], slots=n)
         ax.tick_params(axis="y", labelsize=8)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("documents")
