@@ -12,6 +12,7 @@ from pathlib import Path
 
 import markupsafe
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from conftest import run_sdf
@@ -176,6 +177,16 @@ def test_a_large_genre_keeps_an_even_sample_of_its_lengths_for_the_plot(copy: Pa
     entry = collect_stats(copy)["lengths"]["per_genre"][corpus["genre"][0].as_py()]
     assert entry["n"] == 1000 and len(entry["values"]) == PLOTTED_LENGTHS
     assert entry["values"][0] == 1 and entry["values"][-1] == 1000 and entry["values"] == sorted(entry["values"])
+
+
+def test_a_section_without_documents_is_named(copy: Path) -> None:
+    last = RunDir(copy).read_sections()[-1]
+    corpus = pq.read_table(copy / "corpus.parquet")
+    with RunDir(copy).writer(RunDir(copy).corpus, CORPUS_SCHEMA) as out:
+        out.write(corpus.filter(pc.not_equal(corpus["section_id"], last["id"])))
+    html = write_report(copy).read_text()
+    assert RunDir(copy).read_stats()["coverage"]["uncovered"] == [last["id"]]
+    assert f'<p class="bad">Sections without any document: {last["id"]} {last["title"]}</p>' in html
 
 
 def test_cost_and_cache_share_come_from_the_ledger(built_run: Path) -> None:
