@@ -649,9 +649,26 @@ def stats(run_dir: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
         return
-    for key, value in data.items():
-        if isinstance(value, (int, float, str)):
-            click.echo(f"{key}: {value}")
+    # the headline numbers for a person; every number is in the JSON
+    run, mix, cost = data["run"], data["genre_mix"], data["cost"]
+
+    def n(value: int | None) -> str:
+        return "—" if value is None else f"{value:,}"
+
+    click.echo(f"run: {run['path']}")
+    click.echo(f"documents: {n(run['corpus_docs'])} in the corpus, {n(run['documents'])} extracted, "
+               f"{n(run['specs'])} planned")
+    if run["tokens"] is not None:
+        click.echo(f"tokens: {n(run['tokens'])} ({run['tokens_source']})")
+    if cost:
+        click.echo(f"cost: ${cost['total']['cost_usd']:.4f} over {cost['total']['requests']} requests, "
+                   f"cache-read share {100 * (cost['total']['cache_read_share'] or 0):.1f}%")
+    if mix and mix["max_abs_gap"] is not None:
+        worst = max(mix["genres"], key=lambda g: abs(g["gap"] or 0))
+        click.echo(f"genre mix: largest gap {100 * worst['gap']:+.1f} pt ({worst['genre']}: "
+                   f"{100 * worst['actual']:.1f}% of {mix['actual_source']}, target {100 * worst['target']:.1f}%)")
+    for part, why in data["unavailable"].items():
+        click.echo(f"{part}: not available ({why})")
     click.echo(f"(full numbers: sdf stats {run_dir} --json, or {Path(run_dir) / 'stats.json'})")
 
 

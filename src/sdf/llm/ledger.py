@@ -74,6 +74,8 @@ CREATE TABLE IF NOT EXISTS batches (
 );
 """
 
+USAGE_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens", "cost_usd")
+
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
@@ -132,10 +134,14 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 class Ledger:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = path
         check_ledger_file(path)
         try:
+            if readonly:  # for readers such as the report: never creates the file, never writes, even the schema
+                self.db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+                self.db.row_factory = sqlite3.Row
+                return
             self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
             self.db.row_factory = sqlite3.Row
             if path.exists() and path.stat().st_size and self.db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
@@ -288,6 +294,13 @@ class Ledger:
         totals["cache_read_share"] = totals["cache_read_tokens"] / prompt if prompt else 0.0
         totals["attempts"] = self.db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0]
         return totals
+
+    def usage(self) -> list[dict[str, Any]]:
+        """Requests, tokens, cost and last update per (purpose, model, status), summed in SQL for reports."""
+        sums = ", ".join(f"COALESCE(SUM({c}), 0) AS {c}" for c in USAGE_COLUMNS)
+        return [dict(r) for r in self.db.execute(
+            f"SELECT purpose, model, status, COUNT(*) AS requests, {sums}, MAX(updated_at) AS last_at"
+            " FROM requests GROUP BY purpose, model, status ORDER BY purpose, model, status")]
 
     def spent(self) -> float:
         return float(self.db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM requests WHERE status='ok'").fetchone()[0])
