@@ -291,14 +291,15 @@ class RunDir:
                                     "caps": {"name": None, "opener": None}, "diversity": {}}
         return {k: data.get(k, defaults[k]) for k in METRICS_KEYS}
 
-    def update_metrics(self, **parts: Any) -> None:
-        """Replace the given top-level parts of metrics.json; stage counts merge by stage."""
+    def update_metrics(self, cleared: Sequence[str] = (), **parts: Any) -> None:
+        """Replace the given top-level parts of metrics.json; stage counts merge by stage, and the
+        `cleared` stages (which did not run this time) are removed."""
         metrics = self.read_metrics()
         for key, value in parts.items():
             if key not in METRICS_KEYS:
                 raise ValueError(f"unknown metrics key {key!r}")
             metrics[key] = {**metrics["stages"], **value} if key == "stages" else value
-        metrics["stages"] = {s: metrics["stages"][s] for s in STAGES if s in metrics["stages"]}
+        metrics["stages"] = {s: metrics["stages"][s] for s in STAGES if s in metrics["stages"] and s not in cleared}
         write_json(self.metrics, metrics)
 
     def read_manifest(self) -> dict[str, Any] | None:

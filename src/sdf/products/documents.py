@@ -38,9 +38,8 @@ JUDGE_CHUNK = 5000  # judge requests handed to the engine at a time: bounds the 
 def plan_stage(run: Run) -> list[dict]:
     specs = plan_specs(run.constitution.sections, run.catalog, run.settings.plan, run.settings.run.seed)
     run.dir.write_specs(specs)
-    weights = genre_weights(run.catalog, run.settings.plan)
-    total = sum(weights.values()) or 1.0
-    run.dir.write_plan({"docs": len(specs), "genre_targets": {g: w / total for g, w in weights.items()}})
+    targets = genre_weights(run.catalog, run.settings.plan)  # already shares that sum to 1
+    run.dir.write_plan({"docs": len(specs), "genre_targets": {g: round(w, 6) for g, w in targets.items()}})
     return specs
 
 
@@ -198,7 +197,8 @@ def filter_stage(run: Run, backend: Backend | None = None, progress: bool = True
     quality = QualityFilter(run.catalog.genres, cfg.quality)
     if not cfg.judge.enabled:
         counts = run_steps(rd, source, rd.filtered, FILTERED_SCHEMA, [quality]).as_dict()
-        rd.update_metrics(stages=counts)
+        rd.clear_rejects("judge")  # a judge of an earlier run no longer applies
+        rd.update_metrics(stages=counts, cleared=["judge"])
         q = counts.get("quality", {"input": 0, "kept": 0})
         return {"input": q["input"], "after_quality": q["kept"], "kept": q["kept"]}
     if backend is None:
