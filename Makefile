@@ -6,7 +6,7 @@ CONSTITUTION ?= constitutions/claude.md
 ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean check-readers
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
+
+# megatron-core and datatrove read the shards themselves; ~1.1 GB of torch CPU wheels on top of .[dev]
+check-readers: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,readers]'
+	$(BIN)/python -m pytest -q tests/test_readers_frameworks.py
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/generate.py

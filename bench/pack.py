@@ -27,7 +27,9 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from sdf.steps.tokens.pack import PackConfig, pack_corpus, text_batches  # noqa: E402
+from sdf.config import PackConfig  # noqa: E402
+from sdf.steps.tokens.pack import pack_corpus  # noqa: E402
+from sdf.steps.tokens.spool import text_batches  # noqa: E402
 
 GENRES = ["essay", "story", "dialogue", "faq", "lecture"]
 

@@ -82,3 +82,20 @@ def start_sdf(*args: str | Path, cwd: Path, env: dict[str, str]) -> subprocess.P
         [sys.executable, "-m", "sdf", *map(str, args)],
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+
+
+@pytest.fixture(scope="session")
+def built_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real `sdf build` (see report_build.py), shared by the report, inspect and notebook tests: treat it as
+    read-only, and copy it before changing anything."""
+    from report_build import build_run
+
+    return build_run(tmp_path_factory.mktemp("built"))
+
+
+@pytest.fixture(scope="session")
+def dry_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real `sdf build --dry-run` of the same settings: planned, nothing generated (read-only, like built_run)."""
+    from report_build import dry_run
+
+    return dry_run(tmp_path_factory.mktemp("dry"))

@@ -1,5 +1,4 @@
-"""Readers for the shard formats, written from the published layouts and not from sdf.pack.
-
+"""Readers for the shard formats, written from the published layouts and not from sdf.writers.
 They let the tests check the files the way a training framework would see them:
 
 - Megatron-LM `MMIDIDX` index (megatron/core/datasets/indexed_dataset.py layout): 9-byte magic,
@@ -10,6 +9,8 @@ They let the tests check the files the way a training framework would see them:
   sample is seq_len + 1 consecutive tokens starting at item * (seq_len + 1).
 - Hugging Face parquet, loaded with `datasets.load_dataset("parquet", ...)`.
 - `.npy` arrays via `numpy.load`.
+
+tests/test_readers_frameworks.py runs the frameworks' own readers as well (megatron-core, datatrove).
 """
 
 from __future__ import annotations

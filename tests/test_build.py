@@ -228,7 +228,9 @@ def test_an_api_that_keeps_failing_stops_the_build_cleanly_and_a_rerun_recovers(
                 "--name", "down"]
         down = run_sdf(*args, cwd=tmp_path, env=sdf_env(fake.base_url))
         assert down.returncode == 3, down.stderr
-        assert "stopped early: the API failed 3 requests in a row" in down.stderr and "Traceback" not in down.stderr
+        assert ("stopped early: 10 of 10 specs have no answer yet (every request failed: the API failed 3 requests "
+                "in a row") in down.stderr and "Traceback" not in down.stderr
+        assert len(down.stderr.strip().splitlines()[-1:]) == 1 and "rerun the same command" in down.stderr
         assert "pack: skipped" in down.stdout
         run = tmp_path / "corpus" / "down"
         assert (run / "report.html").exists() and not (run / "shards" / "manifest.json").exists()

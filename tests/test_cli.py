@@ -56,8 +56,11 @@ def test_one_builds_shards_load_in_every_reader_with_the_manifests_counts(built:
     nanotron = sum(len(read_nanotron(p).tokens) for p in sorted((shards / "nanotron").glob("*.ds")))
     hf = load_hf_rows(sorted((shards / "hf").glob("*.parquet")), tmp_path / "hf-cache")
     npy = sum(len(np.load(p)) for p in sorted((shards / "npy").glob("*.tokens.npy")))
-    expected = manifest["sequences"] * manifest["seq_len"]  # rows are padded to seq_len in every format
-    assert megatron == nanotron == npy == len(hf) * manifest["seq_len"] == expected
+    held = manifest["holdings"]
+    # megatron and nanotron hold whole documents and no padding; hf and npy hold rows padded to seq_len
+    assert megatron == nanotron == held["megatron"]["train"]["document_tokens"] == manifest["tokens"]
+    assert held["megatron"]["train"]["padding_tokens"] == held["nanotron"]["train"]["padding_tokens"] == 0
+    assert npy == len(hf) * manifest["seq_len"] == manifest["sequences"] * manifest["seq_len"]
     assert sum(sum(row) for row in hf["seq_lengths"]) == manifest["tokens"]
 
 

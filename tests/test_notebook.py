@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 import pytest
-from run_fixture import build_run
+from conftest import ROOT
+from report_build import FAILING_GENRE
 
 nbformat = pytest.importorskip("nbformat", reason="needs the dev extras (nbformat, nbclient, ipykernel)")
 nbclient = pytest.importorskip("nbclient", reason="needs the dev extras (nbformat, nbclient, ipykernel)")
@@ -39,6 +41,7 @@ def venv_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 def execute(run: Path, tmp_path: Path, kernel: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setenv("SDF_RUN", str(run))
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "src"))  # the kernel imports this checkout's sdf
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))  # keep datasets' cache out of ~
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
@@ -55,19 +58,21 @@ def execute(run: Path, tmp_path: Path, kernel: str, monkeypatch: pytest.MonkeyPa
     ]
 
 
-def test_notebook_runs_on_a_full_run(tmp_path: Path, venv_kernel: str, monkeypatch: pytest.MonkeyPatch):
-    run = build_run(tmp_path / "corpus")
-    text = "\n".join(execute(run, tmp_path, venv_kernel, monkeypatch))
-    assert f"run: {run.resolve()}" in text
+def test_notebook_runs_on_a_full_run(built_run: Path, tmp_path: Path, venv_kernel: str,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "\n".join(execute(built_run, tmp_path, venv_kernel, monkeypatch))
+    assert f"run: {built_run.resolve()}" in text
     assert "corpus.parquet:" in text and "rejected:" in text
-    assert "essay" in text and "target" in text  # the genre mix table
-    assert "rejected for" in text  # the rejects browser printed some
     assert "not available" not in text
+    # the genre mix against plan.json's targets: the planner's whole mix, not the two overridden weights
+    assert re.search(r"^admirable_ai_story +target +8\.0% +actual", text, flags=re.MULTILINE)
+    assert re.search(rf"^{FAILING_GENRE} +target +4\.0% +actual +0\.0% +\(0 docs\)", text, flags=re.MULTILINE)
+    assert "rejected for 'judge_low'" in text  # the rejects browser printed the most common reason
 
 
-def test_notebook_runs_on_a_dry_run(tmp_path: Path, venv_kernel: str, monkeypatch: pytest.MonkeyPatch):
-    run = build_run(tmp_path / "corpus", artifacts=["config.toml", "sections.jsonl", "specs.parquet"])
-    text = "\n".join(execute(run, tmp_path, venv_kernel, monkeypatch))
-    assert "corpus.parquet: not available" in text
+def test_notebook_runs_on_a_dry_run(dry_run: Path, tmp_path: Path, venv_kernel: str,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "\n".join(execute(dry_run, tmp_path, venv_kernel, monkeypatch))
+    assert "corpus.parquet: not available" in text and "specs.parquet: 60 rows" in text
     assert "lengths: not available" in text and "rejects: not available" in text
-    assert "specs (planned)" in text or "actual" in text
+    assert re.search(r"^admirable_ai_story +target +8\.0% +actual", text, flags=re.MULTILINE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -24,9 +25,12 @@ from shard_readers import (
     split_documents,
 )
 
+from sdf.config import PackConfig
 from sdf.errors import SdfError
-from sdf.steps.tokens.pack import PackConfig, pack_corpus, verify_run
+from sdf.steps.tokens.pack import pack_corpus
 from sdf.steps.tokens.tokenizer import load_tokenizer
+from sdf.writers.manifest import verify_run
+from sdf.writers.megatron import megatron_dtype
 
 DATA = Path(__file__).parent / "data"
 TOKENIZER = str(DATA / "tokenizer.json")
@@ -125,17 +129,65 @@ def test_round_trip_gives_back_every_document(packed, fmt, tmp_path):
     assert manifest["packing"]["empty_documents_dropped"] == 1
 
 
-def test_formats_hold_the_same_token_stream(packed, tmp_path):
+def test_megatron_and_nanotron_hold_the_documents_and_nothing_else(packed, tmp_path):
     root, manifest, _ = packed
-    megatron = np.concatenate(
-        [s for f in files(root, "train", "megatron", ".bin") for s in read_megatron_sequences(f.with_suffix(""))]
-    )
-    nanotron = np.concatenate([read_nanotron(p).tokens for p in files(root, "train", "nanotron", ".ds")])
+    megatron, nanotron = stream_of(root, "megatron"), stream_of(root, "nanotron")
+    assert megatron.tolist() == nanotron.tolist()
+    # exactly the manifest's document tokens, and one EOS per document: no padding anywhere
+    assert len(megatron) == manifest["tokens"] == manifest["splits"]["train"]["tokens"]
+    assert np.count_nonzero(megatron == 0) == manifest["documents"]
+    for fmt in ("megatron", "nanotron"):
+        held = manifest["holdings"][fmt]["train"]
+        assert held["holds"] == "documents" and held["padding_tokens"] == 0
+        assert held["document_tokens"] == held["slot_tokens"] == len(megatron)
+    # hf and npy hold the same documents in packed rows, padding at row ends
     npy = np.concatenate([np.load(p) for p in files(root, "train", "npy", ".tokens.npy")])
     hf = np.concatenate([r["input_ids"] for r in load_hf_rows(files(root, "train", "hf", ".parquet"), tmp_path)])
-    assert megatron.tolist() == nanotron.tolist() == npy.tolist() == hf.tolist()
-    assert len(npy) == manifest["sequences"] * SEQ_LEN
+    assert npy.tolist() == hf.tolist() and len(npy) == manifest["sequences"] * SEQ_LEN
     assert manifest["tokens"] + manifest["padding_tokens"] == len(npy)
+    rows = split_documents(stream_of(root, "npy"), eos=0)
+    assert sorted(map(tuple, rows)) == sorted(map(tuple, split_documents(megatron, eos=0)))
+    if manifest["strategy"] == "concat":  # the same document order; only the last row pads
+        assert npy[: len(megatron)].tolist() == megatron.tolist()
+
+
+# digests of the hf and npy rows (tokens, seq_lengths, .docs.npy spans) written for one corpus before
+# Megatron and nanotron moved to whole documents: rows must not change
+ROWS_BEFORE = {
+    ("concat", "train", "hf"): "0215dae55db46dc4",
+    ("concat", "train", "npy"): "2a6077b23d0b2179",
+    ("concat", "validation", "hf"): "9be6ea6b82902031",
+    ("concat", "validation", "npy"): "1ee56ce2ae93ea1e",
+    ("bfd", "train", "hf"): "6649736b72b953ac",
+    ("bfd", "train", "npy"): "9b97e598730b9269",
+    ("bfd", "validation", "hf"): "5a9b472ac3eb1658",
+    ("bfd", "validation", "npy"): "a7469dbf9195adb4",
+}
+
+
+def rows_digest(root: Path, split: str, fmt: str) -> str:
+    digest = hashlib.sha256()
+    if fmt == "hf":
+        for path in files(root, split, "hf", ".parquet"):
+            table = pq.read_table(path)
+            digest.update(np.asarray(table.column("input_ids").combine_chunks().flatten(), dtype="<i8").tobytes())
+            for row in table.column("seq_lengths").to_pylist():
+                digest.update(np.asarray([*row, -1], dtype="<i8").tobytes())
+    else:
+        for path in files(root, split, "npy", ".tokens.npy"):
+            digest.update(np.load(path).astype("<i8").tobytes())
+            digest.update(np.load(str(path).replace(".tokens.npy", ".docs.npy")).astype("<i8").tobytes())
+    return digest.hexdigest()[:16]
+
+
+@pytest.mark.parametrize("strategy", ["concat", "bfd"])
+def test_hf_and_npy_rows_are_unchanged(tmp_path, strategy):
+    make_corpus(tmp_path / "corpus.parquet", n=150, seed=4)
+    cfg = config(strategy=strategy, val_share=0.1)
+    pack_corpus(tmp_path / "corpus.parquet", tmp_path / "shards", cfg, 3, "c", progress=False)
+    for (strat, split, fmt), expected in ROWS_BEFORE.items():
+        if strat == strategy:
+            assert rows_digest(tmp_path / "shards", split, fmt) == expected, (split, fmt)
 
 
 def test_literal_separator_text_is_not_a_separator(packed):
@@ -146,32 +198,44 @@ def test_literal_separator_text_is_not_a_separator(packed):
 
 def test_megatron_index_follows_the_published_layout(packed):
     root, manifest, _ = packed
+    shards = {e["shard"]: e for e in manifest["shards"] if e["format"] == "megatron" and e["split"] == "train"}
     for idx in files(root, "train", "megatron", ".idx"):
         index = read_megatron_index(idx)
         assert index.version == 1
         assert index.dtype == np.uint16  # 700-token vocabulary
-        assert (index.sequence_lengths == SEQ_LEN).all()
-        assert index.sequence_pointers.tolist() == [i * SEQ_LEN * 2 for i in range(len(index.sequence_lengths))]
-        assert index.document_indices.tolist() == list(range(len(index.sequence_lengths) + 1))
-        assert idx.with_suffix(".bin").stat().st_size == len(index.sequence_lengths) * SEQ_LEN * 2
-    rows_per_shard = manifest["shard_tokens"] // SEQ_LEN
-    assert read_megatron_index(files(root, "train", "megatron", ".idx")[0]).sequence_lengths.size == rows_per_shard
+        lengths = index.sequence_lengths.astype(np.int64)
+        assert index.sequence_pointers.tolist() == (np.concatenate([[0], np.cumsum(lengths)[:-1]]) * 2).tolist()
+        assert index.document_indices.tolist() == list(range(len(lengths) + 1))  # one sequence per document
+        assert idx.with_suffix(".bin").stat().st_size == lengths.sum() * 2
+        for sequence in read_megatron_sequences(idx.with_suffix("")):
+            assert sequence[-1] == 0 and np.count_nonzero(sequence == 0) == 1  # ends in EOS, holds no padding
+        entry = shards[int(idx.stem.rsplit("_", 1)[1])]
+        assert entry["tokens"] == lengths.sum() and entry["documents"] == len(lengths) and entry["padding_tokens"] == 0
+        # a new shard starts before a document would take this one past shard_tokens
+        assert lengths.sum() <= manifest["shard_tokens"] or len(lengths) == 1
+
+
+def test_megatron_dtype_follows_the_vocabulary_as_megatron_preprocessing_does():
+    assert megatron_dtype(700) == megatron_dtype(65_499) == np.uint16
+    assert megatron_dtype(65_500) == megatron_dtype(100_277) == np.int32
 
 
 def test_nanotron_files_follow_the_datatrove_layout(packed):
     root, manifest, _ = packed
+    ends_total = 0
     for ds in files(root, "train", "nanotron", ".ds"):
         shard = read_nanotron(ds)
         assert shard.token_size == 2 and shard.token_count == len(shard.tokens)
         assert shard.tokenizer == TOKENIZER
-        assert (np.diff(shard.ends.astype(np.int64)) > 0).all() and shard.ends[-1] <= len(shard.tokens)
-        # every index end closes a document (EOS) or a padding run
-        assert (shard.tokens[shard.ends.astype(np.int64) - 1] == 0).all()
-    # nanotron with sequence_length = seq_len - 1 reads exactly one packed row per sample
-    first = files(root, "train", "nanotron", ".ds")[0]
-    samples = nanotron_samples(first, SEQ_LEN - 1)
-    rows = read_megatron_sequences(files(root, "train", "megatron", ".bin")[0].with_suffix(""))
-    assert [s.tolist() for s in samples] == [r.tolist() for r in rows]
+        ends = shard.ends.astype(np.int64)
+        assert (np.diff(ends) > 0).all() and ends[-1] == len(shard.tokens)
+        # every index end closes a document, and every document's EOS is an index end: no padding runs
+        assert (shard.tokens[ends - 1] == 0).all() and np.count_nonzero(shard.tokens == 0) == len(ends)
+        ends_total += len(ends)
+        # nanotron cuts samples of sequence_length + 1 tokens back to back from the documents
+        samples = nanotron_samples(ds, SEQ_LEN)
+        assert np.concatenate(samples).tolist() == shard.tokens[: len(samples) * (SEQ_LEN + 1)].tolist()
+    assert ends_total == manifest["holdings"]["nanotron"]["train"]["documents"] == manifest["documents"]
 
 
 def test_hf_rows_have_fixed_length_and_document_lengths(packed, tmp_path):
@@ -318,8 +382,13 @@ def test_manifest_counts_checksums_and_extra(packed):
     for fmt in ALL_FORMATS:
         shard_files = [e for e in manifest["shards"] if e["format"] == fmt]
         by_shard = {e["shard"]: e for e in shard_files}
-        assert sum(e["documents"] for e in by_shard.values()) == manifest["documents"]
-        assert sum(e["tokens"] for e in by_shard.values()) == manifest["sequences"] * SEQ_LEN
+        held = manifest["holdings"][fmt]["train"]
+        assert sum(e["documents"] for e in by_shard.values()) == held["documents"] == manifest["documents"]
+        assert sum(e["tokens"] for e in by_shard.values()) == held["slot_tokens"]
+        assert held["document_tokens"] == manifest["tokens"] and held["shards"] == len(by_shard)
+        rows = fmt in ("hf", "npy")
+        assert held["slot_tokens"] == (manifest["sequences"] * SEQ_LEN if rows else manifest["tokens"])
+        assert held["holds"] == ("rows" if rows else "documents")
     on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
     assert on_disk == {e["path"] for e in manifest["shards"]} | {"manifest.json"}
     assert verify_run(root.parent) == []
@@ -355,6 +424,17 @@ def test_verify_catches_a_flipped_byte_and_a_missing_manifest(tmp_path):
     target.write_bytes(bytes(data))
     problems = verify_run(tmp_path)
     assert len(problems) == 1 and "train/megatron/train_00001.bin" in problems[0] and "sha256" in problems[0]
+    target.write_bytes(bytes(data[:17]) + bytes([data[17] ^ 0x01]) + bytes(data[18:]))
+    assert verify_run(tmp_path) == []
+    # holdings that claim padding inside Megatron's documents, or other counts, do not pass
+    manifest_path = tmp_path / "shards" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["holdings"]["megatron"]["train"]["padding_tokens"] = 5
+    manifest["holdings"]["nanotron"]["train"]["documents"] += 1
+    manifest_path.write_text(json.dumps(manifest))
+    problems = verify_run(tmp_path)
+    assert any("train/megatron" in p and "padding" in p for p in problems)
+    assert any("train/nanotron" in p and "documents" in p for p in problems)
     (tmp_path / "shards" / "manifest.json").unlink()
     assert "missing" in verify_run(tmp_path)[0]
 
@@ -442,7 +522,8 @@ def test_rerun_over_a_stale_half_written_pack_equals_a_clean_pack(tmp_path):
 KILL_SCRIPT = """
 import sys
 from pathlib import Path
-from sdf.steps.tokens.pack import PackConfig, pack_corpus
+from sdf.config import PackConfig
+from sdf.steps.tokens.pack import pack_corpus
 formats = ["megatron", "nanotron", "hf", "npy"]
 cfg = PackConfig(tokenizer=sys.argv[3], seq_len=64, formats=formats, shard_tokens=64 * 16)
 pack_corpus(Path(sys.argv[1]), Path(sys.argv[2]), cfg, 5, "c", progress=False)

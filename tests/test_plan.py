@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from sdf.config import PlanConfig
@@ -11,7 +14,17 @@ from sdf.errors import SdfError
 from sdf.run import SPEC_SCHEMA, write_rows
 from sdf.source.catalog import load_catalog
 from sdf.source.constitution import load_constitution, parse_constitution
-from sdf.source.plan import TOKENS_PER_WORD, apportion, genre_weights, plan_specs, section_quotas
+from sdf.source.plan import (
+    TOKENS_PER_WORD,
+    apportion,
+    capped_weights,
+    genre_weights,
+    plan_specs,
+    plan_warnings,
+    section_quotas,
+    section_weights,
+    select_sections,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,3 +113,188 @@ def test_fiction_gets_a_cast(catalog, claude) -> None:
     cfg = replace(PlanConfig(docs=40), genres=["admirable_ai_story", "essay"])
     for spec in plan_specs(claude.sections, catalog, cfg, seed=2):
         assert len(spec["names"]) == (3 if catalog.genres[spec["genre"]].fiction else 2)
+
+
+# -- selection, fair quotas and the warnings of `sdf plan` ---------------------------------------
+
+DATA = ROOT / "tests" / "data"
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_constitution(DATA / "spec_fixture.md")
+
+
+@pytest.fixture(scope="module")
+def charter():
+    return load_constitution(DATA / "charter_fixture.md")
+
+
+def test_excluded_skipped_and_stub_sections_get_no_documents(catalog, charter, spec) -> None:
+    cfg = PlanConfig(docs=300, exclude_sections=["acknowledgements", "bibliography", "summary-*"])
+    chosen = select_sections(charter, cfg)
+    ids = {s.id for s in chosen.constitution.sections}
+    assert not ids & {"acknowledgements", "bibliography", "summary-of-the-charter", "a-small-aside"}
+    assert chosen.excluded["bibliography"] == "matches exclude pattern 'bibliography'"
+    assert chosen.merged == {"a-small-aside": "a-final-word"}  # its neighbour after it was excluded
+    specs = plan_specs(chosen.constitution.sections, catalog, cfg, seed=1)
+    assert {s["section_id"] for s in specs} == ids
+    assert "Bibliography" not in chosen.constitution.text and "Odile Fairbanks" not in chosen.constitution.text
+    skipped = select_sections(spec, PlanConfig())
+    assert skipped.excluded == {"editorial-notes": "marked {.skip}"}
+    assert skipped.merged == {"risky_situations": "dangerous_destinations"}
+    planned = {s["section_id"] for s in plan_specs(skipped.constitution.sections, catalog, PlanConfig(docs=50), 1)}
+    assert not planned & {"editorial-notes", "risky_situations"}
+
+
+def test_include_patterns_and_a_selection_that_leaves_nothing(charter) -> None:
+    chosen = select_sections(charter, PlanConfig(include_sections=["honesty/*", "civil-*"]))
+    assert [s.id for s in chosen.constitution.sections] == [
+        "honesty/calibrated-belief", "honesty/saying-what-you-know", "civil-liberties"]
+    assert chosen.excluded["a-final-word"] == "matches no include pattern"
+    with pytest.raises(SdfError, match="excluded or skipped") as err:
+        select_sections(charter, PlanConfig(exclude_sections=["*"]))
+    assert err.value.exit_code == 2
+    assert select_sections(charter, PlanConfig(exclude_sections=["bibliografy"])).unmatched == ["bibliografy"]
+
+
+def test_quotas_follow_normative_text_not_examples(catalog, spec) -> None:
+    sections = select_sections(spec, PlanConfig()).constitution.sections
+    quotas = section_quotas(sections, 200, floor=1)
+    formatting = next(s for s in sections if s.id == "formatting")
+    levels = next(s for s in sections if s.id == "levels_of_authority")
+    assert formatting.chars > levels.chars  # longer in raw text, because of its examples...
+    assert quotas["formatting"] < quotas["levels_of_authority"]  # ...but it has less normative text
+
+
+def test_section_weights_scale_quotas_and_zero_keeps_a_section_as_context(charter) -> None:
+    cfg = PlanConfig(section_weights={"honesty/*": 3.0, "a-final-word": 0.0, "honesty/calibrated-belief": 1.0})
+    sections = select_sections(charter, cfg).constitution.sections
+    quotas = section_quotas(sections, 120, 1, section_weights(sections, cfg))
+    assert quotas["a-final-word"] == 0
+    assert quotas["honesty/saying-what-you-know"] > 2 * quotas["honesty/calibrated-belief"]  # exact id wins
+    assert sum(quotas.values()) == 120
+    with pytest.raises(SdfError, match="weight 0"):
+        section_quotas(sections, 10, 1, {s.id: 0.0 for s in sections})
+
+
+def test_no_section_takes_more_than_its_capped_share() -> None:
+    text = "## Giant\n\n" + "word " * 20_000 + "\n\n" + "".join(f"## S{i}\n\n{'text ' * 80}\n\n" for i in range(9))
+    sections = parse_constitution(text).sections
+    quotas = section_quotas(sections, 100, floor=1)
+    assert quotas["giant"] <= 31  # three times an even share of 10 sections, not ~95% by length
+    assert sum(quotas.values()) == 100
+    assert section_quotas(sections, 100, floor=1, max_share=0.5)["giant"] <= 51
+    assert capped_weights({"a": 1.0, "b": 2.0}, 0.9) == {"a": 1.0, "b": 2.0}  # a cap that does not bind
+
+
+def test_specs_carry_the_section_attrs(tmp_path: Path, catalog, spec) -> None:
+    specs = plan_specs(spec.sections, catalog, PlanConfig(docs=30), seed=2)
+    chain = next(s for s in specs if s["section_id"] == "chain_of_command")
+    assert json.loads(chain["section_attrs"]) == {"authority": "root", "id": "chain_of_command"}
+    write_rows(tmp_path / "specs.parquet", specs, SPEC_SCHEMA)
+    table = pq.read_table(tmp_path / "specs.parquet")
+    assert table.schema.field("section_attrs").type == pa.string()
+
+
+def test_plan_warnings_name_what_costs_money_and_what_is_left_out(catalog, charter) -> None:
+    chosen = select_sections(charter, PlanConfig())
+    sections = chosen.constitution.sections
+    specs = plan_specs(sections, catalog, PlanConfig(docs=4), seed=1)
+    warnings = plan_warnings(chosen, specs, PlanConfig(docs=4), system_tokens=61_000, system_cost_share=0.47)
+    text = "\n".join(warnings)
+    assert "the system prompt is about 61,000 tokens" in text and "about 47% of the estimated cost" in text
+    assert "--exclude-section" in text
+    assert f"{len(sections) - 4} of {len(sections)} sections get no document" in text
+    assert "section 'bibliography': looks non-normative" in text
+    covered = plan_specs(sections, catalog, PlanConfig(docs=60), 1)
+    quiet = plan_warnings(chosen, covered, PlanConfig(docs=60), 9_000, 0.1)
+    assert not any("system prompt" in w or "get no document" in w for w in quiet)
+
+
+# -- end to end: `sdf plan`, `sdf preview` and a build on a Model Spec-shaped document --------------
+
+
+def test_sdf_plan_prints_full_ids_selection_and_warnings(tmp_path: Path) -> None:
+    from conftest import run_sdf
+
+    long_id = "a-section-whose-heading-goes-on-and-on/and-whose-child-also-has-a-very-long-title-indeed"
+    body = "".join(f"## Part {i}\n\n{'Principles with reasons. ' * 200}\n\n" for i in range(40))
+    doc = tmp_path / "big.md"
+    doc.write_text("# Big\n\n## A section whose heading goes on and on\n\n### And whose child also has a very long "
+                   "title indeed\n\n" + "Reasons matter. " * 40 + "\n\n" + body + "## Acknowledgements\n\n"
+                   + "We thank many invented people for their help with drafts. " * 8 + "\n")
+    result = run_sdf("plan", "--constitution", doc, "--docs", "10", "--out", tmp_path / "out",
+                     "--exclude-section", "part-3*", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("section"))
+    first, rest = lines[start + 1].split()[0], lines[start + 2].strip()
+    assert first + rest == long_id  # the whole id, wrapped onto a second line, not cut at 51 characters
+    assert lines[start + 1].split()[1:] == ["639", "0%", "0"]  # its numbers stay on its first line
+    assert "excluded 'part-3': matches exclude pattern 'part-3*'" in out
+    assert "the system prompt is about" in out and "of the estimated cost per document" in out
+    assert "sections get no document with 10 planned" in out
+    assert "section 'acknowledgements': looks non-normative" in out
+    sections = [json.loads(line) for line in (tmp_path / "out" / "big" / "sections.jsonl").read_text().splitlines()]
+    assert "part-3" not in {s["id"] for s in sections} and "part-30" not in {s["id"] for s in sections}
+
+
+def test_sdf_preview_takes_a_raw_id_and_shows_labels_and_authority(tmp_path: Path) -> None:
+    from conftest import run_sdf
+
+    result = run_sdf("preview", "--constitution", DATA / "spec_fixture.md", "--genre", "essay",
+                     "--section", "chain_of_command", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    system, user = result.stdout.split("===== user")
+    assert "[BAD: sycophantic]" in system and "[WRONG: helps someone past an active closure]" in system
+    assert "marked BAD" in system or "[BAD: …]" in system  # the writer is told what a bad example is
+    section = user.split("<section>")[1]
+    assert section.lstrip().startswith("Authority: root (rules that cannot be overridden by developers or users")
+    assert "[BAD: drops a developer rule because the user asked]" in section
+    assert "Reference id (bookkeeping only; never mention it in the document): chain_of_command" in user
+    skipped = run_sdf("preview", "--constitution", DATA / "spec_fixture.md", "--genre", "essay",
+                      "--section", "editorial-notes", cwd=tmp_path)
+    assert skipped.returncode == 2 and "excluded from the run (marked {.skip})" in skipped.stderr
+    assert skipped.stderr.count("\n") == 1
+
+
+def test_a_build_carries_section_attrs_into_documents_and_corpus(tmp_path: Path) -> None:
+    from conftest import fast_config, run_sdf, sdf_env
+    from fake_anthropic import FakeAnthropic
+
+    with FakeAnthropic() as fake:
+        result = run_sdf("build", "--constitution", DATA / "spec_fixture.md", "--config", fast_config(tmp_path, docs=8),
+                         "--out", tmp_path / "corpus", "--name", "run", cwd=tmp_path, env=sdf_env(fake.base_url))
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "corpus" / "run"
+    sections = [json.loads(line) for line in (run / "sections.jsonl").read_text().splitlines()]
+    by_id = {s["id"]: s for s in sections}
+    assert by_id["chain_of_command"]["attrs"] == {"id": "chain_of_command", "authority": "root"}
+    assert "editorial-notes" not in by_id and "risky_situations" not in by_id
+    assert by_id["dangerous_destinations"]["notes"][0].startswith("merged stub 'risky_situations'")
+    for name in ("specs.parquet", "documents.parquet", "corpus.parquet"):
+        rows = pq.read_table(run / name).to_pylist()
+        assert rows and all(json.loads(r["section_attrs"]) == by_id[r["section_id"]]["attrs"] for r in rows), name
+    specs = pq.read_table(run / "specs.parquet").to_pylist()
+    assert {s["section_id"] for s in specs} <= set(by_id)
+
+
+def test_section_settings_are_validated_and_flags_add_to_the_file(tmp_path: Path) -> None:
+    from conftest import run_sdf
+
+    from sdf.config import load_settings
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[plan]\nsection_weights = { "honesty/*" = -1.0 }\n')
+    with pytest.raises(SdfError, match=r"\[plan\]\.section_weights: weight of 'honesty/\*' is negative"):
+        load_settings(bad)
+    config = tmp_path / "sdf.toml"
+    config.write_text('[plan]\nexclude_sections = ["bibliography"]\nmin_section_chars = 0\n')
+    result = run_sdf("sections", DATA / "charter_fixture.md", "--config", config, "--exclude-section", "preface",
+                     "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    status = {r["id"]: r["status"] for r in json.loads(result.stdout)}
+    assert status["bibliography"] == status["preface"] == "excluded"  # the file's list and the flag, together
+    assert status["a-small-aside"] == "planned"  # min_section_chars = 0: no stubs

@@ -11,15 +11,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import sys
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sdf.errors import SdfError
+from sdf.typed_toml import build_table, dump_toml
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -45,8 +46,15 @@ class RunConfig:
     product: str = "documents"  # "documents" or "advice"; a run directory holds one product
 
     def __post_init__(self) -> None:
+        if self.name and (self.name in (".", "..") or "/" in self.name or "\\" in self.name or "\0" in self.name):
+            raise ValueError(f"name: {self.name!r} must be a plain directory name (no '/', no '..'); "
+                             "use out for the parent folder")
         if self.product not in PRODUCTS:
             raise ValueError(f"product: must be one of {', '.join(PRODUCTS)}, not {self.product!r}")
+
+
+MAX_DOCS = 1_000_000  # a larger plan is a typo, and its specs alone would not fit in memory
+MAX_TOKENS = 2_000_000_000
 
 
 @dataclass
@@ -56,6 +64,11 @@ class PlanConfig:
     genres: list[str] = field(default_factory=list)  # restrict to these genres (default: all)
     genre_weights: dict[str, float] = field(default_factory=dict)  # override the catalog weights
     min_docs_per_section: int = 1
+    exclude_sections: list[str] = field(default_factory=list)  # globs on section ids: out of the plan and prompt
+    include_sections: list[str] = field(default_factory=list)  # globs on section ids; when set, only these are used
+    section_weights: dict[str, float] = field(default_factory=dict)  # glob -> weight; 0 keeps it as context only
+    min_section_chars: int = 300  # less normative text than this is a stub, merged into its parent or next section
+    max_section_share: float = 0.0  # cap on one section's share of documents; 0 = three times an even share
     brainstorm: bool = False
     brainstorm_rounds: int = 2
     ideas_per_round: int = 5
@@ -65,11 +78,22 @@ class PlanConfig:
             raise ValueError("docs: must be at least 1 (or set tokens)")
         if self.tokens < 0:
             raise ValueError("tokens: must not be negative")
+        if self.docs > MAX_DOCS:
+            raise ValueError(f"docs: {self.docs:,} is more than {MAX_DOCS:,} documents; grow a run in steps")
+        if self.tokens > MAX_TOKENS:
+            raise ValueError(f"tokens: {self.tokens:,} is more than {MAX_TOKENS:,}; grow a run in steps")
         if self.min_docs_per_section < 0:
             raise ValueError("min_docs_per_section: must not be negative")
         for genre, weight in self.genre_weights.items():
             if weight < 0:
                 raise ValueError(f"genre_weights: weight of '{genre}' is negative")
+        for pattern, weight in self.section_weights.items():
+            if weight < 0:
+                raise ValueError(f"section_weights: weight of '{pattern}' is negative")
+        if self.min_section_chars < 0:
+            raise ValueError("min_section_chars: must not be negative")
+        if not 0.0 <= self.max_section_share <= 1.0:
+            raise ValueError("max_section_share: must be between 0 and 1")
         if self.brainstorm_rounds < 1 or self.ideas_per_round < 1:
             raise ValueError("brainstorm_rounds: rounds and ideas_per_round must be at least 1")
 
@@ -86,6 +110,7 @@ class LLMConfig:
     max_retries: int = 6
     max_consecutive_failures: int = 20  # the run stops cleanly after this many failures in a row
     timeout_s: float = 120.0
+    drain_timeout_s: float = 60.0  # after Ctrl-C, how long answers in flight may take to land in the ledger
     backoff_base_s: float = 1.0
     backoff_max_s: float = 60.0
     batch: bool = False
@@ -110,6 +135,8 @@ class LLMConfig:
             raise ValueError("max_retries: must not be negative (batch_max_attempts at least 1)")
         if self.timeout_s <= 0 or self.poll_interval_s < 0:
             raise ValueError("timeout_s: must be positive")
+        if self.drain_timeout_s < 0:
+            raise ValueError("drain_timeout_s: must not be negative")
 
 
 @dataclass
@@ -293,8 +320,8 @@ class PackConfig:
                 ratio = float(ratio_text)
             except ValueError:
                 path, ratio = entry, 1.0  # no ratio given (or a colon inside the path)
-            if not path or not ratio >= 0.0:
-                raise ValueError(f"mix: {entry!r} must be PATH:RATIO with a ratio >= 0")
+            if not path or not math.isfinite(ratio) or ratio < 0.0:
+                raise ValueError(f"mix: {entry!r} must be PATH:RATIO with a finite ratio >= 0")
             pairs.append((path, ratio))
         return pairs
 
@@ -339,6 +366,12 @@ class AdviceConfig:
 class Price:
     input: float  # USD per million input tokens
     output: float  # USD per million output tokens
+
+    def __post_init__(self) -> None:
+        for name in ("input", "output"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name}: price must be a positive number of USD per million tokens, not {value!r}")
 
     def cost(self, input_tokens: int, output_tokens: int, cache_write: int = 0, cache_read: int = 0,
              batch: bool = False) -> float:
@@ -397,12 +430,33 @@ def load_settings(path: Path | None, overrides: dict[str, Any] | None = None) ->
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise SdfError(f"config {path} is not valid TOML: {e}") from None
-    for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    _one_size(data, given, str(path) if path else "settings")
+    for dotted, value in given.items():
         table, key = dotted.split(".", 1)
         data.setdefault(table, {})[key] = value
     return settings_from_dict(data, source=str(path) if path else "settings")
+
+
+def _one_size(data: dict[str, Any], given: dict[str, Any], source: str) -> None:
+    """A plan is sized by docs or by tokens, never both; a size on the command line replaces the file's."""
+    plan = data.setdefault("plan", {})
+    if not isinstance(plan, dict):
+        return  # reported by the table check
+    if "plan.docs" in given and "plan.tokens" in given:
+        raise SdfError("give --docs or --tokens, not both")
+    if isinstance(given.get("plan.tokens"), int) and given["plan.tokens"] < 1:
+        raise SdfError("--tokens must be at least 1 (or give --docs instead)")
+    if "plan.docs" in given:
+        plan["tokens"] = 0
+    elif "plan.tokens" in given:
+        plan["docs"] = 0
+    else:
+        docs, tokens = plan.get("docs", 0), plan.get("tokens", 0)
+        if isinstance(docs, int) and isinstance(tokens, int) and docs > 0 and tokens > 0:
+            raise SdfError(f"{source}: [plan] sets both docs and tokens; keep one of them")
+        if isinstance(tokens, int) and tokens > 0:
+            plan["docs"] = 0  # sized by tokens: the default docs must not count as a second size
 
 
 def settings_from_dict(data: dict[str, Any], source: str = "settings") -> Settings:
@@ -415,71 +469,11 @@ def settings_from_dict(data: dict[str, Any], source: str = "settings") -> Settin
         if not isinstance(value, dict):
             raise SdfError(f"{source}: [{table}] must be a table")
         if table == "pricing":
-            prices = {m: _build(Price, p, f"pricing.{m}", source) for m, p in value.items()}
+            prices = {m: build_table(Price, p, f"pricing.{m}", source) for m, p in value.items()}
             kwargs[table] = {**DEFAULT_PRICING, **prices}
         else:
-            kwargs[table] = _build(hints[table], value, table, source)
+            kwargs[table] = build_table(hints[table], value, table, source)
     return Settings(**kwargs)
-
-
-def _build(cls: type, values: Any, table: str, source: str) -> Any:
-    if not isinstance(values, dict):
-        raise SdfError(f"{source}: [{table}] must be a table")
-    hints = typing.get_type_hints(cls)
-    for key, value in values.items():
-        if key not in hints:
-            known = ", ".join(hints)
-            raise SdfError(f"{source}: unknown key [{table}].{key}; known keys: {known}")
-        problem = _type_problem(value, hints[key])
-        if problem:
-            raise SdfError(f"{source}: [{table}].{key} {problem}")
-    coerced = {k: (float(v) if hints[k] is float and isinstance(v, int) else v) for k, v in values.items()}
-    try:
-        return cls(**coerced)
-    except (ValueError, TypeError) as e:
-        raise SdfError(f"{source}: [{table}].{e}") from None
-
-
-def _type_problem(value: Any, hint: Any) -> str | None:
-    """Describe why `value` does not fit the annotation `hint`, or None if it fits."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        problems = [_type_problem(value, o) for o in options if o is not type(None)]
-        return None if any(p is None for p in problems) else problems[0]
-    if hint is Any:
-        return None
-    if hint is bool:
-        return None if isinstance(value, bool) else f"must be true or false, not {value!r}"
-    if hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        return None if ok else f"must be a whole number, not {value!r}"
-    if hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return None if ok else f"must be a number, not {value!r}"
-    if hint is str:
-        return None if isinstance(value, str) else f"must be a string, not {value!r}"
-    if origin is list:
-        if not isinstance(value, list):
-            return f"must be a list, not {value!r}"
-        (item,) = typing.get_args(hint) or (Any,)
-        for v in value:
-            problem = _type_problem(v, item)
-            if problem:
-                return f"item {v!r} {problem}"
-        return None
-    if origin is dict:
-        if not isinstance(value, dict):
-            return f"must be a table, not {value!r}"
-        _, item = typing.get_args(hint) or (str, Any)
-        for k, v in value.items():
-            problem = _type_problem(v, item)
-            if problem:
-                return f"entry '{k}' {problem}"
-        return None
-    return None
 
 
 def _redact(data: Any, key: str = "") -> Any:
@@ -490,43 +484,3 @@ def _redact(data: Any, key: str = "") -> Any:
     if key and SECRET_KEY.search(key) and isinstance(data, str) and data:
         return "<redacted>"
     return data
-
-
-def dump_toml(data: dict[str, Any]) -> str:
-    """Write nested dicts as TOML: top-level dicts and dicts of dicts become tables, the rest inline."""
-    lines: list[str] = []
-
-    def emit(prefix: str, table: dict[str, Any]) -> None:
-        if prefix:
-            lines.append(f"\n[{prefix}]")
-        nested = {k: v for k, v in table.items() if _is_table(v) or (not prefix and isinstance(v, dict))}
-        for k, v in table.items():
-            if k not in nested and v is not None:  # TOML has no null: an absent key means "unset"
-                lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
-        for k, v in nested.items():
-            emit(f"{prefix}.{_toml_key(k)}" if prefix else _toml_key(k), v)
-
-    emit("", data)
-    return "\n".join(lines).lstrip("\n") + "\n"
-
-
-def _is_table(value: Any) -> bool:
-    return isinstance(value, dict) and bool(value) and all(isinstance(v, dict) for v in value.values())
-
-
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    return json.dumps(str(value))

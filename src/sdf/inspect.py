@@ -5,19 +5,17 @@ Output is plain text when piped (no colour, no pager) and lightly styled on a te
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from sdf.errors import SdfError
-from sdf.run import RunDir
+from sdf.run import STAGES, RunDir, iter_batches
 
 # Columns worth carrying from documents.parquet onto corpus rows and rejects (the rest is already there).
 PROVENANCE = (
@@ -39,35 +37,37 @@ def iter_documents(
     """Yield up to `n` records in file order, each with its text and provenance.
 
     Without `rejected`, records come from corpus.parquet (else documents.parquet). With it, they come from
-    rejected.parquet, matching `rejected` against the reason or the stage ("all" matches every reject).
-    `genre` and `section` (a section id) narrow either.
+    rejected/<stage>.parquet in pipeline order: a stage name reads that stage's file, "all" every file, and
+    anything else is matched against the reason. `genre` and `section` (a section id) narrow either.
     """
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise SdfError(f"run directory not found: {run} (pass a run directory such as corpus/<name>)")
+    rd = RunDir(Path(run_dir))
+    if not rd.path.is_dir():
+        raise SdfError(f"run directory not found: {rd.path} (pass a run directory such as corpus/<name>)")
     if n < 1:
         raise SdfError(f"--n must be at least 1, got {n}")
     if rejected is not None:
-        source = RunDir(run).rejected_dir
-        if not RunDir(run).reject_files():
-            raise SdfError(f"{source} not found: no document has been filtered in this run yet")
+        files = [rd.rejects(rejected)] if rejected in STAGES else rd.reject_files()
+        files = [f for f in files if f.is_file()]
+        if not files:
+            where = rd.rejects(rejected) if rejected in STAGES else rd.rejected_dir
+            raise SdfError(f"no document has been rejected in this run yet ({where} not found)")
     else:
-        source = next((run / f for f in ("corpus.parquet", "documents.parquet") if (run / f).exists()), None)
-        if source is None:
-            raise SdfError(f"no documents in {run} yet: corpus.parquet and documents.parquet are missing")
+        files = [next((f for f in (rd.corpus, rd.documents) if f.is_file()), None)]
+        if files[0] is None:
+            raise SdfError(f"no documents in {rd.path} yet: corpus.parquet and documents.parquet are missing")
 
-    rows = _head(source, _filters(source, genre=genre, section=section, rejected=rejected), n)
+    reason = rejected if rejected not in (None, "all", *STAGES) else None
+    rows = _head(files, {"genre": genre, "section_id": section, "reason": reason}, n)
     if not rows:
         return
-    ids = [r.get("doc_id") for r in rows]
-    documents = run / "documents.parquet"
-    extra = _by_doc_id(documents, ids, "doc_id") if source != documents else {}
+    ids = [r["doc_id"] for r in rows]
+    extra = _by_id(rd.documents, ids, "doc_id") if files[0] != rd.documents else {}
     missing = [i for i in ids if i not in extra]
     if missing:  # failed generations have no document, but their spec still says what was asked for
-        extra.update(_by_doc_id(run / "specs.parquet", missing, "spec_id"))
-    titles = _section_titles(run)
+        extra.update(_by_id(rd.specs, missing, "spec_id"))
+    titles = {str(s["id"]): str(s["title"]) for s in rd.read_sections()} if rd.sections.is_file() else {}
     for row in rows:
-        known = extra.get(row.get("doc_id"), {})
+        known = extra.get(row["doc_id"], {})
         record = {k: row[k] if row.get(k) is not None else known.get(k) for k in PROVENANCE}
         if not record.get("section_title"):
             record["section_title"] = titles.get(str(record.get("section_id")))
@@ -77,67 +77,40 @@ def iter_documents(
         yield record
 
 
-def _dataset(path: Path) -> ds.Dataset:
-    try:
-        return ds.dataset(path, format="parquet")
-    except (OSError, pa.ArrowException) as exc:
-        raise SdfError(f"cannot read {path}: {exc}", exit_code=1) from exc
+def _head(files: Sequence[Path], equal: dict[str, str | None], n: int) -> list[dict[str, Any]]:
+    """The first `n` rows of the files, in order, whose columns equal the given values (None: any)."""
+    rows: list[dict[str, Any]] = []
+    for path in files:
+        for batch in _batches(path):
+            mask = None
+            for col, value in equal.items():
+                if value is not None:
+                    if col not in batch.schema.names:
+                        raise SdfError(f"{path} has no {col} column to filter on")
+                    match = pc.fill_null(pc.equal(batch.column(col), value), False)
+                    mask = match if mask is None else pc.and_(mask, match)
+            rows += (batch if mask is None else batch.filter(mask)).slice(0, n - len(rows)).to_pylist()
+            if len(rows) >= n:
+                return rows
+    return rows
 
 
-def _filters(
-    path: Path, *, genre: str | None, section: str | None, rejected: str | None
-) -> ds.Expression | None:
-    names = set(_dataset(path).schema.names)
-    conditions = []
-    for column, value in (("genre", genre), ("section_id", section)):
-        if value is not None:
-            if column not in names:
-                raise SdfError(f"{path} has no {column} column to filter on")
-            conditions.append(pc.field(column) == value)
-    if rejected is not None and rejected != "all":
-        conditions.append((pc.field("reason") == rejected) | (pc.field("stage") == rejected))
-    expr = None
-    for c in conditions:
-        expr = c if expr is None else expr & c
-    return expr
-
-
-def _head(path: Path, expr: ds.Expression | None, n: int) -> list[dict[str, Any]]:
-    try:
-        return _dataset(path).scanner(filter=expr).head(n).to_pylist()
-    except (OSError, pa.ArrowException) as exc:
-        raise SdfError(f"cannot read {path}: {exc}", exit_code=1) from exc
-
-
-def _by_doc_id(path: Path, doc_ids: list[Any], key: str) -> dict[Any, dict[str, Any]]:
+def _by_id(path: Path, ids: list[Any], key: str) -> dict[Any, dict[str, Any]]:
     """Provenance (and any text) of the given ids from documents or specs; empty if the file is absent."""
-    if not path.exists():
+    if not path.is_file():
         return {}
-    data = _dataset(path)
-    if key not in data.schema.names:
-        return {}
-    columns = [c for c in (*PROVENANCE, "text") if c in data.schema.names and c != key] + [key]
+    found: dict[Any, dict[str, Any]] = {}
+    wanted = pa.array(ids, pa.string())
+    for batch in _batches(path):
+        found.update((r[key], r) for r in batch.filter(pc.is_in(batch.column(key), wanted)).to_pylist())
+    return found
+
+
+def _batches(path: Path) -> Iterator[pa.RecordBatch]:
     try:
-        table = data.to_table(columns=columns, filter=pc.field(key).isin(doc_ids))
+        yield from iter_batches(path)
     except (OSError, pa.ArrowException) as exc:
         raise SdfError(f"cannot read {path}: {exc}", exit_code=1) from exc
-    return {r[key]: r for r in table.to_pylist()}
-
-
-def _section_titles(run: Path) -> dict[str, str]:
-    path = run / "sections.jsonl"
-    titles: dict[str, str] = {}
-    if not path.exists():
-        return titles
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            try:
-                s = json.loads(line)
-            except ValueError:
-                continue  # a torn last line of a file being written must not stop browsing
-            if isinstance(s, dict):
-                titles[str(s.get("id"))] = str(s.get("title") or "")
-    return titles
 
 
 def format_document(doc: dict[str, Any], *, color: bool = False, max_chars: int | None = None) -> str:

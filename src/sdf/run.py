@@ -30,6 +30,7 @@ pyarrow and the standard library only: importing it loads none of the step code.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import numbers
 import os
@@ -58,6 +59,7 @@ SPEC_SCHEMA = pa.schema(
         ("spec_id", pa.string()),
         ("section_id", pa.string()),
         ("section_title", pa.string()),
+        ("section_attrs", pa.string()),  # the section's heading attributes, JSON-encoded (see Section.attrs)
         ("genre", pa.string()),
         ("audience", pa.string()),
         ("persona", pa.string()),
@@ -255,6 +257,9 @@ class TableWriter:
         self.abort() if exc_type else self.close()
 
 
+_HELD_LOCKS: dict[str, int] = {}  # run path -> the open descriptor that holds its lock
+
+
 class RunDir:
     """Paths of one run's artifacts, and their readers and writers."""
 
@@ -281,6 +286,23 @@ class RunDir:
     plots = property(lambda self: self.path / "plots")
     stats = property(lambda self: self.path / "stats.json")
     lock = property(lambda self: self.path / ".lock")
+
+    def acquire_lock(self) -> None:
+        """Become the run's one writer for the life of this process; the OS frees the lock if it dies."""
+        key = str(self.path.resolve())
+        if key in _HELD_LOCKS:
+            return
+        fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise SdfError(f"{self.path} is being written by another sdf process (pid {holder}); wait for it to "
+                           "finish, or stop it, then rerun") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        _HELD_LOCKS[key] = fd
 
     def rejects(self, stage: str) -> Path:
         if stage not in STAGES:
@@ -365,14 +387,15 @@ class RunDir:
                                     "caps": {"name": None, "opener": None}, "diversity": {}}
         return {k: data.get(k, defaults[k]) for k in METRICS_KEYS}
 
-    def update_metrics(self, **parts: Any) -> None:
-        """Replace the given top-level parts of metrics.json; stage counts merge by stage."""
+    def update_metrics(self, cleared: Sequence[str] = (), **parts: Any) -> None:
+        """Replace the given top-level parts of metrics.json; stage counts merge by stage, and the
+        `cleared` stages (which did not run this time) are removed."""
         metrics = self.read_metrics()
         for key, value in parts.items():
             if key not in METRICS_KEYS:
                 raise ValueError(f"unknown metrics key {key!r}")
             metrics[key] = {**metrics["stages"], **value} if key == "stages" else value
-        metrics["stages"] = {s: metrics["stages"][s] for s in STAGES if s in metrics["stages"]}
+        metrics["stages"] = {s: metrics["stages"][s] for s in STAGES if s in metrics["stages"] and s not in cleared}
         write_json(self.metrics, metrics)
 
     def read_manifest(self) -> dict[str, Any] | None:

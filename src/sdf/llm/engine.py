@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from sdf.config import LLMConfig, Price
-from sdf.errors import SdfError
+from sdf.errors import Interrupted, SdfError
 from sdf.llm import Backend, FatalError, RetryableError
 from sdf.llm.ledger import Ledger, LLMRequest, LLMResponse
 
@@ -36,6 +38,8 @@ class RunSummary:
     cost_usd: float = 0.0
     stopped: str = ""  # why the run stopped early, if it did
     failures: dict[str, int] = field(default_factory=dict)
+    fatal: str = ""  # an error no rerun can fix (bad key, no permission, unknown model)
+    interrupted: bool = False  # Ctrl-C or SIGTERM; the answers in flight were waited for and recorded
 
     def note_failure(self, error: str) -> None:
         self.failed += 1
@@ -50,22 +54,48 @@ class RunSummary:
         self.failed += part.failed
         self.cost_usd += part.cost_usd
         self.stopped = self.stopped or part.stopped
+        self.fatal = self.fatal or part.fatal
+        self.interrupted = self.interrupted or part.interrupted
         for k, v in part.failures.items():
             self.failures[k] = self.failures.get(k, 0) + v
 
 
 class Budget:
-    """Stop starting new work once spending reaches the cap; only in-flight requests can overshoot."""
+    """The cap holds whatever the concurrency: each request reserves its worst case before it is sent,
+    and the difference is released when its answer lands."""
 
     def __init__(self, max_cost_usd: float, spent: float) -> None:
         self.max = max_cost_usd
         self.spent = spent
+        self.reserved = 0.0
 
     def exhausted(self) -> bool:
         return self.max > 0 and self.spent >= self.max
 
     def remaining(self) -> float:
-        return float("inf") if self.max <= 0 else max(0.0, self.max - self.spent)
+        return float("inf") if self.max <= 0 else max(0.0, self.max - self.spent - self.reserved)
+
+    def reserve(self, worst: float) -> bool:
+        if self.max > 0 and self.spent + self.reserved + worst > self.max:
+            return False
+        self.reserved += worst
+        return True
+
+    def settle(self, worst: float, cost: float) -> None:
+        self.reserved -= worst
+        self.spent += cost
+
+    def stop_reason(self) -> str:
+        return (f"budget of ${self.max:.2f} reached: ${self.spent:.4f} spent, and the next request could cost up "
+                f"to its worst case; rerun with a higher --max-cost to continue")
+
+
+def worst_cost(request: LLMRequest, price: Price | None, batch: bool) -> float:
+    """The most a request can cost: every input token at the cache-write rate (3 characters a token,
+    fewer than English averages) and the whole of max_tokens as output."""
+    if price is None:
+        return 0.0
+    return price.cost(0, request.max_tokens, cache_write=len(request.system + request.prompt) // 3 + 1, batch=batch)
 
 
 class RateLimiter:
@@ -147,24 +177,45 @@ class Dispatch:
         limiter = RateLimiter(self.cfg.requests_per_minute)
         rng = random.Random()
         consecutive_failures = 0
+        in_flight = 0
+        settled = asyncio.Condition()
         bar = tqdm(total=len(todo), desc=self.desc, unit="req", disable=not self.progress, dynamic_ncols=True)
+
+        async def reserve(worst: float) -> bool:
+            # A request that does not fit waits for reservations in flight to settle; it gives up only
+            # when nothing is in flight and it still does not fit.
+            async with settled:
+                while not self.budget.reserve(worst):
+                    if self.budget.reserved <= 0 or self.summary.stopped:
+                        return False
+                    await settled.wait()
+                return True
+
+        async def settle(worst: float, cost: float) -> None:
+            self.budget.settle(worst, cost)
+            async with settled:
+                settled.notify_all()
 
         def stop(reason: str) -> None:
             if not self.summary.stopped:
                 self.summary.stopped = reason
 
         async def send(request: LLMRequest) -> None:
-            nonlocal consecutive_failures
+            nonlocal consecutive_failures, in_flight
+            price = self.price_of(request.model)
+            worst = worst_cost(request, price, batch=False)
             for attempt in range(1, self.cfg.max_retries + 2):
                 if self.summary.stopped:
                     return
-                if self.budget.exhausted():
-                    stop(f"budget of ${self.budget.max:.2f} reached (spent ${self.budget.spent:.4f})")
+                if not await reserve(worst):
+                    stop(self.budget.stop_reason())
                     return
                 await limiter.wait()
+                in_flight += 1
                 try:
                     response = await self.backend.complete(request)
                 except RetryableError as e:
+                    await settle(worst, 0.0)
                     final = attempt > self.cfg.max_retries
                     self.ledger.record_attempt_failure(request.key, "messages", str(e), e.status, final=final)
                     if final:
@@ -176,14 +227,18 @@ class Dispatch:
                     await asyncio.sleep(backoff_delay(attempt, self.cfg, e.retry_after, rng))
                     continue
                 except FatalError as e:
+                    await settle(worst, 0.0)
                     self.ledger.record_attempt_failure(request.key, "messages", str(e), e.status, final=True)
                     self.summary.note_failure(str(e))
                     if e.abort_run:
+                        self.summary.fatal = str(e)
                         stop(str(e))
                     return
-                cost = request_cost(response, self.price_of(request.model), batch=False)
+                finally:
+                    in_flight -= 1
+                cost = request_cost(response, price, batch=False)
                 self.ledger.record_success(request.key, response, cost, "messages")
-                self.budget.spent += cost or 0.0
+                await settle(worst, cost or 0.0)
                 self.summary.cost_usd += cost or 0.0
                 self.summary.succeeded += 1
                 consecutive_failures = 0
@@ -196,12 +251,39 @@ class Dispatch:
                 bar.update(1)
                 bar.set_postfix(cost=f"${self.summary.cost_usd:.3f}", fail=self.summary.failed, refresh=False)
 
-        try:
+        async def run_all() -> None:
             # One request alone first: it writes the prompt cache, so the concurrent wave reads it.
             await send(queue.get_nowait())
             bar.update(1)
             await asyncio.gather(*(worker() for _ in range(min(self.cfg.concurrency, queue.qsize()))))
+
+        loop = asyncio.get_running_loop()
+        main = asyncio.ensure_future(run_all())
+        signals = 0
+
+        def interrupt() -> None:
+            # The first Ctrl-C (or SIGTERM) stops sending and lets answers in flight land in the ledger;
+            # a second one, or the drain timeout, abandons them.
+            nonlocal signals
+            signals += 1
+            if signals == 1:
+                self.summary.interrupted = True
+                stop("interrupted")
+                bar.write(f"interrupted: sending stopped; waiting up to {self.cfg.drain_timeout_s:.0f}s for "
+                          f"{in_flight} answer(s) in flight to be recorded (Ctrl-C again to quit now)", file=sys.stderr)
+                loop.call_later(self.cfg.drain_timeout_s, main.cancel)
+            else:
+                main.cancel()
+
+        handled = [s for s in (signal.SIGINT, signal.SIGTERM) if _can_handle(loop, s, interrupt)]
+        try:
+            await main
+        except asyncio.CancelledError:
+            raise Interrupted(f"interrupted: {self.summary.succeeded} answer(s) recorded this run; {in_flight} "
+                              "request(s) in flight were abandoned and a rerun sends them again") from None
         finally:
+            for s in handled:
+                loop.remove_signal_handler(s)
             bar.close()
             await self.backend.aclose()
 
@@ -293,13 +375,20 @@ def _affordable(pending: list[LLMRequest], budget: Budget, price_of: Callable[[s
         return pending
     chosen, total = [], 0.0
     for r in pending:
-        price = price_of(r.model)
-        worst = price.cost(len(r.system + r.prompt) // 3, r.max_tokens, batch=True) if price else 0.0
+        worst = worst_cost(r, price_of(r.model), batch=True)
         if total + worst > remaining:
             break
         chosen.append(r)
         total += worst
     return chosen
+
+
+def _can_handle(loop: asyncio.AbstractEventLoop, sig: signal.Signals, handler: Callable[[], None]) -> bool:
+    try:
+        loop.add_signal_handler(sig, handler)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+        return False
+    return True
 
 
 def chunk_batch(requests: Sequence[LLMRequest], backend: Backend) -> list[list[LLMRequest]]:

@@ -19,6 +19,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from sdf.errors import Incomplete, SdfError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS prefixes (
     hash TEXT PRIMARY KEY,
@@ -71,6 +73,8 @@ CREATE TABLE IF NOT EXISTS batches (
     ended_at TEXT
 );
 """
+
+USAGE_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens", "cost_usd")
 
 
 def now() -> str:
@@ -126,28 +130,44 @@ class LLMResponse:
     usage: Usage
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 class Ledger:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL is durable against process crashes (kill -9); only power loss can drop the tail.
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
+        check_ledger_file(path)
+        try:
+            if readonly:  # for readers such as the report: never creates the file, never writes, even the schema
+                self.db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+                self.db.row_factory = sqlite3.Row
+                return
+            self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
+            self.db.row_factory = sqlite3.Row
+            if path.exists() and path.stat().st_size and self.db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("quick_check failed")
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable against process crashes (kill -9); only power loss can drop the tail.
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise ledger_error(path, e) from None
 
     def close(self) -> None:
         self.db.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
         try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        except sqlite3.DatabaseError as e:  # the transaction rolled back: nothing is half-written
+            raise ledger_error(self.path, e) from None
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -275,10 +295,55 @@ class Ledger:
         totals["attempts"] = self.db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0]
         return totals
 
+    def usage(self) -> list[dict[str, Any]]:
+        """Requests, tokens, cost and last update per (purpose, model, status), summed in SQL for reports."""
+        sums = ", ".join(f"COALESCE(SUM({c}), 0) AS {c}" for c in USAGE_COLUMNS)
+        return [dict(r) for r in self.db.execute(
+            f"SELECT purpose, model, status, COUNT(*) AS requests, {sums}, MAX(updated_at) AS last_at"
+            " FROM requests GROUP BY purpose, model, status ORDER BY purpose, model, status")]
+
     def spent(self) -> float:
         return float(self.db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM requests WHERE status='ok'").fetchone()[0])
 
 
 def open_ledger(run_dir: Path) -> Ledger:
     return Ledger(run_dir / "store.sqlite")
+
+
+def check_ledger_file(path: Path) -> None:
+    """A ledger that exists must be a sound SQLite file: it is never silently replaced."""
+    if not path.exists():
+        return
+    with path.open("rb") as f:
+        header = f.read(len(SQLITE_HEADER))
+    if not header:
+        raise SdfError(f"{path} is empty (0 bytes), not a ledger sdf wrote; {RESET_HINT}")
+    if header != SQLITE_HEADER:
+        raise SdfError(f"{path} is not an SQLite database; {RESET_HINT}")
+
+
+RESET_HINT = ("move it aside, or pass --reset-ledger to set it aside and start a new one "
+              "(its answers are then paid again)")
+
+
+def ledger_error(path: Path, error: sqlite3.DatabaseError) -> SdfError:
+    text = str(error)
+    if "full" in text:
+        return Incomplete(f"disk full at {path.parent}: free space and rerun; every answer recorded before is kept")
+    if isinstance(error, sqlite3.OperationalError) and ("locked" in text or "readonly" in text):
+        return SdfError(f"cannot write {path}: {text}")
+    return SdfError(f"{path} is damaged ({text}); {RESET_HINT}")
+
+
+def reset_ledger(path: Path) -> Path | None:
+    """Set a damaged ledger (and its WAL files) aside under a dated name; returns where it went."""
+    if not path.exists():
+        return None
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        part = path.with_name(path.name + suffix)
+        if part.exists():
+            part.rename(aside.with_name(aside.name + suffix))
+    return aside
 

@@ -7,11 +7,12 @@ from functools import cached_property
 from pathlib import Path
 
 from sdf.config import Settings, load_settings
+from sdf.errors import SdfError
 from sdf.llm.ledger import Ledger, open_ledger
 from sdf.run import RunDir
 from sdf.source.catalog import Catalog, load_catalog, system_prompt
 from sdf.source.constitution import Constitution, Section, load_constitution
-from sdf.source.plan import genre_weights
+from sdf.source.plan import genre_weights, select_sections
 
 
 @dataclass
@@ -44,21 +45,39 @@ def _catalog(settings: Settings) -> Catalog:
 
 def create_run(settings: Settings, constitution_path: Path, run_dir: Path | None = None) -> Run:
     """Parse the constitution and write config.toml and sections.jsonl (validation first, then I/O)."""
-    constitution = load_constitution(constitution_path, settings.run.variables)
+    parsed = load_constitution(constitution_path, settings.run.variables)
+    constitution = select_sections(parsed, settings.plan).constitution  # exclusions, {.skip}, merged stubs
     catalog = _catalog(settings)
     genre_weights(catalog, settings.plan)  # an unknown genre fails here, before anything is written
     settings = replace(settings, run=replace(settings.run, constitution=str(constitution_path)))
     rd = RunDir(run_dir or run_path(settings, constitution_path))
-    rd.path.mkdir(parents=True, exist_ok=True)
+    make_run_dir(rd.path)
+    rd.acquire_lock()
     rd.write_config(settings.to_toml())
     rd.write_sections(asdict(s) for s in constitution.sections)
     return Run(rd, settings, constitution, catalog)
 
 
-def open_run(path: Path, overrides: dict | None = None) -> Run:
-    """Reopen an existing run from its config.toml and sections.jsonl."""
+def make_run_dir(path: Path) -> None:
+    """Create the run directory, or say in one line why it cannot be (before anything is written)."""
+    for parent in (path, *path.parents):
+        if parent.exists() and not parent.is_dir():
+            raise SdfError(f"cannot create the run directory {path}: {parent} is a file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise SdfError(f"cannot write the run directory {path}: {e.strerror or e}") from None
+
+
+def open_run(path: Path, overrides: dict | None = None, write: bool = False) -> Run:
+    """Reopen an existing run from its config.toml and sections.jsonl; `write` takes the writer lock."""
     rd = RunDir(path)
     rd.require_run()
+    if write:
+        rd.acquire_lock()
     settings = load_settings(rd.config, overrides)
     sections = tuple(Section(**{**row, "path": tuple(row["path"])}) for row in rd.read_sections())
     return Run(rd, settings, Constitution("", sections), _catalog(settings))

@@ -38,9 +38,8 @@ JUDGE_CHUNK = 5000  # judge requests handed to the engine at a time: bounds the 
 def plan_stage(run: Run) -> list[dict]:
     specs = plan_specs(run.constitution.sections, run.catalog, run.settings.plan, run.settings.run.seed)
     run.dir.write_specs(specs)
-    weights = genre_weights(run.catalog, run.settings.plan)
-    total = sum(weights.values()) or 1.0
-    run.dir.write_plan({"docs": len(specs), "genre_targets": {g: w / total for g, w in weights.items()}})
+    targets = genre_weights(run.catalog, run.settings.plan)  # already shares that sum to 1
+    run.dir.write_plan({"docs": len(specs), "genre_targets": {g: round(w, 6) for g, w in targets.items()}})
     return specs
 
 
@@ -119,8 +118,11 @@ def extract_document(response_text: str) -> str | None:
     return match.group(1).strip() if match else None
 
 
-def extract_stage(run: Run) -> tuple[int, int]:
-    """Turn ledger responses into documents.parquet; every spec becomes a document or a recorded failure."""
+def extract_stage(run: Run) -> dict[str, int]:
+    """Turn ledger responses into documents.parquet; every spec becomes a document or a recorded failure.
+
+    Returns {"specs", "documents", "no_answer"}: no_answer counts specs the API never answered
+    (api_error, not_generated), which a rerun sends again."""
     counts = StageCounts()
     with _ledger(run) as ledger, Rejects(run.dir, ["generate"]) as rejects, \
             TableWriter(run.dir.documents, DOCUMENT_SCHEMA) as out:
@@ -137,9 +139,10 @@ def extract_stage(run: Run) -> tuple[int, int]:
                 out.write(batch)
                 batch = []
         out.write(batch)
+    stage = counts.as_dict().get("generate", {"kept": 0, "input": 0, "dropped": {}})
     run.dir.update_metrics(stages=counts.as_dict())
-    stage = counts.as_dict().get("generate", {"kept": 0, "input": 0})
-    return stage["kept"], stage["input"] - stage["kept"]
+    no_answer = sum(n for reason, n in stage["dropped"].items() if reason in ("api_error", "not_generated"))
+    return {"specs": stage["input"], "documents": stage["kept"], "no_answer": no_answer}
 
 
 def document_from(spec: dict, rows: list) -> tuple[dict | None, dict]:
@@ -194,7 +197,8 @@ def filter_stage(run: Run, backend: Backend | None = None, progress: bool = True
     quality = QualityFilter(run.catalog.genres, cfg.quality)
     if not cfg.judge.enabled:
         counts = run_steps(rd, source, rd.filtered, FILTERED_SCHEMA, [quality]).as_dict()
-        rd.update_metrics(stages=counts)
+        rd.clear_rejects("judge")  # a judge of an earlier run no longer applies
+        rd.update_metrics(stages=counts, cleared=["judge"])
         q = counts.get("quality", {"input": 0, "kept": 0})
         return {"input": q["input"], "after_quality": q["kept"], "kept": q["kept"]}
     if backend is None:
@@ -336,7 +340,7 @@ def report_stage(run: Run) -> Path:
 def check_inputs(settings: Settings) -> None:
     """Fail on a bad tokenizer, mix file or eval file before any money is spent."""
     from sdf.steps.decontam.ngrams import load_eval_texts
-    from sdf.steps.tokens.pack import mix_sources
+    from sdf.steps.tokens.mix import mix_sources
     from sdf.steps.tokens.tokenizer import load_tokenizer
 
     load_tokenizer(settings.pack.tokenizer, settings.pack.eos_id, settings.pack.bos_id)

@@ -227,8 +227,11 @@ def parse_reply(text: str) -> tuple[str, str, list | None] | None:
 # -- assemble ------------------------------------------------------------------------------------------
 
 
-def assemble_stage(run: Run) -> tuple[int, int]:
-    """Ledger answers -> chats.parquet; every spec becomes a chat or a generate reject with its reason."""
+def assemble_stage(run: Run) -> dict[str, int]:
+    """Ledger answers -> chats.parquet; every spec becomes a chat or a generate reject with its reason.
+
+    Returns {"specs", "documents" (chats, under the key the CLI's verdict reads), "no_answer"}.
+    """
     counts, reqs = StageCounts(), Requests(run)
     with closing(run.ledger()) as ledger, Rejects(run.dir, ["generate"]) as rejects, \
             TableWriter(run.dir.chats, CHAT_SCHEMA) as out:
@@ -245,8 +248,9 @@ def assemble_stage(run: Run) -> tuple[int, int]:
                 batch = []
         out.write(batch)
     run.dir.update_metrics(stages=counts.as_dict())
-    stage = counts.as_dict().get("generate", {"kept": 0, "input": 0})
-    return stage["kept"], stage["input"] - stage["kept"]
+    stage = counts.as_dict().get("generate", {"kept": 0, "input": 0, "dropped": {}})
+    no_answer = sum(n for reason, n in stage["dropped"].items() if reason in ("api_error", "not_generated"))
+    return {"specs": stage["input"], "documents": stage["kept"], "no_answer": no_answer}
 
 
 def _failure(spec: dict[str, Any], row: Any, what: str) -> dict[str, Any]:
@@ -319,7 +323,7 @@ def filter_stage(run: Run, backend: Backend | None = None, progress: bool = True
     steps = [ChatQualityFilter(cfg.advice, cfg.quality), ActionCheck(cfg.advice.rewrite_min_overlap)]
     if not cfg.judge.enabled:
         counts = run_steps(rd, source, rd.filtered, CHAT_FILTERED_SCHEMA, steps).as_dict()
-        rd.update_metrics(stages=counts)
+        rd.update_metrics(cleared=("judge",), stages=counts)
         return {"input": counts.get("quality", NONE)["input"], "kept": counts.get("action", NONE)["kept"]}
     if backend is None:
         raise SdfError("the judge is enabled but no model backend was given")

@@ -10,17 +10,25 @@ independently, which keeps any one persona or name from dominating.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import random
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any
 
 from sdf.config import PlanConfig
 from sdf.errors import SdfError
 from sdf.source.catalog import Catalog, Genre
-from sdf.source.constitution import Section
+from sdf.source.constitution import (
+    Constitution,
+    Section,
+    merge_stubs,
+    non_normative_reason,
+    section_warnings,
+)
 
 TOKENS_PER_WORD = 1.4  # English prose (~5.6 characters per word at ~4 characters per token)
 NAMES_PER_SPEC = {True: 3, False: 2}  # fiction needs a cast; non-fiction a couple of people
@@ -70,15 +78,158 @@ def apportion(total: int, weights: dict[str, float]) -> dict[str, int]:
     return counts
 
 
-def section_quotas(sections: Sequence[Section], total: int, floor: int) -> dict[str, int]:
-    """Coverage in proportion to section length, with a floor so short sections are not starved."""
-    floor = floor if total >= floor * len(sections) else 0
-    counts = {s.id: floor for s in sections}
-    rest = total - floor * len(sections)
+# -- which sections, and how many documents each --------------------------------------------------
+
+SYSTEM_PROMPT_WARN_TOKENS = 30_000  # past this the cached constitution is a large share of every request
+EVEN_SHARE_CAP = 3.0  # by default no section gets more than three times an even share of the documents
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The sections a run writes about, and what was left out or merged, and why."""
+
+    constitution: Constitution
+    excluded: dict[str, str] = field(default_factory=dict)  # section id -> why it is out
+    merged: dict[str, str] = field(default_factory=dict)  # stub id -> the section that took its text
+    unmatched: list[str] = field(default_factory=list)  # settings patterns that match no section id
+
+
+def select_sections(constitution: Constitution, cfg: PlanConfig) -> Selection:
+    """Apply {.skip}, [plan].include_sections and exclude_sections, then merge stubs into their neighbours.
+
+    Excluded sections leave the run entirely: no documents, and no place in the system prompt. To keep
+    a section as context but plan no documents for it, give it a section weight of 0 instead.
+    """
+    excluded = excluded_sections(constitution, cfg)
+    kept = tuple(s for s in constitution.sections if s.id not in excluded)
+    if not kept:
+        raise SdfError(f"every one of the {len(constitution.sections)} sections is excluded or skipped; "
+                       "check [plan].include_sections and exclude_sections (see `sdf sections`)")
+    merged_constitution, merged = merge_stubs(Constitution(constitution.title, kept), cfg.min_section_chars)
+    ids = [s.id for s in constitution.sections]
+    patterns = [*cfg.include_sections, *cfg.exclude_sections, *cfg.section_weights]
+    unmatched = [p for p in dict.fromkeys(patterns) if not any(fnmatchcase(i, p) for i in ids)]
+    return Selection(merged_constitution, excluded, merged, unmatched)
+
+
+def excluded_sections(constitution: Constitution, cfg: PlanConfig) -> dict[str, str]:
+    """{section id: why} for sections marked {.skip}, matching an exclude glob, or matching no include glob."""
+    excluded: dict[str, str] = {}
+    for s in constitution.sections:
+        exclude = next((p for p in cfg.exclude_sections if fnmatchcase(s.id, p)), None)
+        if "skip" in s.classes:
+            excluded[s.id] = "marked {.skip}"
+        elif exclude is not None:
+            excluded[s.id] = f"matches exclude pattern '{exclude}'"
+        elif cfg.include_sections and not any(fnmatchcase(s.id, p) for p in cfg.include_sections):
+            excluded[s.id] = "matches no include pattern"
+    return excluded
+
+
+def describe_sections(constitution: Constitution, cfg: PlanConfig) -> list[dict]:
+    """Every parsed section with its sizes, attrs, notes, warnings and what a plan would do with it."""
+    excluded = excluded_sections(constitution, cfg)
+    kept = Constitution(constitution.title, tuple(s for s in constitution.sections if s.id not in excluded))
+    merged = merge_stubs(kept, cfg.min_section_chars)[1] if kept.sections else {}
+    weights = section_weights(constitution.sections, cfg)
+    rows = []
+    for s in constitution.sections:
+        if s.id in excluded:
+            status, detail = "excluded", excluded[s.id]
+        elif s.id in merged:
+            status, detail = "merged", f"into '{merged[s.id]}'"
+        elif weights[s.id] == 0:
+            status, detail = "context", "section weight 0: in the system prompt, no documents"
+        else:
+            status, detail = "planned", ""
+        rows.append({
+            "id": s.id, "title": s.title, "path": list(s.path), "level": s.level, "chars": s.chars,
+            "normative_chars": s.normative_chars, "example_chars": s.example_chars, "attrs": s.attrs,
+            "notes": list(s.notes), "status": status, "detail": detail,
+            "warnings": [] if status == "excluded" else section_warnings(s, cfg.min_section_chars),
+            "non_normative": non_normative_reason(s),
+        })
+    return rows
+
+
+def section_weights(sections: Sequence[Section], cfg: PlanConfig) -> dict[str, float]:
+    """Each section's [plan].section_weights entry: its exact id, else the first glob that matches, else 1."""
+    weights = {}
+    for s in sections:
+        if s.id in cfg.section_weights:
+            weights[s.id] = cfg.section_weights[s.id]
+        else:
+            weights[s.id] = next((w for p, w in cfg.section_weights.items() if fnmatchcase(s.id, p)), 1.0)
+    return weights
+
+
+def capped_weights(weights: dict[str, float], cap: float) -> dict[str, float]:
+    """Rescale so no key's share exceeds `cap`; what the capped keys lose goes to the rest in proportion."""
+    capped: set[str] = set()
+    while True:
+        free = {k: v for k, v in weights.items() if k not in capped}
+        budget, total = 1.0 - cap * len(capped), sum(free.values())
+        over = {k for k, v in free.items() if total > 0 and v / total * budget > cap * (1 + 1e-9)}
+        if not over:
+            break
+        capped |= over
+    if not capped:
+        return dict(weights)  # untouched, so plans without a binding cap stay exactly as they were
+    return {k: cap if k in capped else max(budget, 0.0) * v / total for k, v in weights.items()}
+
+
+def section_quotas(sections: Sequence[Section], total: int, floor: int, weights: dict[str, float] | None = None,
+                   max_share: float = 0.0) -> dict[str, int]:
+    """Documents per section: in proportion to normative text (outside example fences) times its weight.
+
+    A floor keeps short sections from being starved, and a cap on each section's share (default three
+    times an even share) keeps one long section from taking the plan. Weight 0 means no documents.
+    """
+    base = {s.id: max(s.normative_tokens, 1) * (weights or {}).get(s.id, 1.0) for s in sections}
+    eligible = {k: w for k, w in base.items() if w > 0}
+    counts = {s.id: 0 for s in sections}
+    if not eligible:
+        raise SdfError("every section has weight 0 in [plan].section_weights; give at least one a positive weight")
+    floor = floor if total >= floor * len(eligible) else 0
+    counts.update({k: floor for k in eligible})
+    rest = total - floor * len(eligible)
     if rest > 0:
-        extra = apportion(rest, {s.id: max(s.tokens, 1) for s in sections})
-        counts = {k: counts[k] + extra[k] for k in counts}
+        cap = max(max_share or min(1.0, EVEN_SHARE_CAP / len(eligible)), 1 / len(eligible))
+        extra = apportion(rest, capped_weights(eligible, cap))
+        counts.update({k: counts[k] + extra[k] for k in eligible})
     return counts
+
+
+def plan_warnings(selection: Selection, specs: Sequence[dict], cfg: PlanConfig, system_tokens: int,
+                  system_cost_share: float | None) -> list[str]:
+    """What `sdf plan` must say before money is spent: cost of a long prompt, uncovered sections, odd sections."""
+    sections = selection.constitution.sections
+    warnings = []
+    if system_tokens > SYSTEM_PROMPT_WARN_TOKENS:
+        share = f"; it causes about {system_cost_share:.0%} of the estimated cost per document" \
+            if system_cost_share is not None else ""
+        warnings.append(f"the system prompt is about {system_tokens:,} tokens, over ~{SYSTEM_PROMPT_WARN_TOKENS:,}"
+                        f"{share}. Every request repeats it, so leave out what is not part of the constitution "
+                        "with --exclude-section GLOB or [plan].exclude_sections (see `sdf sections`)")
+    covered = {s["section_id"] for s in specs}
+    weights = section_weights(sections, cfg)
+    uncovered = [s.id for s in sections if s.id not in covered and weights[s.id] > 0]
+    if uncovered:
+        warnings.append(f"{len(uncovered)} of {len(sections)} sections get no document with {len(specs)} planned; "
+                        f"plan at least {len(sections)} to cover each, or choose sections with --include-section")
+    for s in sections:
+        for w in section_warnings(s, cfg.min_section_chars):
+            warnings.append(f"section '{s.id}': {w}")
+    for p in selection.unmatched:
+        warnings.append(f"the pattern '{p}' in [plan] or on the command line matches no section id")
+    return warnings
+
+
+def selection_notes(selection: Selection) -> list[str]:
+    """One line per section that the selection left out or merged, for `sdf plan`."""
+    lines = [f"excluded '{sid}': {why}" for sid, why in selection.excluded.items()]
+    lines += [f"merged stub '{stub}' into '{into}'" for stub, into in selection.merged.items()]
+    return lines
 
 
 class Deck:
@@ -120,7 +271,8 @@ def plan_specs(sections: Sequence[Section], catalog: Catalog, cfg: PlanConfig, s
         positions += [((i + offset) / n, genre) for i in range(n)]
     genre_sequence = [g for _, g in sorted(positions)]
 
-    quotas = section_quotas(sections, total, cfg.min_docs_per_section)
+    quotas = section_quotas(sections, total, cfg.min_docs_per_section, section_weights(sections, cfg),
+                            cfg.max_section_share)
     section_slots = [s for s in sections for _ in range(quotas[s.id])]
     # Rotate so the first section does not always open with the same genre.
     shift = rng.randrange(total)
@@ -159,6 +311,8 @@ def plan_specs(sections: Sequence[Section], catalog: Catalog, cfg: PlanConfig, s
             "idea": "",
         }
         digest = hashlib.sha256(f"{seed}:{index}:{sorted(spec.items())}".encode()).hexdigest()[:10]
+        # Added after the digest, so spec ids stay what they were before sections had attributes.
+        spec["section_attrs"] = json.dumps(section.attrs, ensure_ascii=False, sort_keys=True)
         specs.append({"spec_id": f"{index:06d}-{digest}", **spec})
     return specs
 

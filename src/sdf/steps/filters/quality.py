@@ -382,10 +382,15 @@ def _slop_for(slop_file: str) -> re.Pattern[str] | None:
 
 def slop_hits(text: str, cfg: QualityConfig) -> Counter[str]:
     """Slop phrases found in the text, lowercased, with counts."""
-    pattern = _slop_for(cfg.slop_file)
+    return Counter(dict(_slop_hits(text, cfg.slop_file)))
+
+
+@lru_cache(maxsize=64)  # the rule and the quality score both ask, for the same text, one after the other
+def _slop_hits(text: str, slop_file: str) -> tuple[tuple[str, int], ...]:
+    pattern = _slop_for(slop_file)
     if pattern is None:
-        return Counter()
-    return Counter(" ".join(m.group(0).lower().split()) for m in pattern.finditer(_plain(text)))
+        return ()
+    return tuple(Counter(" ".join(m.group(0).lower().split()) for m in pattern.finditer(_plain(text))).items())
 
 
 def slop_detail(text: str, cfg: QualityConfig) -> str | None:

@@ -1,0 +1,412 @@
+"""The commands that make a run: plan, build, generate, filter, dedup and pack."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sdf.cli.common import (
+    check_prices,
+    cli,
+    friendly,
+    overrides_from,
+    reset_ledger_if_asked,
+    resolve_config,
+    settings_options,
+    with_section_flags,
+    wrap_id,
+)
+from sdf.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, SdfError
+
+
+def echo_plan(run: Any, specs: list[dict]) -> None:
+    from sdf.products.documents import usage_estimate
+    from sdf.source.constitution import estimate_tokens, load_constitution
+    from sdf.source.plan import genre_weights, plan_warnings, select_sections, selection_notes, summarize
+
+    summary = summarize(specs)
+    weights = genre_weights(run.catalog, run.settings.plan)
+    sections = run.constitution.sections
+    click.echo(f"plan: {summary.docs} documents over {len(summary.by_section)} of "
+               f"{len(sections)} sections and {len(summary.by_genre)} genres")
+    click.echo(f"\n{'genre':<24}{'docs':>6}{'share':>8}{'target':>8}")
+    for genre, n in summary.by_genre.items():
+        click.echo(f"{genre:<24}{n:>6}{n / summary.docs:>8.1%}{weights.get(genre, 0):>8.1%}")
+    width = max(12, min(56, max(len(s.id) for s in sections)))
+    click.echo(f"\n{'section':<{width}}  {'normative':>9}{'examples':>9}{'docs':>6}")
+    for section in sections:
+        lines = wrap_id(section.id, width)
+        click.echo(f"{lines[0]:<{width}}  {section.normative_chars:>9,}{section.example_share:>9.0%}"
+                   f"{summary.by_section.get(section.id, 0):>6}")
+        for line in lines[1:]:
+            click.echo(f"  {line}")
+    usage = usage_estimate(run, specs)
+    model = run.settings.llm.model
+    click.echo(f"\nestimated tokens: input {usage['input_tokens']:,} + cache write {usage['cache_creation_tokens']:,}"
+               f" + cache read {usage['cache_read_tokens']:,}; output {usage['output_tokens']:,}")
+    price = run.settings.price(model)
+    if usage["cost_usd"] is None:
+        click.echo(f"estimated cost: unknown (no price for {model}; add [pricing.\"{model}\"] to sdf.toml)")
+    else:
+        extras = [(k, usage[k]) for k in ("brainstorm", "judge") if k in usage]
+        for name, part in extras:
+            click.echo(f"  + {name}: {part['requests']:,} requests, ${part['cost_usd']:.2f} (messages), "
+                       f"${part['batch_cost_usd']:.2f} (--batch)")
+        total = usage["cost_usd"] + sum(p["cost_usd"] for _, p in extras)
+        total_batch = usage["batch_cost_usd"] + sum(p["batch_cost_usd"] for _, p in extras)
+        what = "generation" + "".join(f" + {name}" for name, _ in extras)
+        click.echo(f"estimated cost with {model} ({what}): ${total:.2f} (messages), ${total_batch:.2f} (--batch)")
+    system_cost = price.cost(0, 0, usage["cache_creation_tokens"], usage["cache_read_tokens"]) if price else None
+    share = system_cost / usage["cost_usd"] if system_cost is not None and usage["cost_usd"] else None
+    parsed = load_constitution(Path(run.settings.run.constitution), run.settings.run.variables)
+    selection = select_sections(parsed, run.settings.plan)
+    notes = selection_notes(selection)
+    if notes:
+        click.echo("\nselection:")
+        for note in notes:
+            click.echo(f"  {note}")
+    warnings = plan_warnings(selection, specs, run.settings.plan, estimate_tokens(run.system), share)
+    if warnings:
+        click.echo("\nwarnings:")
+        for warning in warnings:
+            click.echo(f"  - {warning}")
+
+
+@cli.command()
+@settings_options
+@friendly
+def plan(constitution: Path, config_path: Path | None, **options: Any) -> None:
+    """Parse the constitution and plan document specs; prints counts and the estimated cost.
+
+    Calls no API. Writes config.toml, sections.jsonl and specs.parquet into the run directory.
+    """
+    from sdf.config import load_settings
+    from sdf.products.context import create_run
+    from sdf.products.documents import plan_stage
+
+    settings = with_section_flags(load_settings(resolve_config(config_path), overrides_from(**options)), options)
+    run = create_run(settings, constitution)
+    specs = plan_stage(run)
+    echo_plan(run, specs)
+    click.echo(f"\nwrote {run.dir.specs}")
+
+
+def echo_generation(summary: Any, ledger_totals: dict) -> None:
+    click.echo(
+        f"requests: {summary.requested} planned, {summary.already_done} already in the ledger, "
+        f"{summary.succeeded} answered now, {summary.failed} failed"
+    )
+    for kind, n in sorted(summary.failures.items()):
+        click.echo(f"  failed: {n} x {kind}")
+    click.echo(
+        f"cost: ${summary.cost_usd:.4f} this run, ${ledger_totals['cost_usd']:.4f} in total; "
+        f"cached share of input tokens {ledger_totals['cache_read_share']:.1%}"
+    )
+
+
+def generation_verdict(summary: Any, extracted: dict) -> tuple[int, str | None]:
+    """The exit code of a generation and, unless it is 0, the one line on stderr that explains it."""
+    missing = extracted["no_answer"]
+    if summary.fatal:
+        return EXIT_BAD_INPUT, (f"the API refused the run ({summary.fatal}); check ANTHROPIC_API_KEY, its "
+                                "permissions and [llm].model: rerunning will not help until that is fixed")
+    if summary.interrupted:
+        return EXIT_INTERRUPTED, (f"interrupted: every answer received is recorded ({summary.succeeded} this run); "
+                                  f"{missing} spec(s) still have no answer; rerun the same command to resume")
+    if not (summary.stopped or missing):
+        return EXIT_OK, None
+    failures = ", ".join(f"{n} x {k}" for k, n in sorted(summary.failures.items(), key=lambda kv: -kv[1]))
+    if summary.stopped.startswith("budget"):
+        why = summary.stopped
+    elif summary.failed and not summary.succeeded and not extracted["documents"]:
+        why = f"every request failed: {failures}"
+    else:
+        why = summary.stopped or failures or "the run stopped before every request was sent"
+    return EXIT_INCOMPLETE, (f"stopped early: {missing} of {extracted['specs']} specs have no answer yet ({why}); "
+                             "rerun the same command to resume")
+
+
+def run_generation(run: Any, backend: Any, progress: bool) -> Any:
+    from sdf.products.documents import brainstorm_stage, generate_stage
+
+    if run.settings.plan.brainstorm:
+        ideas = brainstorm_stage(run, backend, progress=progress)
+        if ideas.stopped:
+            return ideas
+    return generate_stage(run, backend, progress=progress)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--batch/--no-batch", default=None, help="Use the Message Batches API (half price, slower).")
+@click.option("--max-cost", type=float, default=None, help="Stop sending once this many USD are spent.")
+@click.option("--concurrency", type=int, default=None, help="Concurrent requests in messages mode.")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@click.option("--reset-ledger", is_flag=True, help="Set a damaged store.sqlite aside and start a new ledger.")
+@friendly
+def generate(run_dir: Path, progress: bool, reset_ledger: bool, **options: Any) -> None:
+    """Send the planned prompts of RUN_DIR (resumable), then extract documents.parquet."""
+    from sdf.llm import make_backend
+    from sdf.products.context import open_run
+    from sdf.products.documents import extract_stage
+
+    run = open_run(run_dir, overrides_from(**options), write=True)
+    require_documents(run)
+    check_prices(run.settings)
+    backend = make_backend(run.settings.llm)
+    reset_ledger_if_asked(run, reset_ledger)
+    summary = run_generation(run, backend, progress)
+    extracted = extract_stage(run)
+    echo_extraction(run, summary, extracted)
+    code, line = generation_verdict(summary, extracted)
+    if line:
+        click.echo(f"error: {line}" if code == EXIT_BAD_INPUT else line, err=True)
+    sys.exit(code)
+
+
+def echo_extraction(run: Any, summary: Any, extracted: dict) -> None:
+    ledger = run.ledger()
+    echo_generation(summary, ledger.totals())
+    ledger.close()
+    failed = extracted["specs"] - extracted["documents"]
+    click.echo(f"documents: {extracted['documents']} extracted, {failed} specs recorded as failures "
+               f"({extracted['no_answer']} with no answer) -> {run.dir.documents}")
+
+
+@cli.command()
+@settings_options
+@click.option("--tokenizer", default=None, help="tokenizer.json path or directory, HF hub id, or tiktoken name.")
+@click.option("--seq-len", type=int, default=None, help="Sequence length of packed shards.")
+@click.option("--format", "formats", multiple=True, help="Shard format: npy, megatron, nanotron, hf (repeatable).")
+@click.option("--mix", "mixes", multiple=True, help="PATH:RATIO replay text to interleave (repeatable).")
+@click.option("--decontaminate", "decontaminate", multiple=True, type=click.Path(path_type=Path),
+              help="Eval prompts/scenarios (jsonl or txt); documents sharing a 13-gram are dropped (repeatable).")
+@click.option("--batch/--no-batch", default=None, help="Use the Message Batches API (half price, slower).")
+@click.option("--max-cost", type=float, default=None, help="Stop sending once this many USD are spent.")
+@click.option("--concurrency", type=int, default=None, help="Concurrent requests in messages mode.")
+@click.option("--dry-run", is_flag=True, help="Parse and plan, print the plan and cost, call no API.")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@click.option("--reset-ledger", is_flag=True, help="Set a damaged store.sqlite aside and start a new ledger.")
+@click.option("--product", type=click.Choice(["documents", "advice"]), default=None,
+              help="documents (default): a midtraining corpus; advice: difficult-advice transcripts for SFT.")
+@click.option("--rewrite", "rewrite", type=click.Path(path_type=Path), default=None,
+              help="Rewrite mode of the advice product: a jsonl of chats ('messages', optional 'tools') whose final "
+                   "assistant turns gain deliberation, with the same action.")
+@friendly
+def build(constitution: Path, config_path: Path | None, dry_run: bool, progress: bool, mixes: tuple[str, ...],
+          decontaminate: tuple[Path, ...], reset_ledger: bool, product: str | None, rewrite: Path | None,
+          **options: Any) -> None:
+    """Run every stage: parse, plan, generate, filter, dedup, pack and report.
+
+    With --product advice (or --rewrite FILE) the stages build SFT transcripts instead: sft.parquet
+    and sft.jsonl. Resumable: rerun the same command after a crash, Ctrl-C or budget stop and only
+    the missing work is done; nothing recorded in the ledger is paid for twice.
+    """
+    from sdf.config import load_settings
+    from sdf.llm import make_backend
+    from sdf.products.context import create_run
+    from sdf.products.documents import check_inputs, extract_stage, plan_stage
+
+    overrides = overrides_from(**options)
+    if mixes:
+        overrides["pack.mix"] = list(mixes)
+    if decontaminate:
+        overrides["dedup.decontaminate"] = [str(p) for p in decontaminate]
+    if rewrite is not None:
+        if product == "documents":
+            raise SdfError("--rewrite belongs to the advice product; drop --product documents")
+        overrides["advice.rewrite"] = str(rewrite.resolve())
+        product = "advice"
+    if product:
+        overrides["run.product"] = product
+    settings = with_section_flags(load_settings(resolve_config(config_path), overrides), options)
+    check_product(settings, constitution)
+    if settings.run.product == "advice":
+        build_advice(settings, constitution, dry_run, progress, reset_ledger)
+        return
+    check_inputs(settings)  # tokenizer, mix and eval files fail now, not after the money is spent
+    check_prices(settings)
+    backend = None if dry_run else make_backend(settings.llm)  # a missing key fails before anything is written
+    run = create_run(settings, constitution)
+    reset_ledger_if_asked(run, reset_ledger)
+    specs = plan_stage(run)
+    if dry_run:
+        echo_plan(run, specs)
+        click.echo(f"\ndry run: stopped before generation; plan in {run.dir.specs}")
+        return
+    click.echo(f"run {run.dir.path}: {len(specs)} documents planned over {len(run.constitution.sections)} sections")
+    summary = run_generation(run, backend, progress)
+    extracted = extract_stage(run)
+    echo_extraction(run, summary, extracted)
+    code, line = generation_verdict(summary, extracted)
+    if code in (EXIT_OK, EXIT_INCOMPLETE):  # a partial corpus is still filtered, packed and reported
+        packed = finish_build(run, backend, progress)
+        code = code if code != EXIT_OK or packed else EXIT_FAILED
+    if line:
+        click.echo(f"error: {line}" if code == EXIT_BAD_INPUT else line, err=True)
+    sys.exit(code)
+
+
+def check_product(settings: Any, constitution: Path) -> None:
+    """A run directory holds one product: refuse to build another into it."""
+    from sdf.products.context import run_path
+    from sdf.run import RunDir
+
+    rd = RunDir(run_path(settings, constitution))
+    if rd.is_run():
+        existing = rd.read_config().get("run", {}).get("product", "documents")
+        if existing != settings.run.product:
+            raise SdfError(f"{rd.path} holds the {existing} product; build the {settings.run.product} product "
+                           "under another --name (a run directory holds one product)")
+
+
+def require_documents(run: Any) -> None:
+    if run.settings.run.product != "documents":
+        raise SdfError(f"{run.dir.path} holds the {run.settings.run.product} product; this command works on "
+                       "documents runs (rerun `sdf build ... --product advice` to resume it)")
+
+
+def build_advice(settings: Any, constitution: Path, dry_run: bool, progress: bool, reset_ledger: bool) -> None:
+    """The advice product end to end: plan, generate, assemble, filter, dedup, sft, pack, report."""
+    from collections import Counter
+
+    from sdf.llm import make_backend
+    from sdf.products import transcripts
+    from sdf.products.context import create_run
+
+    if settings.plan.tokens > 0:
+        raise SdfError("--tokens plans documents; give the advice product a number of chats with --docs")
+    if settings.dedup.decontaminate:
+        from sdf.steps.decontam.ngrams import load_eval_texts
+
+        load_eval_texts(settings.dedup.decontaminate)  # a bad eval file fails before money is spent
+    if settings.advice.chat_tokenizer:
+        from sdf.writers.chat import load_chat_tokenizer
+
+        load_chat_tokenizer(settings.advice.chat_tokenizer)
+    check_prices(settings)
+    backend = None if dry_run else make_backend(settings.llm)
+    run = create_run(settings, constitution)
+    reset_ledger_if_asked(run, reset_ledger)
+    specs = transcripts.plan_stage(run)
+    what = "transcripts to rewrite" if settings.advice.rewrite else "advice scenarios"
+    click.echo(f"run {run.dir.path}: {len(specs)} {what} planned (product advice)")
+    if dry_run:
+        for key in ("temptation", "operator", "tool_format"):
+            counts = Counter(s[key] or "(none)" for s in specs)
+            click.echo(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
+        click.echo(f"\ndry run: stopped before generation; plan in {run.dir.specs}")
+        return
+    summary = transcripts.generate_stage(run, backend, progress)
+    assembled = transcripts.assemble_stage(run)
+    ledger = run.ledger()
+    echo_generation(summary, ledger.totals())
+    ledger.close()
+    click.echo(f"chats: {assembled['documents']} assembled, {assembled['specs'] - assembled['documents']} specs "
+               f"recorded as failures ({assembled['no_answer']} with no answer) -> {run.dir.chats}")
+    code, line = generation_verdict(summary, assembled)
+    if code in (EXIT_OK, EXIT_INCOMPLETE):  # partial chats are still filtered, written and reported
+        f = transcripts.filter_stage(run, backend, progress)
+        click.echo(f"filter: {f['input']} chats -> {f['kept']} kept")
+        m = transcripts.dedup_stage(run)
+        echo_dedup({**m, "corpus": m["sft"]})
+        click.echo(f"sft: {m['sft']} chats -> {run.dir.sft} and {run.dir.sft_jsonl}")
+        packed = transcripts.pack_stage(run) if m["sft"] else None
+        if packed:
+            click.echo(f"pack: {packed['chats']} chats, {packed['tokens']:,} tokens in {packed['rows']} rows of at "
+                       f"most {packed['seq_len']} ({packed['too_long']} too long) -> {run.dir.sft_packed}")
+        click.echo(f"report: {transcripts.report_stage(run)}")
+        code = code if code != EXIT_OK or m["sft"] else EXIT_FAILED
+    if line:
+        click.echo(f"error: {line}" if code == EXIT_BAD_INPUT else line, err=True)
+    sys.exit(code)
+
+
+def finish_build(run: Any, backend: Any, progress: bool) -> bool:
+    """filter -> dedup -> pack -> report, each summarised in one line; False when the corpus is empty."""
+    from sdf.products.documents import dedup_stage, filter_stage, pack_stage, report_stage
+
+    f = filter_stage(run, backend, progress)
+    click.echo(f"filter: {f['input']} documents -> {f['kept']} kept"
+               + (f" ({f['after_quality']} after heuristics)" if "after_judge" in f else ""))
+    m = dedup_stage(run)
+    echo_dedup(m)
+    if m["corpus"]:
+        manifest = pack_stage(run, progress)
+        click.echo(f"pack: {manifest['documents']} documents, {manifest['tokens']:,} tokens in "
+                   f"{manifest['sequences']} sequences of {run.settings.pack.seq_len} -> {run.dir.shards}")
+    else:
+        click.echo(f"pack: skipped, no document survived (see `sdf inspect {run.dir.path} --rejected all`)")
+    click.echo(f"report: {report_stage(run)}")
+    return bool(m["corpus"])
+
+
+def echo_dedup(m: dict) -> None:
+    stages = m["stages"]
+    dropped = {s: stages.get(s, {}).get("dropped", {}) for s in ("decontaminate", "dedup", "diversity")}
+    click.echo(f"dedup: {m['input']} -> {m['corpus']} ({dropped['dedup'].get('exact_duplicate', 0)} exact and "
+               f"{dropped['dedup'].get('near_duplicate', 0)} near duplicates, "
+               f"{sum(dropped['decontaminate'].values())} contaminated, "
+               f"{sum(dropped['diversity'].values())} over caps)")
+
+
+@cli.command(name="filter")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--judge/--no-judge", default=None, help="Score documents with the LLM judge.")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@friendly
+def filter_command(run_dir: Path, progress: bool, **options: Any) -> None:
+    """Apply the quality filters (and the optional LLM judge) to RUN_DIR's documents."""
+    from sdf.llm import make_backend
+    from sdf.products.context import open_run
+    from sdf.products.documents import filter_stage
+
+    run = open_run(run_dir, overrides_from(**options), write=True)
+    require_documents(run)
+    backend = make_backend(run.settings.llm) if run.settings.judge.enabled else None
+    counts = filter_stage(run, backend, progress)
+    click.echo(f"filter: {counts['input']} documents -> {counts['kept']} kept -> {run.dir.filtered}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--decontaminate", "decontaminate", multiple=True, type=click.Path(path_type=Path),
+              help="Eval prompts/scenarios (jsonl or txt) that must not leak into the corpus (repeatable).")
+@friendly
+def dedup(run_dir: Path, decontaminate: tuple[Path, ...]) -> None:
+    """Decontaminate, remove exact and near duplicates and apply diversity caps -> corpus.parquet."""
+    from sdf.products.context import open_run
+    from sdf.products.documents import dedup_stage
+
+    overrides = {"dedup.decontaminate": [str(p) for p in decontaminate]} if decontaminate else None
+    run = open_run(run_dir, overrides, write=True)
+    require_documents(run)
+    m = dedup_stage(run)
+    echo_dedup(m)
+    click.echo(f"corpus: {m['corpus']} documents -> {run.dir.corpus}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--tokenizer", default=None, help="tokenizer.json path or directory, HF hub id, or tiktoken name.")
+@click.option("--seq-len", type=int, default=None, help="Sequence length.")
+@click.option("--format", "formats", multiple=True, help="npy, megatron, nanotron, hf (repeatable).")
+@click.option("--mix", "mixes", multiple=True, help="PATH:RATIO replay text to interleave (repeatable).")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@friendly
+def pack(run_dir: Path, progress: bool, mixes: tuple[str, ...], **options: Any) -> None:
+    """Tokenize and pack RUN_DIR's corpus into shards plus shards/manifest.json."""
+    from sdf.products.context import open_run
+    from sdf.products.documents import pack_stage
+
+    overrides = overrides_from(**options)
+    if mixes:
+        overrides["pack.mix"] = list(mixes)
+    run = open_run(run_dir, overrides, write=True)
+    require_documents(run)
+    manifest = pack_stage(run, progress)
+    click.echo(f"pack: {manifest['documents']} documents, {manifest['tokens']:,} tokens, "
+               f"{manifest['sequences']} sequences -> {run.dir.shards}")

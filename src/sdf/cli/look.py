@@ -1,0 +1,274 @@
+"""The commands that look at a run or its inputs: status, catalog, sections, preview, verify, report,
+stats and inspect. None of them takes the writer lock."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sdf.cli.common import cli, constitution_path, friendly, resolve_config, section_flags, with_section_flags, wrap_id
+from sdf.errors import EXIT_FAILED, SdfError
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@friendly
+def status(run_dir: Path, as_json: bool) -> None:
+    """Show the ledger of RUN_DIR: requests per state, batches in flight, cost so far."""
+    from sdf.llm.ledger import Ledger
+    from sdf.run import RunDir
+
+    rd = RunDir(run_dir)
+    ledger = Ledger(rd.require(rd.store, "generate"))
+    try:
+        purposes = [r[0] for r in ledger.db.execute("SELECT DISTINCT purpose FROM requests ORDER BY purpose")]
+        data = {
+            "requests": {p: ledger.counts(p) for p in purposes},
+            "batches": [
+                {k: (json.loads(b[k]) if k == "counts" and b[k] else b[k]) for k in b.keys()}  # noqa: SIM118 - sqlite3.Row iterates values
+                for b in ledger.batches()
+            ],
+            "totals": ledger.totals(),
+        }
+    finally:
+        ledger.close()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for purpose, counts in data["requests"].items():
+        click.echo(f"{purpose:<12}" + "  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    in_flight = [b for b in data["batches"] if b["status"] != "ended"]
+    click.echo(f"batches: {len(data['batches'])} in total, {len(in_flight)} in flight")
+    for b in data["batches"]:
+        click.echo(f"  {b['batch_id']}  {b['purpose']:<10} {b['status']:<12} {b['request_count']:>6} requests"
+                   + (f"  {b['counts']}" if b["counts"] else ""))
+    t = data["totals"]
+    click.echo(f"cost: ${t['cost_usd']:.4f}; tokens in {t['input_tokens']:,} (+{t['cache_read_tokens']:,} cache read,"
+               f" {t['cache_creation_tokens']:,} cache write), out {t['output_tokens']:,};"
+               f" cached share {t['cache_read_share']:.1%}")
+
+
+@cli.command()
+@click.option("--prompts", type=click.Path(path_type=Path), default=None, help="Catalog directory (default: prompts/).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@friendly
+def catalog(prompts: Path | None, as_json: bool) -> None:
+    """List genres, audiences, personas, settings, tones and name pools."""
+    from sdf.source.catalog import load_catalog
+
+    cat = load_catalog(prompts)
+    data = {
+        "genres": {g.name: {"title": g.title, "fiction": g.fiction, "words": [g.min_words, g.max_words],
+                            "weight": g.weight} for g in cat.genres.values()},
+        "audiences": len(cat.audiences), "personas": len(cat.personas), "settings": len(cat.settings),
+        "tones": len(cat.tones), "given_names": len(cat.given_names), "surnames": len(cat.surnames),
+        "cultures": len(cat.cultures),
+    }
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"{'genre':<22}{'title':<28}{'fiction':>8}{'words':>12}{'weight':>8}")
+    for name, g in data["genres"].items():
+        words = f"{g['words'][0]}-{g['words'][1]}"
+        click.echo(f"{name:<22}{g['title'][:27]:<28}{'yes' if g['fiction'] else 'no':>8}{words:>12}{g['weight']:>8.2f}")
+    click.echo(f"\n{len(cat.genres)} genres; audiences {data['audiences']}; personas {data['personas']}; "
+               f"settings {data['settings']}; tones {data['tones']}")
+    click.echo(f"name pools: {data['given_names']} given names, {data['surnames']} surnames, "
+               f"{data['cultures']} cultures ({cat.root})")
+    click.echo("\naudiences:")
+    for a in cat.audiences:
+        click.echo(f"  - {a}")
+
+
+@cli.command()
+@click.argument("constitution", type=click.Path(path_type=Path), callback=constitution_path)
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="Settings file (default: ./sdf.toml if present).")
+@section_flags
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list with one object per section.")
+@friendly
+def sections(constitution: Path, config_path: Path | None, as_json: bool, **options: Any) -> None:
+    """List every section of CONSTITUTION: id, level, normative and example characters, attrs, warnings.
+
+    Also shows what a plan with these settings does with each section: planned, excluded, merged
+    (a stub, into its parent or the next section) or context (weight 0). Calls no API, writes nothing.
+    """
+    from sdf.config import load_settings
+    from sdf.source.constitution import load_constitution
+    from sdf.source.plan import describe_sections
+
+    settings = with_section_flags(load_settings(resolve_config(config_path)), options)
+    rows = describe_sections(load_constitution(constitution, settings.run.variables), settings.plan)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    width = max(12, min(56, max(len(r["id"]) for r in rows)))
+    click.echo(f"{'id':<{width}}  {'level':>5}{'normative':>10}{'examples':>9}  {'status':<9} attrs")
+    for r in rows:
+        lines = wrap_id(r["id"], width)
+        attrs = " ".join([*(f".{c}" for c in r["attrs"].get("class", "").split()),
+                          *(f"{k}={v}" for k, v in r["attrs"].items() if k not in ("id", "class"))])
+        click.echo(f"{lines[0]:<{width}}  {r['level']:>5}{r['normative_chars']:>10,}{r['example_chars']:>9,}  "
+                   f"{r['status']:<9} {attrs}".rstrip())
+        for line in lines[1:]:
+            click.echo(f"  {line}")
+        for line in ([r["detail"]] if r["detail"] else []) + r["notes"]:
+            click.echo(f"    note: {line}")
+        for warning in r["warnings"]:
+            click.echo(f"    warning: {warning}")
+    counts = {k: sum(r["status"] == k for r in rows) for k in ("planned", "context", "merged", "excluded")}
+    warned = sum(bool(r["warnings"]) for r in rows)
+    click.echo(f"\n{len(rows)} sections: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+               + f"; {warned} with warnings")
+    flagged = [r["id"] for r in rows if r["non_normative"] and r["status"] != "excluded"]
+    if flagged:
+        click.echo(f"{len(flagged)} {'looks' if len(flagged) == 1 else 'look'} non-normative; to leave them out, "
+                   "add to sdf.toml under [plan]:\n"
+                   f"exclude_sections = {json.dumps(flagged)}")
+
+
+@cli.command()
+@click.option("--constitution", type=click.Path(path_type=Path), default=None, callback=constitution_path,
+              help="Constitution file, or the name of a bundled one; default: the bundled claude.md.")
+@click.option("--genre", required=True, help="Genre name (see `sdf catalog`).")
+@click.option("--section", "section_id", default=None, help="Section id (default: the first section).")
+@click.option("--seed", type=int, default=None, help="Seed for the sampled audience, persona, names...")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="Settings file.")
+@click.option("--user-only", is_flag=True, help="Print only the per-document prompt, not the system prompt.")
+@friendly
+def preview(constitution: Path, genre: str, section_id: str | None, seed: int | None, config_path: Path | None,
+            user_only: bool) -> None:
+    """Print one fully rendered prompt exactly as it would be sent. Calls no API."""
+    from dataclasses import replace
+
+    from sdf.config import load_settings
+    from sdf.llm.requests import document_request
+    from sdf.source.catalog import load_catalog, system_prompt
+    from sdf.source.constitution import estimate_tokens, load_constitution
+    from sdf.source.plan import plan_specs, select_sections
+
+    settings = load_settings(resolve_config(config_path), {"run.seed": seed})
+    selection = select_sections(load_constitution(constitution, settings.run.variables), settings.plan)
+    cons = selection.constitution  # what a run sends: exclusions and merged stubs applied
+    cat = load_catalog(Path(settings.run.prompts) if settings.run.prompts else None)
+    cat.genre(genre)
+    if section_id in selection.excluded:
+        raise SdfError(f"section '{section_id}' is excluded from the run ({selection.excluded[section_id]})")
+    section = cons.section(section_id) if section_id else cons.sections[0]
+    plan_cfg = replace(settings.plan, genres=[genre], genre_weights={}, docs=1, tokens=0, min_docs_per_section=1)
+    spec = plan_specs([section], cat, plan_cfg, settings.run.seed)[0]
+    request = document_request(cat, spec, section, system_prompt(cat, cons.text), settings.llm)
+    if not user_only:
+        click.echo(f"===== system (cached prefix, ~{estimate_tokens(request.system):,} tokens) =====")
+        click.echo(request.system)
+    click.echo(f"===== user (~{estimate_tokens(request.prompt):,} tokens; model {request.model}, "
+               f"max_tokens {request.max_tokens}) =====")
+    click.echo(request.prompt)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@friendly
+def verify(run_dir: Path) -> None:
+    """Recompute every shard checksum and count, decode samples; exit 1 on any mismatch."""
+    from sdf.writers.manifest import verify_run
+
+    problems = verify_run(run_dir)
+    for problem in problems:
+        click.echo(f"FAIL {problem}")
+    if problems:
+        click.echo(f"verify: {len(problems)} problem(s) in {run_dir}", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo(f"verify: OK ({run_dir})")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@friendly
+def report(run_dir: Path) -> None:
+    """Write RUN_DIR/report.html: mix, coverage, lengths, funnel, costs, dedup, diversity, samples."""
+    if holds_advice(run_dir):
+        from sdf.products.transcript_report import write_transcript_report
+
+        click.echo(f"report: {write_transcript_report(run_dir)}")
+        return
+    from sdf.report import write_report
+
+    click.echo(f"report: {write_report(run_dir)}")
+
+
+def holds_advice(run_dir: Path) -> bool:
+    from sdf.run import RunDir
+
+    rd = RunDir(run_dir)
+    return rd.is_run() and rd.read_config().get("run", {}).get("product") == "advice"
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the same numbers as report.html).")
+@friendly
+def stats(run_dir: Path, as_json: bool) -> None:
+    """The report's numbers in machine-readable form (also written to RUN_DIR/stats.json)."""
+    if holds_advice(run_dir):
+        from sdf.products.transcript_report import transcript_stats
+
+        data = transcript_stats(run_dir)
+        if as_json:
+            click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+            return
+        dep = data["deployment"]
+        click.echo(f"run: {run_dir} (advice, {data['mode']})")
+        click.echo(f"chats: {data['chats']} in sft.parquet of {data['planned']} planned; with a system prompt "
+                   f"{dep['with_system_prompt']:.0%}, with tools {dep['with_tools']:.0%}")
+        click.echo(f"cost: ${data['cost'].get('cost_usd', 0.0):.4f}")
+        click.echo(f"(full numbers: sdf stats {run_dir} --json, or {Path(run_dir) / 'stats.json'})")
+        return
+    from sdf.report import collect_stats
+
+    data = collect_stats(run_dir)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+        return
+    # the headline numbers for a person; every number is in the JSON
+    run, mix, cost = data["run"], data["genre_mix"], data["cost"]
+
+    def n(value: int | None) -> str:
+        return "—" if value is None else f"{value:,}"
+
+    click.echo(f"run: {run['path']}")
+    click.echo(f"documents: {n(run['corpus_docs'])} in the corpus, {n(run['documents'])} extracted, "
+               f"{n(run['specs'])} planned")
+    if run["tokens"] is not None:
+        click.echo(f"tokens: {n(run['tokens'])} ({run['tokens_source']})")
+    if cost:
+        click.echo(f"cost: ${cost['total']['cost_usd']:.4f} over {cost['total']['requests']} requests, "
+                   f"cache-read share {100 * (cost['total']['cache_read_share'] or 0):.1f}%")
+    if mix and mix["max_abs_gap"] is not None:
+        worst = max(mix["genres"], key=lambda g: abs(g["gap"] or 0))
+        click.echo(f"genre mix: largest gap {100 * worst['gap']:+.1f} pt ({worst['genre']}: "
+                   f"{100 * worst['actual']:.1f}% of {mix['actual_source']}, target {100 * worst['target']:.1f}%)")
+    for part, why in data["unavailable"].items():
+        click.echo(f"{part}: not available ({why})")
+    click.echo(f"(full numbers: sdf stats {run_dir} --json, or {Path(run_dir) / 'stats.json'})")
+
+
+@cli.command(name="inspect")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--genre", default=None, help="Only this genre.")
+@click.option("--section", default=None, help="Only this section id.")
+@click.option("--rejected", default=None, help="Show rejected documents with this reason or stage ('all' for any).")
+@click.option("--n", "n", type=int, default=5, show_default=True, help="How many documents.")
+@click.option("--max-chars", type=int, default=None, help="Truncate each document's text.")
+@friendly
+def inspect_command(run_dir: Path, genre: str | None, section: str | None, rejected: str | None, n: int,
+                    max_chars: int | None) -> None:
+    """Show documents (or rejects) with their provenance; plain text when piped."""
+    from sdf.inspect import show_documents
+
+    show_documents(run_dir, genre=genre, section=section, rejected=rejected, n=n, max_chars=max_chars)

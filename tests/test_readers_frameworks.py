@@ -1,0 +1,201 @@
+"""The frameworks' own readers on our shards: megatron-core's IndexedDataset and GPTDataset, and datatrove's
+DatatroveFolderDataset, which nanotron trains from. Their counts must agree with the manifest.
+
+These need the `readers` extra (torch CPU, megatron-core, datatrove): `make check-readers` installs it and
+runs this file. Without it every test here is skipped, saying so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_pack import SEQ_LEN, TOKENIZER, config, decoded, files, make_corpus
+
+from sdf.steps.tokens.pack import pack_corpus
+from sdf.steps.tokens.tokenizer import load_tokenizer
+from sdf.writers.manifest import verify_run
+
+NEEDS = "needs the readers extra: pip install -e '.[readers]' (make check-readers)"
+torch = pytest.importorskip("torch", reason=NEEDS)
+indexed = pytest.importorskip("megatron.core.datasets.indexed_dataset", reason=NEEDS)
+gpt = pytest.importorskip("megatron.core.datasets.gpt_dataset", reason=NEEDS)
+datatrove_dataset = pytest.importorskip("datatrove.utils.dataset", reason=NEEDS)
+
+from datatrove.pipeline.tokens.tokenizer import TokenizedFile  # noqa: E402
+from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder  # noqa: E402
+from megatron.core.tokenizers import MegatronTokenizerBase  # noqa: E402
+
+SPLITS = ("train", "validation")
+
+
+class FixtureTokenizer(MegatronTokenizerBase):
+    """The fixture tokenizer as megatron-core's datasets see it: a vocabulary size and the EOD id."""
+
+    def __init__(self) -> None:
+        super().__init__(TOKENIZER, {})
+        self.inner = load_tokenizer(TOKENIZER)
+        self.unique_identifiers = {"class": type(self).__name__, "path": TOKENIZER}  # keys GPTDataset's cache
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.inner.encode_batch([text])[0]
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self.inner.decode(ids)
+
+    @property
+    def vocab(self) -> dict:
+        return {}
+
+    @property
+    def vocab_size(self) -> int:
+        return self.inner.vocab_size
+
+    @property
+    def eod(self) -> int:
+        return self.inner.eos_id
+
+    def apply_chat_template(self) -> None:
+        raise NotImplementedError
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    run = tmp_path_factory.mktemp("frameworks")
+    docs = make_corpus(run / "corpus.parquet", n=160, seed=2)
+    manifest = pack_corpus(run / "corpus.parquet", run / "shards", config(val_share=0.1), 4, "c", progress=False)
+    assert verify_run(run) == []
+    return run / "shards", manifest, sorted(d["text"] for d in docs if d["text"])
+
+
+def prefixes(root: Path, split: str) -> list[str]:
+    return [str(p.with_suffix("")) for p in files(root, split, "megatron", ".bin")]
+
+
+def test_indexed_dataset_holds_each_document_once_and_no_padding(built):
+    root, manifest, texts = built
+    documents = []
+    for split in SPLITS:
+        held = manifest["holdings"]["megatron"][split]
+        sequences = [indexed.IndexedDataset(prefix) for prefix in prefixes(root, split)]
+        assert sum(len(ds) for ds in sequences) == held["documents"] == manifest["splits"][split]["documents"]
+        tokens = sum(int(ds.sequence_lengths.sum()) for ds in sequences)
+        assert tokens == held["document_tokens"] == held["slot_tokens"] == manifest["splits"][split]["tokens"]
+        for ds in sequences:
+            assert ds.document_indices.tolist() == list(range(len(ds) + 1))  # one document per sequence
+            assert ds.index.dtype == np.uint16  # 700-token vocabulary
+            for i in range(len(ds)):
+                seq = ds[i]
+                assert seq[-1] == manifest["eos_id"] and np.count_nonzero(seq == manifest["eos_id"]) == 1
+                documents.append(seq[:-1].tolist())
+    assert sorted(decoded(documents)) == texts
+
+
+def test_megatron_core_builder_writes_the_same_bytes(built, tmp_path):
+    root, _, _ = built
+    prefix = prefixes(root, "train")[0]
+    ours = indexed.IndexedDataset(prefix)
+    dtype = indexed.DType.optimal_dtype(load_tokenizer(TOKENIZER).vocab_size)
+    builder = indexed.IndexedDatasetBuilder(str(tmp_path / "theirs.bin"), dtype=dtype)
+    for i in range(len(ours)):
+        builder.add_document(ours[i], [len(ours[i])])
+    builder.finalize(str(tmp_path / "theirs.idx"))
+    assert (tmp_path / "theirs.bin").read_bytes() == Path(f"{prefix}.bin").read_bytes()
+    assert (tmp_path / "theirs.idx").read_bytes() == Path(f"{prefix}.idx").read_bytes()
+
+
+@pytest.fixture
+def one_process_group(tmp_path, monkeypatch):
+    """Megatron's BlendedDataset asks torch.distributed for its rank: a group of one, through a local file."""
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")  # a group of one talks to no one; keep it on loopback anyway
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0, world_size=1)
+    yield
+    torch.distributed.destroy_process_group()
+
+
+def test_gpt_dataset_cuts_seq_len_samples_from_the_documents_alone(built, tmp_path, one_process_group):
+    root, manifest, _ = built
+    cfg = gpt.GPTDatasetConfig(
+        random_seed=1234,
+        sequence_length=SEQ_LEN,
+        blend_per_split=[(prefixes(root, "train"), None), (prefixes(root, "validation"), None), None],
+        tokenizer=FixtureTokenizer(),
+        reset_position_ids=False,
+        reset_attention_mask=False,
+        eod_mask_loss=False,
+        path_to_cache=str(tmp_path / "cache"),
+    )
+    train, valid, _ = BlendedMegatronDatasetBuilder(gpt.GPTDataset, [None, None, None], lambda: True, cfg).build()
+    for split, blended in (("train", train), ("validation", valid)):
+        shards = {e["shard"]: e for e in manifest["shards"] if e["split"] == split and e["format"] == "megatron"}
+        parts = blended.datasets if hasattr(blended, "datasets") else [blended]
+        assert len(parts) == len(shards)
+        for part, shard in zip(parts, [shards[k] for k in sorted(shards)], strict=True):
+            # one epoch of a shard: its document tokens, less the one extra token each sample reads ahead
+            assert len(part) == (shard["tokens"] - 1) // SEQ_LEN
+            stream = np.concatenate([part.dataset[int(d)] for d in part.document_index]).astype(np.int64)
+            assert len(stream) == shard["tokens"] and np.count_nonzero(stream == 0) == shard["documents"]
+            for i in range(len(part)):
+                sample, start = part[i], int(part.shuffle_index[i]) * SEQ_LEN
+                assert sample["tokens"].tolist() == stream[start : start + SEQ_LEN].tolist()
+                assert sample["labels"].tolist() == stream[start + 1 : start + SEQ_LEN + 1].tolist()
+                assert bool(sample["loss_mask"].all())  # nothing in a sample is padding
+        assert sum(len(p) for p in parts) == len(blended)
+
+
+def test_datatrove_folder_dataset_reads_documents_and_their_ends(built):
+    root, manifest, _ = built
+    for split in SPLITS:
+        folder = root / split / "nanotron"
+        held = manifest["holdings"]["nanotron"][split]
+        dataset = datatrove_dataset.DatatroveFolderDataset(
+            str(folder), seq_len=SEQ_LEN, recursive=False, token_size=2, return_positions=True
+        )
+        sizes = [p.stat().st_size // 2 for p in files(root, split, "nanotron", ".ds")]
+        assert sum(sizes) == held["document_tokens"] == held["slot_tokens"] == manifest["splits"][split]["tokens"]
+        assert len(dataset) == sum(n // (SEQ_LEN + 1) for n in sizes)
+        for i in range(len(dataset)):
+            item = dataset[i]
+            ids, positions = item["input_ids"], item["positions"]
+            # positions restart right after every EOS and nowhere else: the index holds exactly the documents' ends
+            starts = torch.nonzero(positions[1:] == 0).flatten() + 1
+            assert starts.tolist() == (torch.nonzero(ids[:-1] == manifest["eos_id"]).flatten() + 1).tolist()
+    for ds in files(root, "train", "nanotron", ".ds"):
+        ends = np.fromfile(f"{ds}.index", dtype="<u8")
+        tokens = np.fromfile(ds, dtype="<u2")
+        assert (tokens[ends.astype(np.int64) - 1] == manifest["eos_id"]).all()
+        assert np.count_nonzero(tokens == manifest["eos_id"]) == len(ends)
+    assert sum(held["documents"] for held in manifest["holdings"]["nanotron"].values()) == manifest["documents"]
+
+
+def test_datatrove_tokenized_file_writes_the_same_bytes(built, tmp_path):
+    root, _, _ = built
+    ds = files(root, "train", "nanotron", ".ds")[0]
+    tokens = np.fromfile(ds, dtype="<u2")
+    ends = np.fromfile(f"{ds}.index", dtype="<u8").astype(np.int64)
+    name = (root / "train" / "nanotron" / f"{ds.name}.metadata").read_text().split("|")[0]
+    theirs = TokenizedFile(str(tmp_path), ds.name, tokenizer_name_or_path=name, save_final_metadata=True)
+    for start, end in zip(np.concatenate([[0], ends[:-1]]), ends, strict=True):
+        theirs.write_bytes(tokens[start:end].tobytes())
+    theirs.close()
+    for suffix in ("", ".index", ".metadata"):
+        assert (tmp_path / f"{ds.name}{suffix}").read_bytes() == Path(f"{ds}{suffix}").read_bytes(), suffix
+
+
+@pytest.mark.parametrize("n", [0, 5, 999, 1000, 67_312, 999_500, 999_999, 1_234_567, 10**9, 4 * 10**12])
+def test_nanotron_human_token_count_matches_humanize(n):
+    import humanize
+
+    from sdf.writers.nanotron import human_tokens
+
+    assert human_tokens(n) == humanize.metric(n, unit="T")
+
+
+def test_manifest_holdings_are_what_a_reader_of_each_format_needs(built):
+    root, manifest, _ = built
+    on_disk = json.loads((root / "manifest.json").read_text())
+    assert on_disk["holdings"]["megatron"]["train"]["holds"] == "documents"
+    assert on_disk["holdings"]["hf"]["train"]["holds"] == "rows"
+    assert on_disk["holdings"]["hf"]["train"]["seq_len"] == SEQ_LEN
