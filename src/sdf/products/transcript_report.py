@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +67,8 @@ def transcript_stats(run_dir: Path) -> dict[str, Any]:
     rejects = rd.read_rejects(["stage", "cost_usd"]).to_pylist()
     cost: dict[str, Any] = {"paid_but_discarded_usd": round(sum(r["cost_usd"] or 0.0 for r in rejects), 6)}
     if rd.store.is_file():
-        ledger = Ledger(rd.store)
-        try:
+        with closing(Ledger(rd.store, readonly=True)) as ledger:  # a report never writes the ledger
             cost.update(ledger.totals())
-        finally:
-            ledger.close()
     return {
         "product": config.get("run", {}).get("product", "documents"),
         "mode": "rewrite" if config.get("advice", {}).get("rewrite") else "advice",
