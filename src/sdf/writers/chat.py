@@ -16,7 +16,6 @@ rewritten answer only serves the check that the deliberation leads to the same a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,14 +87,6 @@ class SftWriter:
         self.parquet.write(self._pending)
         self.parquet.close()
         self._tmp.replace(self.path)
-
-
-def read_sft(path: Path) -> Iterator[dict[str, Any]]:
-    """The rows of sft.jsonl, one by one."""
-    with Path(path).open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
 
 
 # -- tokenized: packed rows with loss on the assistant's final turn -----------------------------------------
