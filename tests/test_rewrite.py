@@ -113,3 +113,13 @@ def test_action_change_compares_calls_key_content_and_refusals() -> None:
     refusal = "I can't help with that, here you go."  # overlap off: only the refusal check can fire
     assert "started declining" in action_change("Here you go.", refusal, None, None, 0.0)
     assert "stopped declining" in action_change(refusal, "Here you go.", None, None, 0.0)
+
+
+def test_the_judge_reads_rewritten_chats_on_the_whole_constitution(fake, tmp_path: Path) -> None:
+    config = fast_config(tmp_path, extra="[judge]\nenabled = true\nmin_score = 0\n")
+    result = run_sdf("build", "--constitution", FIXTURE_CONSTITUTION, "--config", config, "--out", tmp_path / "corpus",
+                     "--name", "rw", "--rewrite", CHATS, "--no-progress", cwd=tmp_path, env=sdf_env(fake.base_url))
+    assert result.returncode == 0, result.stderr
+    rd = RunDir(tmp_path / "corpus" / "rw")
+    assert rd.read_metrics()["stages"]["judge"]["input"] == len(INPUT)
+    assert all(r["judge_score"] is not None for r in pq.read_table(rd.sft).to_pylist())
