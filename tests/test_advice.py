@@ -352,3 +352,15 @@ def test_decontamination_drops_a_chat_whose_words_leak_an_eval_item(fake, tmp_pa
     dropped = [r for r in rd.read_rejects().to_pylist() if r["stage"] == "decontaminate"]
     assert [r["doc_id"] for r in dropped] == [leaked["id"]] and dropped[0]["reason"] == "contaminated"
     assert pq.read_table(rd.sft).num_rows == 4
+
+
+def test_dry_run_plans_and_estimates_without_any_api(tmp_path: Path) -> None:
+    config = fast_config(tmp_path, docs=30)
+    env = sdf_env(base_url="http://127.0.0.1:9", key=None)  # nothing listens there, and there is no key
+    result = run_sdf("build", "--constitution", FIXTURE_CONSTITUTION, "--config", config, "--out", tmp_path / "d",
+                     "--product", "advice", "--dry-run", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "30 advice scenarios planned" in result.stdout and "estimated tokens (60 requests)" in result.stdout
+    assert re.search(r"estimated cost with claude-haiku-4-5: \$\d+\.\d\d \(messages\)", result.stdout)
+    run = tmp_path / "d" / "fixture_constitution"
+    assert (run / "specs.parquet").exists() and not (run / "store.sqlite").exists()

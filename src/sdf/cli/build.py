@@ -298,6 +298,15 @@ def build_advice(settings: Any, constitution: Path, dry_run: bool, progress: boo
         for key in ("temptation", "operator", "tool_format"):
             counts = Counter(s[key] or "(none)" for s in specs)
             click.echo(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
+        u, model = transcripts.usage_estimate(run, specs), settings.llm.model
+        click.echo(f"\nestimated tokens ({u['requests']} requests): input {u['input_tokens']:,} + cache write "
+                   f"{u['cache_creation_tokens']:,} + cache read {u['cache_read_tokens']:,}; "
+                   f"output {u['output_tokens']:,}")
+        if u["cost_usd"] is None:
+            click.echo(f"estimated cost: unknown (no price for {model}; add [pricing.\"{model}\"] to sdf.toml)")
+        else:
+            click.echo(f"estimated cost with {model}: ${u['cost_usd']:.2f} (messages), ${u['batch_cost_usd']:.2f} "
+                       "(--batch)")
         click.echo(f"\ndry run: stopped before generation; plan in {run.dir.specs}")
         return
     summary = transcripts.generate_stage(run, backend, progress)

@@ -37,6 +37,9 @@ ANSWER = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL | re.IGNORECASE)
 TOOL_CALLS = re.compile(r"<tool_calls>\s*(.*?)\s*</tool_calls>", re.DOTALL | re.IGNORECASE)
 JUDGE_CHUNK = 5000  # judge requests handed to the engine at a time
 NONE = {"input": 0, "kept": 0}  # the counts of a stage that saw no batch
+REPLY_TOKENS = 900  # a deliberation of ~400 words and an answer of ~250, for the estimate
+DELIBERATION_TOKENS = 500  # what a rewrite adds to the final turn, for the estimate
+TOKENS_PER_WORD = 1.4
 
 
 def advice_catalog(run: Run) -> AdviceCatalog:
@@ -222,6 +225,42 @@ def parse_reply(text: str) -> tuple[str, str, list | None] | None:
         except json.JSONDecodeError:
             calls = [{"name": "(unparsable)", "arguments": m.group(1)}]
     return d.group(1).strip(), a.group(1).strip(), calls
+
+
+def usage_estimate(run: Run, specs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Requests, tokens and cost of generating `specs`, from the rendered prompts; no API is called.
+
+    The cached system prompt is written once and read by every other request that shares it.
+    Outputs are typical lengths (the user message's planned length, REPLY_TOKENS, DELIBERATION_TOKENS).
+    """
+    from sdf.source.constitution import estimate_tokens
+
+    reqs, price = Requests(run), run.settings.price(run.settings.llm.model)
+    rounds: list[tuple[str, list[int], list[int]]] = []  # (system, prompt tokens, output tokens) per request kind
+    if run.settings.advice.rewrite:
+        first = [reqs.first(s) for s in specs]
+        answers = [estimate_tokens(json.loads(s["source_messages"])[-1]["content"] or "") for s in specs]
+        rounds.append((reqs.system, [estimate_tokens(r.prompt) for r in first],
+                       [a + DELIBERATION_TOKENS for a in answers]))
+    else:
+        users = [reqs.first(s) for s in specs]
+        user_out = [round(s["user_words"] * TOKENS_PER_WORD) + 10 for s in specs]
+        rounds.append((users[0].system if users else "", [estimate_tokens(r.prompt) for r in users], user_out))
+        replies = [estimate_tokens(reqs.replies(s, "")[0].prompt) + out for s, out in zip(specs, user_out, strict=True)]
+        rounds.append((reqs.system, replies, [REPLY_TOKENS] * len(specs)))
+    usage = {"requests": 0, "input_tokens": 0, "cache_creation_tokens": 0, "cache_read_tokens": 0, "output_tokens": 0}
+    for system, prompts, outputs in rounds:
+        if prompts:
+            n, system_tokens = len(prompts), estimate_tokens(system)
+            usage["requests"] += n
+            usage["input_tokens"] += sum(prompts)
+            usage["cache_creation_tokens"] += system_tokens
+            usage["cache_read_tokens"] += system_tokens * (n - 1)
+            usage["output_tokens"] += sum(outputs)
+    tokens = [usage[k] for k in ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens")]
+    usage["cost_usd"] = price.cost(*tokens) if price else None
+    usage["batch_cost_usd"] = price.cost(*tokens, batch=True) if price else None
+    return usage
 
 
 # -- assemble ------------------------------------------------------------------------------------------
