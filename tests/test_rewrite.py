@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -115,11 +116,13 @@ def test_action_change_compares_calls_key_content_and_refusals() -> None:
     assert "stopped declining" in action_change(refusal, "Here you go.", None, None, 0.0)
 
 
-def test_the_judge_reads_rewritten_chats_on_the_whole_constitution(fake, tmp_path: Path) -> None:
+def test_the_judge_asks_whether_the_rewrite_kept_the_action(fake, tmp_path: Path) -> None:
     config = fast_config(tmp_path, extra="[judge]\nenabled = true\nmin_score = 0\n")
     result = run_sdf("build", "--constitution", FIXTURE_CONSTITUTION, "--config", config, "--out", tmp_path / "corpus",
                      "--name", "rw", "--rewrite", CHATS, "--no-progress", cwd=tmp_path, env=sdf_env(fake.base_url))
     assert result.returncode == 0, result.stderr
     rd = RunDir(tmp_path / "corpus" / "rw")
     assert rd.read_metrics()["stages"]["judge"]["input"] == len(INPUT)
+    rubric = [p for (p,) in sqlite3.connect(rd.store).execute("SELECT prompt FROM requests WHERE purpose = 'judge'")]
+    assert len(rubric) == len(INPUT) and all("1. Same action." in p and "<original_answer>" in p for p in rubric)
     assert all(r["judge_score"] is not None for r in pq.read_table(rd.sft).to_pylist())

@@ -119,15 +119,28 @@ def _plain_calls(calls: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     return [{"name": c["function"]["name"], "arguments": c["function"]["arguments"]} for c in calls or []]
 
 
+def _tagged(tag: str, text: str | None) -> str:
+    return f"<{tag}>\n{text}\n</{tag}>" if text else ""
+
+
 def judge_request(acat: AdviceCatalog, chat: dict[str, Any], section_text: str, run: Run) -> LLMRequest:
+    """The chat rubric for advice; for a rewrite, the rubric that also asks whether the action stayed the same."""
     j, llm = run.settings.judge, run.settings.llm
     messages = json.loads(chat["prompt_messages"])
     system = next((m["content"] for m in messages if m["role"] == "system"), "")
-    prompt = acat.render(
-        "judge", section_title=chat["section_title"] or "(the constitution as a whole)",
-        section_text=section_text or "(see the constitution)",
-        deployment=deployment_block(system, json.loads(chat["tools"]) if chat["tools"] else None),
-        user_message=chat["user"], deliberation=chat["deliberation"], answer=chat["answer"])
+    deployment = deployment_block(system, json.loads(chat["tools"]) if chat["tools"] else None)
+    if chat["mode"] == "rewrite":
+        prompt = acat.render(
+            "rewrite_judge", deployment=deployment,
+            conversation="\n".join(_render_turn(m) for m in messages if m["role"] != "system"),
+            original_answer=chat["original_answer"], deliberation=chat["deliberation"], answer=chat["answer"],
+            original_tool_calls=_tagged("original_tool_calls", chat["original_tool_calls"]),
+            tool_calls=_tagged("tool_calls", chat["tool_calls"]))
+    else:
+        prompt = acat.render(
+            "judge", section_title=chat["section_title"] or "(the constitution as a whole)",
+            section_text=section_text or "(see the constitution)", deployment=deployment,
+            user_message=chat["user"], deliberation=chat["deliberation"], answer=chat["answer"])
     return LLMRequest("judge", chat["doc_id"], j.model or llm.model, run.system, prompt, j.max_tokens, llm.temperature)
 
 

@@ -26,7 +26,7 @@ else:  # pragma: no cover
 
 PACKAGE_PROMPTS = Path(__file__).resolve().parents[1] / "prompts"  # shipped as package data
 TEMPLATE_NAMES = ("system", "document", "brainstorm", "judge")
-ADVICE_TEMPLATE_NAMES = ("writer_system", "user", "advisor_system", "reply", "rewrite", "judge")
+ADVICE_TEMPLATE_NAMES = ("writer_system", "user", "advisor_system", "reply", "rewrite", "judge", "rewrite_judge")
 _GENRE_NAME = re.compile(r"^[a-z0-9_]+$")
 _SLOT = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
