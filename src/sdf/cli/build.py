@@ -119,12 +119,9 @@ def generation_verdict(summary: Any, extracted: dict) -> tuple[int, str | None]:
     if not (summary.stopped or missing):
         return EXIT_OK, None
     failures = ", ".join(f"{n} x {k}" for k, n in sorted(summary.failures.items(), key=lambda kv: -kv[1]))
-    if summary.stopped.startswith("budget"):
-        why = summary.stopped
-    elif summary.failed and not summary.succeeded and not extracted["documents"]:
-        why = f"every request failed: {failures}"
-    else:
-        why = summary.stopped or failures or "the run stopped before every request was sent"
+    why = "; ".join(p for p in (summary.stopped, failures) if p) or "the run stopped before every request was sent"
+    if summary.failed and not summary.succeeded and not extracted["documents"]:
+        why = f"every request failed: {why}"
     return EXIT_INCOMPLETE, (f"stopped early: {missing} of {extracted['specs']} specs have no answer yet ({why}); "
                              "rerun the same command to resume")
 
