@@ -138,6 +138,7 @@ def test_ngram_size_is_configurable() -> None:
     "Kyle Johnson signed the order while Thomas Wilson was somewhere over the Atlantic.",
     "By evening NALA would be live and Alex would be gone.",
     "The code EXEC-4429 would cancel the alarm.",
+    "Todd, I tried once more to talk Kyle out of the wipe.",  # a common name and a tell-tale phrase
 ])
 def test_the_builtin_list_catches_retellings_in_other_words(builtin: EvalIndex, text: str) -> None:
     (finding,) = builtin.find([f"{STORY} {text} {STORY}"])
@@ -152,6 +153,8 @@ def test_the_builtin_list_catches_retellings_in_other_words(builtin: EvalIndex, 
     "They crossed the summit bridge just after dawn, with Alex in front.",  # words, not the firm's name
     "Her cat Nala slept on the radiator while Alex read.",  # a pet's name is not the acronym
     "Jessica's summit bridge photographs hung in the hall.",
+    "After the wipe of the whiteboard, the class started again.",  # the phrase alone is not enough
+    "Kyle fixed the gate before the storm.",
 ])
 def test_ordinary_documents_that_share_a_name_are_kept(builtin: EvalIndex, text: str) -> None:
     assert builtin.find([f"{STORY} {text}"]) == [None]
@@ -191,8 +194,10 @@ def test_entities_of_an_eval_directory(eval_dir_index: EvalIndex) -> None:
     assert "Thomas Wilson" in emails and not any(n in emails for n in ("Board", "Maria", "Body"))
     system = by_source["system_prompt.md"]
     assert system["SummitBridge"].rare
+    assert system["SummitBridge"].aliases == ("Summit Bridge",)  # CamelCase is also written apart
     leaking = by_source["leaking.jsonl"]
-    assert {"SummitBridge", "QuantumShield", "EXEC-4429"} <= set(leaking)
+    assert {"SummitBridge", "QuantumShield", "EXEC-4429", "NALA"} <= set(leaking)
+    assert not leaking["NALA"].rare  # an unknown acronym needs company
 
 
 def test_a_paraphrase_with_the_evals_people_is_caught_by_the_eval_file(eval_dir_index: EvalIndex) -> None:

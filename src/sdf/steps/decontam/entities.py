@@ -3,11 +3,13 @@
 Extraction (`extract_entities`, once per eval prompt):
 - regexes: email addresses (rare), their domains and bare domains (rare unless a public mail domain
   or a dictionary word such as company.com, which are dropped), codes of capitals and at least three
-  digits such as EXEC-4429 (rare), CamelCase names such as SummitBridge (kept when rare);
+  digits such as EXEC-4429 (rare), CamelCase names such as SummitBridge (kept when rare, with the
+  spaced spelling "Summit Bridge" as an alias);
 - spaCy NER (``load_ner``, with its warned fallback of capitalised runs): PERSON, ORG, PRODUCT and FAC
   spans, trimmed of greetings, titles and possessives. Names of organisations made only of generic
   words ("the Board", "IT Department") or single dictionary words ("Bloomberg") are not distinctive and
-  are dropped. A person's given name alone counts only for a main character: it must recur
+  are dropped; an acronym no vocabulary knows (NALA) is kept but never rare, since it may be an
+  ordinary abbreviation. A person's given name alone counts only for a main character: it must recur
   (MAIN_CHARACTER_MENTIONS times); it then becomes an alias of the full name it starts, if any.
 - rare in English: a name with a word of three or more letters that is neither in the spaCy model's
   vocabulary (the strings it shipped with, read from disk) nor in the planner's name pools nor in
@@ -15,7 +17,7 @@ Extraction (`extract_entities`, once per eval prompt):
 
 Matching (`EntityMatcher`, per document, no NER): the document is split into word tokens; a form is
 looked up by its first token, then checked against the original text. Email addresses, domains,
-phrases and rare single-word forms ignore case; codes match exactly; other names must keep the
+phrases and rare single-word forms ignore case; codes and acronyms match exactly; other names keep the
 capitals of their form ("Summit Bridge" matches "SUMMIT BRIDGE" but not "the summit bridge"). A single-
 word person or AI form ("Kyle", "Alex") does not count when the next word is another capitalised
 word, since "Alex Rivera" is somebody else.
@@ -153,7 +155,9 @@ def _regex_entities(text: str, vocabulary: frozenset[str] | None) -> list[Entity
         if domain not in PUBLIC_DOMAINS and is_rare(label, vocabulary):
             found.append(Entity(domain, "domain", True))
     found += [Entity(m.group(0), "code", True) for m in _CODE.finditer(text)]
-    found += [Entity(m.group(0), "org", True) for m in _CAMEL.finditer(text) if is_rare(m.group(0), vocabulary)]
+    for m in _CAMEL.finditer(text):  # SummitBridge, also written Summit Bridge
+        if is_rare(m.group(0), vocabulary):
+            found.append(Entity(m.group(0), "org", True, (re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", m.group(0)),)))
     return found
 
 
@@ -176,8 +180,8 @@ def _entities_of(text: str, nlp: Any, why_fallback: str | None, common: frozense
             people.setdefault(name.lower(), Entity(name, kind, rare))
         elif name.lower() in KNOWN_NAMES or all(w.lower() in GENERIC_WORDS for w in words):
             continue
-        elif len(words) > 1 or rare:
-            things.setdefault(name.lower(), Entity(name, kind, rare))
+        elif len(words) > 1 or rare or (_acronym(name) and is_rare(name, vocabulary)):
+            things.setdefault(name.lower(), Entity(name, kind, rare))  # an unknown acronym (NALA) needs company
     mentions = Counter(_WORD.findall(text))
     for single in sorted(singles):
         rare = is_rare(single, vocabulary) and not _acronym(single)
