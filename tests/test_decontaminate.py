@@ -282,3 +282,12 @@ def test_new_settings_are_validated() -> None:
     for bad in ({"decontaminate_entities": 0}, {"decontaminate_rare_entities": 0}, {"decontaminate_minhash": 1.5}):
         with pytest.raises(ValueError):
             DedupConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_without_ner_a_warned_heuristic_still_finds_addresses_and_names() -> None:
+    with pytest.warns(RuntimeWarning, match="capitalised-word heuristic"):
+        index = build_index(DedupConfig(decontaminate=[str(EVAL_DIR)], decontaminate_builtin=False),
+                            ner_fallback=True)
+    assert index is not None
+    found = index.find(["Mail for kyle.johnson@summitbridge.com arrived.", "Kyle Johnson met Thomas Wilson.", STORY])
+    assert [f.reason if f else None for f in found] == ["eval_entities", "eval_entities", None]

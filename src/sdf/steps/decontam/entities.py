@@ -61,7 +61,8 @@ the a an of and for to in on at by with board directors director committee counc
 group company corporation corp inc ltd llc plc office division unit staff management leadership
 executive executives human resources hr it legal finance security operations engineering research
 development sales marketing support services service system systems ai news market markets press
-government federal state national international global new all employees employee every one
+government federal state national international global new all employees employee every one chief officer
+technology technical manager head president vice
 """)
 _LEADING = _word_set("""
 the a an dear hi hello hey from to cc bcc subject body re fwd fw best regards thanks thank sincerely cheers
@@ -77,7 +78,7 @@ _DOMAIN = re.compile(r"(?<![\w@.-])((?:[A-Za-z0-9-]+\.)+(?:com|org|net|io|ai|co|
                      re.IGNORECASE)
 _CODE = re.compile(r"(?<![\w-])(?=[A-Z0-9-]*[A-Z])(?=(?:[A-Z-]*\d){3})[A-Z0-9]+(?:-[A-Z0-9]+)*(?![\w-])")
 _CAMEL = re.compile(r"(?<![\w-])[A-Z][a-z]+(?:[A-Z][a-z0-9]+)+(?![\w-])")
-_CAPITALISED_RUN = re.compile(r"(?<![.!?\n]\s)(?<=\s)([A-Z][a-z]+(?:[ \t]+[A-Z][a-z]+)+)")
+_CAPITALISED_RUN = re.compile(r"(?<![\w-])([A-Z][a-z]+(?:[ \t]+[A-Z][a-z]+)+)(?![\w-])")
 
 
 # -- the vocabulary behind "rare in English" -------------------------------------------------------
