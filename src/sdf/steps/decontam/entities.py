@@ -29,7 +29,7 @@ import json
 import re
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 from importlib.util import find_spec
 from pathlib import Path
@@ -43,6 +43,7 @@ def _word_set(text: str) -> frozenset[str]:
 
 
 MAIN_CHARACTER_MENTIONS = 3  # mentions that make a lone given name a main character's
+NER_MAX_CHARS = 200_000  # NER reads this much of each eval prompt (spaCy refuses texts over 1M characters)
 NER_LABELS = {"PERSON": "person", "ORG": "org", "PRODUCT": "product", "FAC": "place"}
 # well-known names a 2013-era vocabulary lacks: never distinctive of one eval
 KNOWN_NAMES = _word_set("""
@@ -137,11 +138,14 @@ def _acronym(name: str) -> bool:
     return " " not in name and len(name) > 1 and name.isupper()
 
 
-def _spans(text: str, nlp: Any, why_fallback: str | None) -> list[tuple[str, str]]:
-    """(kind, span text) of the named things NER (or the fallback heuristic) finds."""
-    if why_fallback is None:
-        return [(NER_LABELS[e.label_], e.text) for e in nlp(text).ents if e.label_ in NER_LABELS]
-    return [("name", m.group(1)) for m in _CAPITALISED_RUN.finditer(text)]
+def _spans(texts: Sequence[str], nlp: Any, why_fallback: str | None) -> Iterator[list[tuple[str, str]]]:
+    """Per text, (kind, span text) of the named things NER (or the fallback heuristic) finds."""
+    if why_fallback is not None:
+        for text in texts:
+            yield [("name", m.group(1)) for m in _CAPITALISED_RUN.finditer(text)]
+        return
+    for doc in nlp.pipe((t[:NER_MAX_CHARS] for t in texts), batch_size=16):
+        yield [(NER_LABELS[e.label_], e.text) for e in doc.ents if e.label_ in NER_LABELS]
 
 
 def _regex_entities(text: str, vocabulary: frozenset[str] | None) -> list[Entity]:
@@ -162,14 +166,11 @@ def _regex_entities(text: str, vocabulary: frozenset[str] | None) -> list[Entity
     return found
 
 
-def _entities_of(text: str, nlp: Any, why_fallback: str | None, common: frozenset[str] | None,
-                 names: frozenset[str]) -> list[Entity]:
-    text = _PLACEHOLDER.sub(" ", text)
-    vocabulary = common | names if common is not None else None
+def _entities_of(text: str, spans: Sequence[tuple[str, str]], vocabulary: frozenset[str] | None) -> list[Entity]:
     people: dict[str, Entity] = {}
     things: dict[str, Entity] = {}
     singles: set[str] = set()
-    for kind, span in _spans(text, nlp, why_fallback):
+    for kind, span in spans:
         words = _clean_span(span)
         if not words:
             continue
@@ -214,8 +215,9 @@ def extract_entities(prompts: Sequence[EvalPrompt], spacy_model: str = "en_core_
     if common is None:
         warnings.warn("no spaCy vocabulary: only eval addresses and codes count as rare", RuntimeWarning,
                       stacklevel=2)
-    pool = frozenset(n.lower() for n in names)
-    return [_entities_of(p.text, nlp, why, common, pool) for p in prompts]
+    vocabulary = common | {n.lower() for n in names} if common is not None else None
+    texts = [_PLACEHOLDER.sub(" ", p.text) for p in prompts]
+    return [_entities_of(t, spans, vocabulary) for t, spans in zip(texts, _spans(texts, nlp, why), strict=True)]
 
 
 # -- matching in documents -------------------------------------------------------------------------
