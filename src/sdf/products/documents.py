@@ -312,7 +312,7 @@ def dedup_stage(run: Run) -> dict:
              **{k: duplicates.counts.get(k, 0) for k in ("candidate_pairs", "merged_pairs")}}
     if index is not None:  # contamination by reason and by eval, and what the index held
         rows = rd.read_rejects(["stage", "reason", "detail"]).to_pylist()
-        dedup["decontaminate"] = {"evals": index.sources, "index": index.counts,
+        dedup["decontaminate"] = {"index": index.counts,
                                   **contamination_summary(r for r in rows if r["stage"] == "decontaminate")}
     rd.update_metrics(stages=stages, dedup=dedup, caps=caps.caps, diversity=diversity)
     first = stages.get("decontaminate", stages["dedup"])
