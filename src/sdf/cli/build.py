@@ -179,7 +179,10 @@ def echo_extraction(run: Any, summary: Any, extracted: dict) -> None:
 @click.option("--format", "formats", multiple=True, help="Shard format: npy, megatron, nanotron, hf (repeatable).")
 @click.option("--mix", "mixes", multiple=True, help="PATH:RATIO replay text to interleave (repeatable).")
 @click.option("--decontaminate", "decontaminate", multiple=True, type=click.Path(path_type=Path),
-              help="Eval prompts/scenarios (jsonl or txt); documents sharing a 13-gram are dropped (repeatable).")
+              help="Eval prompts (a jsonl, txt or md file, or a directory of them): documents sharing a 13-gram, "
+                   "their distinctive entities or a MinHash-similar text are dropped (repeatable).")
+@click.option("--builtin-evals/--no-builtin-evals", "builtin_evals", default=None,
+              help="Drop documents using the entities of public evaluations listed in prompts/evals/ (default on).")
 @click.option("--batch/--no-batch", default=None, help="Use the Message Batches API (half price, slower).")
 @click.option("--max-cost", type=float, default=None, help="Stop sending once this many USD are spent.")
 @click.option("--concurrency", type=int, default=None, help="Concurrent requests in messages mode.")
@@ -188,7 +191,7 @@ def echo_extraction(run: Any, summary: Any, extracted: dict) -> None:
 @click.option("--reset-ledger", is_flag=True, help="Set a damaged store.sqlite aside and start a new ledger.")
 @friendly
 def build(constitution: Path, config_path: Path | None, dry_run: bool, progress: bool, mixes: tuple[str, ...],
-          decontaminate: tuple[Path, ...], reset_ledger: bool, **options: Any) -> None:
+          decontaminate: tuple[Path, ...], builtin_evals: bool | None, reset_ledger: bool, **options: Any) -> None:
     """Run every stage: parse, plan, generate, filter, dedup, pack and report.
 
     Resumable: rerun the same command after a crash, Ctrl-C or budget stop and only the missing
@@ -204,6 +207,8 @@ def build(constitution: Path, config_path: Path | None, dry_run: bool, progress:
         overrides["pack.mix"] = list(mixes)
     if decontaminate:
         overrides["dedup.decontaminate"] = [str(p) for p in decontaminate]
+    if builtin_evals is not None:
+        overrides["dedup.decontaminate_builtin"] = builtin_evals
     settings = with_section_flags(load_settings(resolve_config(config_path), overrides), options)
     check_inputs(settings)  # tokenizer, mix and eval files fail now, not after the money is spent
     check_prices(settings)
@@ -276,15 +281,20 @@ def filter_command(run_dir: Path, progress: bool, **options: Any) -> None:
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--decontaminate", "decontaminate", multiple=True, type=click.Path(path_type=Path),
-              help="Eval prompts/scenarios (jsonl or txt) that must not leak into the corpus (repeatable).")
+              help="Eval prompts (a jsonl, txt or md file, or a directory of them) that must not leak into the "
+                   "corpus (repeatable).")
+@click.option("--builtin-evals/--no-builtin-evals", "builtin_evals", default=None,
+              help="Drop documents using the entities of public evaluations listed in prompts/evals/ (default on).")
 @friendly
-def dedup(run_dir: Path, decontaminate: tuple[Path, ...]) -> None:
+def dedup(run_dir: Path, decontaminate: tuple[Path, ...], builtin_evals: bool | None) -> None:
     """Decontaminate, remove exact and near duplicates and apply diversity caps -> corpus.parquet."""
     from sdf.products.context import open_run
     from sdf.products.documents import dedup_stage
 
-    overrides = {"dedup.decontaminate": [str(p) for p in decontaminate]} if decontaminate else None
-    run = open_run(run_dir, overrides, write=True)
+    overrides: dict[str, Any] = {"dedup.decontaminate": [str(p) for p in decontaminate]} if decontaminate else {}
+    if builtin_evals is not None:
+        overrides["dedup.decontaminate_builtin"] = builtin_evals
+    run = open_run(run_dir, overrides or None, write=True)
     m = dedup_stage(run)
     echo_dedup(m)
     click.echo(f"corpus: {m['corpus']} documents -> {run.dir.corpus}")
