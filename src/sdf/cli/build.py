@@ -226,15 +226,19 @@ def build(constitution: Path, config_path: Path | None, dry_run: bool, progress:
     echo_extraction(run, summary, extracted)
     code, line = generation_verdict(summary, extracted)
     if code in (EXIT_OK, EXIT_INCOMPLETE):  # a partial corpus is still filtered, packed and reported
-        packed = finish_build(run, backend, progress)
+        packed, judge_stopped = finish_build(run, backend, progress)
+        if code == EXIT_OK and judge_stopped:
+            code, line = EXIT_INCOMPLETE, (f"stopped early: the judge stopped ({judge_stopped}); documents it did not "
+                                           "score are held back; rerun the same command to resume")
         code = code if code != EXIT_OK or packed else EXIT_FAILED
     if line:
         click.echo(f"error: {line}" if code == EXIT_BAD_INPUT else line, err=True)
     sys.exit(code)
 
 
-def finish_build(run: Any, backend: Any, progress: bool) -> bool:
-    """filter -> dedup -> pack -> report, each summarised in one line; False when the corpus is empty."""
+def finish_build(run: Any, backend: Any, progress: bool) -> tuple[bool, str]:
+    """filter -> dedup -> pack -> report, each summarised in one line. Returns whether any document
+    survived, and why the judge stopped early ("" when it did not)."""
     from sdf.products.documents import dedup_stage, filter_stage, pack_stage, report_stage
 
     f = filter_stage(run, backend, progress)
@@ -243,13 +247,18 @@ def finish_build(run: Any, backend: Any, progress: bool) -> bool:
     m = dedup_stage(run)
     echo_dedup(m)
     if m["corpus"]:
-        manifest = pack_stage(run, progress)
-        click.echo(f"pack: {manifest['documents']} documents, {manifest['tokens']:,} tokens in "
-                   f"{manifest['sequences']} sequences of {run.settings.pack.seq_len} -> {run.dir.shards}")
+        echo_pack(run, pack_stage(run, progress))
     else:
         click.echo(f"pack: skipped, no document survived (see `sdf inspect {run.dir.path} --rejected all`)")
     click.echo(f"report: {report_stage(run)}")
-    return bool(m["corpus"])
+    return bool(m["corpus"]), f.get("stopped", "")
+
+
+def echo_pack(run: Any, manifest: dict) -> None:
+    rows = (f"; hf/npy: {manifest['sequences']} rows of {manifest['seq_len']}"
+            if {"hf", "npy"} & set(manifest["formats"]) else "")
+    click.echo(f"pack: {manifest['documents']} documents, {manifest['tokens']:,} tokens as "
+               f"{', '.join(manifest['formats'])}{rows} -> {run.dir.shards}")
 
 
 def echo_dedup(m: dict) -> None:
@@ -317,6 +326,4 @@ def pack(run_dir: Path, progress: bool, mixes: tuple[str, ...], **options: Any) 
     if mixes:
         overrides["pack.mix"] = list(mixes)
     run = open_run(run_dir, overrides, write=True)
-    manifest = pack_stage(run, progress)
-    click.echo(f"pack: {manifest['documents']} documents, {manifest['tokens']:,} tokens, "
-               f"{manifest['sequences']} sequences -> {run.dir.shards}")
+    echo_pack(run, pack_stage(run, progress))

@@ -207,7 +207,8 @@ def filter_stage(run: Run, backend: Backend | None = None, progress: bool = True
     scratch = rd.path / "judge_input.parquet"
     counts = run_steps(rd, source, scratch, FILTERED_SCHEMA, [quality]).as_dict()
     summary = judge_stage(run, scratch, backend, progress)
-    judged = run_steps(rd, scratch, rd.filtered, FILTERED_SCHEMA, [_judge_filter(run)]).as_dict()
+    with _ledger(run) as ledger:
+        judged = run_steps(rd, scratch, rd.filtered, FILTERED_SCHEMA, [_judge_filter(run, ledger)]).as_dict()
     scratch.unlink()
     rd.update_metrics(stages={**counts, **judged})
     q, j = counts.get("quality", {"input": 0, "kept": 0}), judged.get("judge", {"kept": 0})
@@ -232,10 +233,8 @@ def _judge_request(run: Run, doc: dict) -> Any:
                          run.settings.llm)
 
 
-def _judge_filter(run: Run) -> Any:
+def _judge_filter(run: Run, ledger: Ledger) -> Any:
     from sdf.steps.filters.judge import JudgeFilter, parse_score
-
-    ledger = run.ledger()  # read-only lookups; closed with the process (the stage is short-lived)
 
     def score_of(doc: dict) -> tuple[float | None, str]:
         row = ledger.get(_judge_request(run, doc).key)
