@@ -471,8 +471,10 @@ class FakeAnthropic:
         log_path: str | Path | None = None,
         min_cache_tokens: int = 0,
         port: int = 0,
+        api_key: str | None = None,
     ) -> None:
         self.responder = responder or synthetic_reply
+        self.api_key = api_key  # when set, any other key gets 401 authentication_error, as a revoked key would
         self.log_path = Path(log_path) if log_path else None
         self.min_cache_tokens = min_cache_tokens  # the real API ignores cache breakpoints on short prefixes
         self._port = port
@@ -554,6 +556,8 @@ class FakeAnthropic:
         endpoint, handler, path_params = _route(method, url.path)
         if not (headers.get("x-api-key") or headers.get("authorization")):
             return _error_reply(endpoint, 401, "authentication_error", "x-api-key header is required")
+        if self.api_key is not None and headers.get("x-api-key") != self.api_key:
+            return _error_reply(endpoint, 401, "authentication_error", "invalid x-api-key")
         if handler is None:
             return _error_reply(endpoint, 404, "not_found_error", f"Not found: {method} {url.path}")
         try:

@@ -300,8 +300,7 @@ def test_batch_mode_submits_only_what_the_budget_can_pay_for(fake, tmp_path, mon
     ledger = Ledger(tmp_path / "store.sqlite")
     llm = cfg(batch=True)
     reqs = requests(20)
-    price = PRICES("claude-haiku-4-5")
-    worst = price.cost(len(reqs[0].system + reqs[0].prompt) // 3, reqs[0].max_tokens, batch=True)
+    worst = worst_cost(reqs[0], PRICES("claude-haiku-4-5"), batch=True)
     cap = worst * 1.5
     summary = run(reqs, ledger, backend(fake, llm, monkeypatch), llm, max_cost=cap)
     first = ledger.batches()[0]["request_count"]

@@ -214,8 +214,12 @@ class DedupConfig:
 
     exact: bool = True
     near: bool = True
-    decontaminate: list[str] = field(default_factory=list)  # eval files (jsonl/txt) that must not leak
+    decontaminate: list[str] = field(default_factory=list)  # eval files (jsonl/txt/md) or directories of them
     decontaminate_ngram: int = 13  # words per n-gram shared with an eval item that marks contamination
+    decontaminate_entities: int = 2  # distinct entities of one eval that mark a document
+    decontaminate_rare_entities: int = 1  # rare entities (made-up names, addresses, codes) that do
+    decontaminate_minhash: float = 0.3  # MinHash Jaccard with an eval prompt that marks a document; 0 = off
+    decontaminate_builtin: bool = True  # also apply the entity lists in prompts/evals/
     shingle_words: int = 5
     num_perm: int = 128
     bands: int = 21
@@ -240,6 +244,11 @@ class DedupConfig:
             raise ValueError("batch_docs: must be >= 1")
         if self.decontaminate_ngram < 1:
             raise ValueError("decontaminate_ngram: must be >= 1")
+        for name in ("decontaminate_entities", "decontaminate_rare_entities"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1")
+        if not 0.0 <= self.decontaminate_minhash <= 1.0:
+            raise ValueError("decontaminate_minhash: must be in [0, 1] (0 switches the rule off)")
         if self.workers < 0:
             raise ValueError("workers: must be >= 0")
 

@@ -119,12 +119,9 @@ def generation_verdict(summary: Any, extracted: dict) -> tuple[int, str | None]:
     if not (summary.stopped or missing):
         return EXIT_OK, None
     failures = ", ".join(f"{n} x {k}" for k, n in sorted(summary.failures.items(), key=lambda kv: -kv[1]))
-    if summary.stopped.startswith("budget"):
-        why = summary.stopped
-    elif summary.failed and not summary.succeeded and not extracted["documents"]:
-        why = f"every request failed: {failures}"
-    else:
-        why = summary.stopped or failures or "the run stopped before every request was sent"
+    why = "; ".join(p for p in (summary.stopped, failures) if p) or "the run stopped before every request was sent"
+    if summary.failed and not summary.succeeded and not extracted["documents"]:
+        why = f"every request failed: {why}"
     return EXIT_INCOMPLETE, (f"stopped early: {missing} of {extracted['specs']} specs have no answer yet ({why}); "
                              "rerun the same command to resume")
 
@@ -183,7 +180,10 @@ def echo_extraction(run: Any, summary: Any, extracted: dict) -> None:
 @click.option("--format", "formats", multiple=True, help="Shard format: npy, megatron, nanotron, hf (repeatable).")
 @click.option("--mix", "mixes", multiple=True, help="PATH:RATIO replay text to interleave (repeatable).")
 @click.option("--decontaminate", "decontaminate", multiple=True, type=click.Path(path_type=Path),
-              help="Eval prompts/scenarios (jsonl or txt); documents sharing a 13-gram are dropped (repeatable).")
+              help="Eval prompts (a jsonl, txt or md file, or a directory of them): documents sharing a 13-gram, "
+                   "their distinctive entities or a MinHash-similar text are dropped (repeatable).")
+@click.option("--builtin-evals/--no-builtin-evals", "builtin_evals", default=None,
+              help="Drop documents using the entities of public evaluations listed in prompts/evals/ (default on).")
 @click.option("--batch/--no-batch", default=None, help="Use the Message Batches API (half price, slower).")
 @click.option("--max-cost", type=float, default=None, help="Stop sending once this many USD are spent.")
 @click.option("--concurrency", type=int, default=None, help="Concurrent requests in messages mode.")
@@ -197,8 +197,8 @@ def echo_extraction(run: Any, summary: Any, extracted: dict) -> None:
                    "assistant turns gain deliberation, with the same action.")
 @friendly
 def build(constitution: Path, config_path: Path | None, dry_run: bool, progress: bool, mixes: tuple[str, ...],
-          decontaminate: tuple[Path, ...], reset_ledger: bool, product: str | None, rewrite: Path | None,
-          **options: Any) -> None:
+          decontaminate: tuple[Path, ...], builtin_evals: bool | None, reset_ledger: bool, product: str | None,
+          rewrite: Path | None, **options: Any) -> None:
     """Run every stage: parse, plan, generate, filter, dedup, pack and report.
 
     With --product advice (or --rewrite FILE) the stages build SFT transcripts instead: sft.parquet
@@ -215,6 +215,8 @@ def build(constitution: Path, config_path: Path | None, dry_run: bool, progress:
         overrides["pack.mix"] = list(mixes)
     if decontaminate:
         overrides["dedup.decontaminate"] = [str(p) for p in decontaminate]
+    if builtin_evals is not None:
+        overrides["dedup.decontaminate_builtin"] = builtin_evals
     if rewrite is not None:
         if product == "documents":
             raise SdfError("--rewrite belongs to the advice product; drop --product documents")
@@ -243,7 +245,10 @@ def build(constitution: Path, config_path: Path | None, dry_run: bool, progress:
     echo_extraction(run, summary, extracted)
     code, line = generation_verdict(summary, extracted)
     if code in (EXIT_OK, EXIT_INCOMPLETE):  # a partial corpus is still filtered, packed and reported
-        packed = finish_build(run, backend, progress)
+        packed, judge_stopped = finish_build(run, backend, progress)
+        if code == EXIT_OK and judge_stopped:
+            code, line = EXIT_INCOMPLETE, (f"stopped early: the judge stopped ({judge_stopped}); documents it did not "
+                                           "score are held back; rerun the same command to resume")
         code = code if code != EXIT_OK or packed else EXIT_FAILED
     if line:
         click.echo(f"error: {line}" if code == EXIT_BAD_INPUT else line, err=True)
@@ -279,10 +284,12 @@ def build_advice(settings: Any, constitution: Path, dry_run: bool, progress: boo
 
     if settings.plan.tokens > 0:
         raise SdfError("--tokens plans documents; give the advice product a number of chats with --docs")
-    if settings.dedup.decontaminate:
-        from sdf.steps.decontam.ngrams import load_eval_texts
+    from sdf.steps.decontam.evals import load_builtin, load_evals
 
-        load_eval_texts(settings.dedup.decontaminate)  # a bad eval file fails before money is spent
+    if settings.dedup.decontaminate:
+        load_evals(settings.dedup.decontaminate)  # a bad eval file fails before money is spent
+    if settings.dedup.decontaminate_builtin:
+        load_builtin(settings.run.prompts or None)
     if settings.advice.chat_tokenizer:
         from sdf.writers.chat import load_chat_tokenizer
 
@@ -320,6 +327,9 @@ def build_advice(settings: Any, constitution: Path, dry_run: bool, progress: boo
     if code in (EXIT_OK, EXIT_INCOMPLETE):  # partial chats are still filtered, written and reported
         f = transcripts.filter_stage(run, backend, progress)
         click.echo(f"filter: {f['input']} chats -> {f['kept']} kept")
+        if code == EXIT_OK and f.get("stopped"):
+            code, line = EXIT_INCOMPLETE, (f"stopped early: the judge stopped ({f['stopped']}); chats it did not "
+                                           "score are held back; rerun the same command to resume")
         m = transcripts.dedup_stage(run)
         echo_dedup({**m, "corpus": m["sft"]})
         click.echo(f"sft: {m['sft']} chats -> {run.dir.sft} and {run.dir.sft_jsonl}")
@@ -334,8 +344,9 @@ def build_advice(settings: Any, constitution: Path, dry_run: bool, progress: boo
     sys.exit(code)
 
 
-def finish_build(run: Any, backend: Any, progress: bool) -> bool:
-    """filter -> dedup -> pack -> report, each summarised in one line; False when the corpus is empty."""
+def finish_build(run: Any, backend: Any, progress: bool) -> tuple[bool, str]:
+    """filter -> dedup -> pack -> report, each summarised in one line. Returns whether any document
+    survived, and why the judge stopped early ("" when it did not)."""
     from sdf.products.documents import dedup_stage, filter_stage, pack_stage, report_stage
 
     f = filter_stage(run, backend, progress)
@@ -344,13 +355,18 @@ def finish_build(run: Any, backend: Any, progress: bool) -> bool:
     m = dedup_stage(run)
     echo_dedup(m)
     if m["corpus"]:
-        manifest = pack_stage(run, progress)
-        click.echo(f"pack: {manifest['documents']} documents, {manifest['tokens']:,} tokens in "
-                   f"{manifest['sequences']} sequences of {run.settings.pack.seq_len} -> {run.dir.shards}")
+        echo_pack(run, pack_stage(run, progress))
     else:
         click.echo(f"pack: skipped, no document survived (see `sdf inspect {run.dir.path} --rejected all`)")
     click.echo(f"report: {report_stage(run)}")
-    return bool(m["corpus"])
+    return bool(m["corpus"]), f.get("stopped", "")
+
+
+def echo_pack(run: Any, manifest: dict) -> None:
+    rows = (f"; hf/npy: {manifest['sequences']} rows of {manifest['seq_len']}"
+            if {"hf", "npy"} & set(manifest["formats"]) else "")
+    click.echo(f"pack: {manifest['documents']} documents, {manifest['tokens']:,} tokens as "
+               f"{', '.join(manifest['formats'])}{rows} -> {run.dir.shards}")
 
 
 def echo_dedup(m: dict) -> None:
@@ -383,15 +399,20 @@ def filter_command(run_dir: Path, progress: bool, **options: Any) -> None:
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--decontaminate", "decontaminate", multiple=True, type=click.Path(path_type=Path),
-              help="Eval prompts/scenarios (jsonl or txt) that must not leak into the corpus (repeatable).")
+              help="Eval prompts (a jsonl, txt or md file, or a directory of them) that must not leak into the "
+                   "corpus (repeatable).")
+@click.option("--builtin-evals/--no-builtin-evals", "builtin_evals", default=None,
+              help="Drop documents using the entities of public evaluations listed in prompts/evals/ (default on).")
 @friendly
-def dedup(run_dir: Path, decontaminate: tuple[Path, ...]) -> None:
+def dedup(run_dir: Path, decontaminate: tuple[Path, ...], builtin_evals: bool | None) -> None:
     """Decontaminate, remove exact and near duplicates and apply diversity caps -> corpus.parquet."""
     from sdf.products.context import open_run
     from sdf.products.documents import dedup_stage
 
-    overrides = {"dedup.decontaminate": [str(p) for p in decontaminate]} if decontaminate else None
-    run = open_run(run_dir, overrides, write=True)
+    overrides: dict[str, Any] = {"dedup.decontaminate": [str(p) for p in decontaminate]} if decontaminate else {}
+    if builtin_evals is not None:
+        overrides["dedup.decontaminate_builtin"] = builtin_evals
+    run = open_run(run_dir, overrides or None, write=True)
     require_documents(run)
     m = dedup_stage(run)
     echo_dedup(m)
@@ -416,6 +437,4 @@ def pack(run_dir: Path, progress: bool, mixes: tuple[str, ...], **options: Any) 
         overrides["pack.mix"] = list(mixes)
     run = open_run(run_dir, overrides, write=True)
     require_documents(run)
-    manifest = pack_stage(run, progress)
-    click.echo(f"pack: {manifest['documents']} documents, {manifest['tokens']:,} tokens, "
-               f"{manifest['sequences']} sequences -> {run.dir.shards}")
+    echo_pack(run, pack_stage(run, progress))

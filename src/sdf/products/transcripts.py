@@ -425,7 +425,8 @@ def dedup_stage(run: Run) -> dict[str, Any]:
     scores, two signature sets, user-message openers, names); the decisions are made on that table;
     pass 2 streams the kept chats into sft.parquet and sft.jsonl.
     """
-    from sdf.steps.decontam.ngrams import Decontaminate, NgramIndex, load_eval_texts
+    from sdf.steps.decontam.index import build_index
+    from sdf.steps.decontam.step import Decontaminate, contamination_summary
     from sdf.steps.dedup.clusters import find_duplicates
     from sdf.steps.dedup.minhash import minhash_signatures
     from sdf.steps.diversity.caps import decide_caps, opener
@@ -434,9 +435,9 @@ def dedup_stage(run: Run) -> dict[str, Any]:
 
     rd, cfg = run.dir, run.settings
     source = rd.require(rd.filtered, "filter")
-    steps = []
-    if cfg.dedup.decontaminate:
-        steps.append(Decontaminate(NgramIndex(load_eval_texts(cfg.dedup.decontaminate), cfg.dedup.decontaminate_ngram)))
+    index = build_index(cfg.dedup, run.catalog.root, cfg.diversity.spacy_model, cfg.diversity.ner_fallback,
+                        [n for n, _ in (*run.catalog.given_names, *run.catalog.surnames)])
+    steps = [Decontaminate(index)] if index is not None else []
     rewrite = bool(cfg.advice.rewrite)  # the user's own prompts are theirs to keep: only replies are compared
     counts = StageCounts()
     table: list[dict] = []
@@ -483,7 +484,11 @@ def dedup_stage(run: Run) -> dict[str, Any]:
                     elif chat["doc_id"] in passed:
                         out.write(chat)
     stages = counts.as_dict()
-    dedup = {"cluster_sizes": sorted(sizes, reverse=True)}
+    dedup: dict[str, Any] = {"cluster_sizes": sorted(sizes, reverse=True)}
+    if index is not None:  # contamination by reason and by eval, and what the index held
+        rows = rd.read_rejects(["stage", "reason", "detail"]).to_pylist()
+        dedup["decontaminate"] = {"index": index.counts,
+                                  **contamination_summary(r for r in rows if r["stage"] == "decontaminate")}
     rd.update_metrics(stages=stages, dedup=dedup, caps=caps.caps)
     first = stages.get("decontaminate", stages["dedup"])
     return {"stages": stages, "input": first["input"], "sft": out.rows, "caps": caps.caps}

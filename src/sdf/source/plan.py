@@ -259,6 +259,14 @@ class Deck:
         return out
 
 
+def eval_names(catalog: Catalog) -> frozenset[str]:
+    """Lower-cased names of the characters and AIs of the built-in eval lists (prompts/evals/): never dealt,
+    so the writer is never asked to name anyone after an evaluation's cast."""
+    from sdf.steps.decontam.evals import reserved_names
+
+    return reserved_names(catalog.root)
+
+
 def plan_specs(sections: Sequence[Section], catalog: Catalog, cfg: PlanConfig, seed: int) -> list[dict]:
     weights = genre_weights(catalog, cfg)
     total = plan_size(catalog, cfg, weights)
@@ -280,7 +288,8 @@ def plan_specs(sections: Sequence[Section], catalog: Catalog, cfg: PlanConfig, s
 
     audiences, personas = Deck(catalog.audiences, rng), Deck(catalog.personas, rng)
     settings, tones = Deck(catalog.settings, rng), Deck(catalog.tones, rng)
-    given = Deck(catalog.given_names, rng)
+    reserved = eval_names(catalog)
+    given = Deck([g for g in catalog.given_names if g[0].lower() not in reserved], rng)
     by_culture: dict[str, list[tuple[str, str]]] = {}
     for name, culture in catalog.surnames:
         by_culture.setdefault(culture, []).append((name, culture))
@@ -295,6 +304,10 @@ def plan_specs(sections: Sequence[Section], catalog: Catalog, cfg: PlanConfig, s
             deck = surnames_by_culture.get(culture)
             use_own = deck is not None and rng.random() < SAME_CULTURE_SURNAME
             last, _ = (deck if use_own else all_surnames).deal()
+            for _ in range(20):  # never an eval's character, such as "Kyle Johnson"
+                if f"{first} {last}".lower() not in reserved:
+                    break
+                last, _ = all_surnames.deal()
             people.append(f"{first} {last}")
         target = rng.randint(genre.min_words, genre.max_words)
         spec = {
