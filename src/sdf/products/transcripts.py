@@ -30,6 +30,7 @@ from sdf.products.context import Run
 from sdf.products.scenarios import deployment_block, deployment_of, plan_scenarios, read_transcripts
 from sdf.run import CHAT_FILTERED_SCHEMA, CHAT_SCHEMA, TableWriter, iter_rows, reject_row
 from sdf.source.catalog import AdviceCatalog, load_advice_catalog
+from sdf.source.plan import TOKENS_PER_WORD
 
 MESSAGE = re.compile(r"<message>\s*(.*?)\s*</message>", re.DOTALL | re.IGNORECASE)
 DELIBERATION = re.compile(r"<deliberation>\s*(.*?)\s*</deliberation>", re.DOTALL | re.IGNORECASE)
@@ -39,7 +40,6 @@ JUDGE_CHUNK = 5000  # judge requests handed to the engine at a time
 NONE = {"input": 0, "kept": 0}  # the counts of a stage that saw no batch
 REPLY_TOKENS = 900  # a deliberation of ~400 words and an answer of ~250, for the estimate
 DELIBERATION_TOKENS = 500  # what a rewrite adds to the final turn, for the estimate
-TOKENS_PER_WORD = 1.4
 
 
 def advice_catalog(run: Run) -> AdviceCatalog:
