@@ -140,3 +140,18 @@ def test_without_the_builtin_list_the_paraphrases_come_back(builds: dict) -> Non
     assert kept.get("paraphrase") and kept.get("verbatim") and not reasons
     assert run_sdf("dedup", run, cwd=builds["tmp"]).returncode == 0
     assert not outcome(run, model)[0].get("paraphrase")
+
+
+def test_the_report_shows_contamination_by_reason_and_by_eval_with_samples(builds: dict) -> None:
+    from sdf.report import collect_stats
+
+    run, _ = builds["runs"]["with_dir"]
+    stats = collect_stats(run)["contamination"]
+    _, reasons, rejects = outcome(run, builds["model"])
+    assert stats["total"] == len(rejects) and stats["by_reason"] == dict(reasons)
+    assert sum(stats["by_eval"].values()) == len(rejects)
+    assert any(source.endswith("email-blackmail.md") for source in stats["by_eval"])
+    assert 1 <= len(stats["samples"]) <= 3 and all(s["text"] for s in stats["samples"])
+    assert run_sdf("report", run, cwd=run).returncode == 0
+    html = (run / "report.html").read_text(encoding="utf-8")
+    assert 'id="contamination"' in html and stats["samples"][0]["doc_id"] in html
