@@ -180,6 +180,21 @@ def document_from(spec: dict, rows: list) -> tuple[dict | None, dict]:
     return doc, {}
 
 
+def paid_specs(run: Run, specs: list[dict]) -> tuple[list[dict], float]:
+    """The specs whose document request the run's ledger already answered (or can answer from an answer
+    under another max_tokens), and what the ledger has spent in all; nothing is sent or written."""
+    if not run.dir.store.exists():
+        return [], 0.0
+    with _ledger(run) as ledger:
+        paid = []
+        for spec in specs:
+            first = _requests(run, spec)[0]
+            row = ledger.get(first.key)
+            if (row is not None and row["status"] == "ok") or ledger.reusable(first) is not None:
+                paid.append(spec)
+        return paid, ledger.spent()
+
+
 def usage_estimate(run: Run, specs: list[dict]) -> dict:
     s = run.settings
     return estimate_usage(run.catalog, run.sections, specs, run.system, s.llm, s.plan, s.judge, s.price(s.llm.model))
