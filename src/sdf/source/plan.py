@@ -355,6 +355,14 @@ def _surnames_by_culture(catalog: Catalog) -> dict[str, list[tuple[str, str]]]:
     return _SURNAMES["by_culture"]
 
 
+def name_pools(catalog: Catalog, seed: int) -> tuple[list[str], list[str]]:
+    """The planner's given names and surnames in a seeded order: where the diversity step takes
+    replacements for a name the model overused (it skips names the corpus already has)."""
+    given = [catalog.given_names[i][0] for i in _given_order(catalog, seed)]
+    surnames = [catalog.surnames[i][0] for i in _permutation(len(catalog.surnames), seed, "surnames")]
+    return given, surnames
+
+
 _GIVEN_ORDERS: dict[tuple[int, int], list[int]] = {}
 _SURNAMES: dict[str, Any] = {}
 
