@@ -119,3 +119,51 @@ def _counts(rows: list[dict], key: str) -> Counter:
 
 def _json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def test_an_answer_without_the_envelope_is_kept_and_counted(tmp_path: Path) -> None:
+    def responder(params: dict) -> str:
+        reply = synthetic_reply(params)
+        if "Genre: essay" not in params["messages"][0]["content"]:
+            return reply
+        body = reply.split("<document>")[1].split("</document>")[0].strip()
+        return body  # a clean document, only without its envelope
+
+    with FakeAnthropic(responder=responder) as fake:
+        build(tmp_path, fake, fast_config(tmp_path, docs=12),
+              "--genre", "essay", "--genre", "letter")
+    run = tmp_path / "corpus" / "run"
+    documents = pq.read_table(run / "documents.parquet").to_pylist()
+    essays = [d for d in documents if d["genre"] == "essay"]
+    assert essays and all(d["envelope_missing"] for d in essays)
+    assert not any(d["envelope_missing"] for d in documents if d["genre"] != "essay")
+    corpus = pq.read_table(run / "corpus.parquet").to_pylist()
+    assert any(d["envelope_missing"] for d in corpus)  # the filters found nothing wrong with them
+    stats = _json(run / "stats.json")
+    assert stats["run"]["envelope_missing"] == len(essays)
+
+
+def test_a_model_that_collapses_onto_one_name_gets_it_renamed_not_dropped(tmp_path: Path) -> None:
+    def responder(params: dict) -> str:
+        reply = synthetic_reply(params)
+        # every document brings in the same invented protagonist after its first sentence, in three forms
+        return reply.replace(". ", ". Elara Voss had kept the harbour ledger for years; Elara's habit was to "
+                             "read it twice. ", 1)
+
+    with FakeAnthropic(responder=responder) as fake:
+        build(tmp_path, fake, fast_config(tmp_path, docs=150))
+    run = tmp_path / "corpus" / "run"
+    corpus = pq.read_table(run / "corpus.parquet").to_pylist()
+    rejected = pq.read_table(run / "rejected" / "diversity.parquet").to_pylist() \
+        if (run / "rejected" / "diversity.parquet").exists() else []
+    with_name = [d for d in corpus if "Elara" in d["text"]]
+    assert len(with_name) <= 0.02 * len(corpus)
+    renamed = [d for d in corpus if d["renamed"] and "Elara" in json.loads(d["renamed"])]
+    assert len(renamed) >= 0.9 * len(corpus) - len(with_name)  # kept, with another name
+    sample = renamed[0]
+    new = json.loads(sample["renamed"])["Elara"]
+    assert f"{new}'s habit" in sample["text"] and "Elara" not in sample["text"]
+    new_names = Counter(json.loads(d["renamed"])["Elara"] for d in renamed)
+    assert max(new_names.values()) == 1  # each replacement is a name no other document used
+    assert not [r for r in rejected if r["reason"] == "name_cap"]
+    assert sum("Voss" in d["text"] for d in corpus) <= max(2, 0.01 * len(corpus))  # the surname too

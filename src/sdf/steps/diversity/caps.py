@@ -191,9 +191,11 @@ def apply_edit(doc: Mapping[str, Any], edit: Mapping[str, Any] | None) -> dict[s
     text = str(out.get("text") or "")
     if edit.get("trim"):
         text = text[edit["trim"]:].lstrip()
-    if edit.get("renamed"):
-        text = rename_people(text, edit["renamed"])
-        out["renamed"] = json.dumps(edit["renamed"], ensure_ascii=False, sort_keys=True)
+    # a name that only the cut sentence carried is no longer there to rename
+    mapping = {old: new for old, new in (edit.get("renamed") or {}).items() if _word(old).search(text)}
+    if mapping:
+        text = rename_people(text, mapping)
+        out["renamed"] = json.dumps(mapping, ensure_ascii=False, sort_keys=True)
     out["text"] = text
     return out
 
