@@ -127,6 +127,12 @@ def backoff_delay(attempt: int, cfg: LLMConfig, retry_after: float | None, rng: 
     return max(delay, retry_after) if retry_after is not None else delay
 
 
+def cache_ttl(backend: Backend, batch: bool) -> str | None:
+    """The prompt-cache TTL a backend sends in this mode, or None when it sets none (LangChain)."""
+    ttl = getattr(backend, "ttl", None)
+    return ttl.get(batch) if isinstance(ttl, dict) else None
+
+
 def request_cost(response: LLMResponse, price: Price | None, batch: bool) -> float | None:
     if price is None:
         return None
@@ -210,8 +216,8 @@ class Dispatch:
         async def send(request: LLMRequest) -> None:
             nonlocal consecutive_failures, in_flight
             price = self.price_of(request.model)
-            ttl = self.cfg.ttl(batch=False)
-            worst = worst_cost(request, price, batch=False, ttl=ttl)
+            ttl = cache_ttl(self.backend, batch=False)
+            worst = worst_cost(request, price, batch=False, ttl=ttl or "5m")
             for attempt in range(1, self.cfg.max_retries + 2):
                 if self.summary.stopped:
                     return
@@ -314,7 +320,7 @@ class Dispatch:
                 if self.budget.exhausted():
                     self.summary.stopped = f"budget of ${self.budget.max:.2f} reached (spent ${self.budget.spent:.4f})"
                     break
-                pending = _affordable(pending, self.budget, self.price_of, self.cfg.ttl(batch=True))
+                pending = _affordable(pending, self.budget, self.price_of, cache_ttl(self.backend, True) or "5m")
                 if not pending:
                     self.summary.stopped = (
                         f"budget of ${self.budget.max:.2f} cannot cover another request at its worst case "
@@ -357,7 +363,7 @@ class Dispatch:
                         model = request.model if request else self.cfg.model
                         cost = request_cost(result.response, self.price_of(model), batch=True)
                         self.ledger.record_success(result.key, result.response, cost, "batch", batch["batch_id"],
-                                                   cache_ttl=self.cfg.ttl(batch=True))
+                                                   cache_ttl=cache_ttl(self.backend, batch=True))
                         self.budget.spent += cost or 0.0
                         self.summary.cost_usd += cost or 0.0
                         self.summary.succeeded += 1
