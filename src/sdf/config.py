@@ -256,11 +256,11 @@ class DedupConfig:
 class DiversityConfig:
     """Settings of the diversity caps and metrics ([diversity] in sdf.toml)."""
 
-    name_share: float = 0.01  # max share of fiction documents that may use one given name
+    name_share: float = 0.01  # max share of documents (any genre) that may use one given name or surname
     opener_share: float = 0.01  # max share of documents that may open with the same words
     opener_words: int = 4
     min_cap: int = 2  # a cap never goes below this many documents
-    min_docs: int = 100  # caps apply only to populations at least this large
+    min_docs: int = 100  # the opener cap applies only to corpora at least this large (the name cap always)
     spacy_model: str = "en_core_web_sm"
     ner_fallback: bool = False  # force the capitalised-word heuristic instead of spaCy NER
     ner_max_chars: int = 5000  # NER reads this much of each document; names introduced later are missed

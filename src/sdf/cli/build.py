@@ -276,7 +276,8 @@ def echo_dedup(m: dict) -> None:
     click.echo(f"dedup: {m['input']} -> {m['corpus']} ({dropped['dedup'].get('exact_duplicate', 0)} exact and "
                f"{dropped['dedup'].get('near_duplicate', 0)} near duplicates, "
                f"{sum(dropped['decontaminate'].values())} contaminated, "
-               f"{sum(dropped['diversity'].values())} over caps)")
+               f"{sum(dropped['diversity'].values())} over caps; {m['caps'].get('renamed', 0)} renamed and "
+               f"{m['caps'].get('opener_trimmed', 0)} stock openers cut instead of dropped)")
 
 
 @cli.command(name="filter")

@@ -307,81 +307,80 @@ def _permutation(n: int, seed: int, key: str) -> list[int]:
     return order
 
 
-def spec_attributes(catalog: Catalog, genre: Genre, section_id: str, k: int, seed: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class People:
+    """The names a plan deals from: given names in a seeded order, and surnames by culture."""
+
+    given: list[tuple[str, str]]  # (name, culture), in the order pairs start from
+    surnames: list[tuple[str, str]]  # (name, culture), in a seeded order: the rename pool's order too
+    by_culture: dict[str, list[tuple[str, str]]]
+
+
+def people_to_deal(catalog: Catalog, seed: int) -> People:
+    """The catalog's given names and surnames, each in one seeded order (built once per plan)."""
+    if not catalog.given_names or not catalog.surnames:
+        raise SdfError("cannot plan: the catalog's given-name or surname list is empty")
+    given = [catalog.given_names[i] for i in _permutation(len(catalog.given_names), seed, "given")]
+    surnames = [catalog.surnames[i] for i in _permutation(len(catalog.surnames), seed, "surnames")]
+    by_culture: dict[str, list[tuple[str, str]]] = {}
+    for name, culture in catalog.surnames:
+        by_culture.setdefault(culture, []).append((name, culture))
+    return People(given, surnames, by_culture)
+
+
+def name_pools(catalog: Catalog, seed: int) -> tuple[list[str], list[str]]:
+    """The planner's given names and surnames in their seeded order: where the diversity step takes
+    replacements for a name the model overused (it skips names the corpus already has)."""
+    names = people_to_deal(catalog, seed)
+    return [n for n, _ in names.given], [n for n, _ in names.surnames]
+
+
+def spec_attributes(catalog: Catalog, genre: Genre, section_id: str, k: int, seed: int,
+                    names: People | None = None) -> dict[str, Any]:
     """Everything planned for the k-th document of (section, genre), as a function of those and the seed.
 
     Because neither the plan size nor the position in the plan enters, a (section, genre, k) that stays
-    in a changed plan renders the same prompt, so its ledger answer is reused.
+    in a changed plan renders the same prompt, so its ledger answer is reused. Each pair starts at its
+    own place in the given names and walks on, so one spec's people are distinct.
     """
+    names = names or people_to_deal(catalog, seed)
     pair = f"{section_id}\x00{genre.name}"
     rng = random.Random(_offset(seed, pair, k))
     n_names = NAMES_PER_SPEC[genre.fiction]
-    given_order = _given_order(catalog, seed)
-    start = _offset(seed, "names", pair) % len(given_order)
-    people = []
+    start = _offset(seed, "names", pair) % len(names.given)
+    cast = []
     for j in range(n_names):
-        first, culture = catalog.given_names[given_order[(start + k * n_names + j) % len(given_order)]]
-        own = _surnames_by_culture(catalog).get(culture)
-        pool = own if own and rng.random() < SAME_CULTURE_SURNAME else catalog.surnames
-        people.append(f"{first} {rng.choice(pool)[0]}")
+        first, culture = names.given[(start + k * n_names + j) % len(names.given)]
+        own = names.by_culture.get(culture)
+        pool = own if own and rng.random() < SAME_CULTURE_SURNAME else names.surnames
+        cast.append(f"{first} {rng.choice(pool)[0]}")
     return {
         "audience": _cycle(catalog.audiences, seed, "audience:" + pair, k),
         "persona": _cycle(catalog.personas, seed, "persona:" + pair, k),
         "setting": _cycle(catalog.settings, seed, "setting:" + pair, k),
         "tone": _cycle(catalog.tones, seed, "tone:" + pair, k),
-        "names": people,
+        "names": cast,
         "target_words": int(round(rng.randint(genre.min_words, genre.max_words), -1)),
         "seed": rng.getrandbits(63),
     }
-
-
-def _given_order(catalog: Catalog, seed: int) -> list[int]:
-    key = (id(catalog), seed)
-    if key not in _GIVEN_ORDERS:
-        if not catalog.given_names:
-            raise SdfError("cannot plan: the catalog's given-name list is empty")
-        _GIVEN_ORDERS.clear()
-        _GIVEN_ORDERS[key] = _permutation(len(catalog.given_names), seed, "given")
-    return _GIVEN_ORDERS[key]
-
-
-def _surnames_by_culture(catalog: Catalog) -> dict[str, list[tuple[str, str]]]:
-    if _SURNAMES.get("catalog") is not catalog:
-        by_culture: dict[str, list[tuple[str, str]]] = {}
-        for name, culture in catalog.surnames:
-            by_culture.setdefault(culture, []).append((name, culture))
-        _SURNAMES.clear()
-        _SURNAMES.update(catalog=catalog, by_culture=by_culture)
-    return _SURNAMES["by_culture"]
-
-
-def name_pools(catalog: Catalog, seed: int) -> tuple[list[str], list[str]]:
-    """The planner's given names and surnames in a seeded order: where the diversity step takes
-    replacements for a name the model overused (it skips names the corpus already has)."""
-    given = [catalog.given_names[i][0] for i in _given_order(catalog, seed)]
-    surnames = [catalog.surnames[i][0] for i in _permutation(len(catalog.surnames), seed, "surnames")]
-    return given, surnames
-
-
-_GIVEN_ORDERS: dict[tuple[int, int], list[int]] = {}
-_SURNAMES: dict[str, Any] = {}
 
 
 def plan_specs(sections: Sequence[Section], catalog: Catalog, cfg: PlanConfig, seed: int) -> list[dict]:
     """The first N specs of the run's seeded sequence (N from --docs or --tokens): see `deal_slots`."""
     weights = genre_weights(catalog, cfg)
     total = plan_size(catalog, cfg, weights)
-    for name in ("audiences", "personas", "settings", "tones", "surnames"):
+    for name in ("audiences", "personas", "settings", "tones"):
         if not getattr(catalog, name):
             raise SdfError(f"cannot plan: the catalog's {name} list is empty")
     by_id = {s.id: s for s in sections}
+    names = people_to_deal(catalog, seed)
     occurrence: Counter[tuple[str, str]] = Counter()
     specs = []
     for index, (section_id, genre_name) in enumerate(deal_slots(sections, weights, cfg, seed, total)):
         section, genre = by_id[section_id], catalog.genres[genre_name]
         k = occurrence[(section_id, genre_name)]
         occurrence[(section_id, genre_name)] += 1
-        attrs = spec_attributes(catalog, genre, section_id, k, seed)
+        attrs = spec_attributes(catalog, genre, section_id, k, seed, names)
         spec = {
             "section_id": section.id,
             "section_title": section.title,
