@@ -30,6 +30,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/dedup.py
 	$(BIN)/python bench/pack.py
+	$(BIN)/python bench/build.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -99,3 +99,19 @@ def dry_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from report_build import dry_run
 
     return dry_run(tmp_path_factory.mktemp("dry"))
+
+
+@pytest.fixture(scope="module")
+def spec():
+    """A Model Spec-shaped document of our own: attrs, example fences with labels, footnotes, admonitions."""
+    from sdf.source.constitution import load_constitution
+
+    return load_constitution(ROOT / "tests" / "data" / "spec_fixture.md")
+
+
+@pytest.fixture(scope="module")
+def charter():
+    """A constitution-shaped document of our own: a preface, 'A final word', acknowledgements, a bibliography."""
+    from sdf.source.constitution import load_constitution
+
+    return load_constitution(ROOT / "tests" / "data" / "charter_fixture.md")

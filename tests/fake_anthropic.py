@@ -315,8 +315,44 @@ def _document_body(rng: random.Random, topics: list[str], target_words: int) -> 
     return "\n\n".join(paragraphs)
 
 
+# The advice product's prompts, recognised by the marker line each template starts or ends with.
+ADVICE_USER_MARKER = "Task: write the user's message"
+REWRITE_MARKER = "Task: add deliberation to the final assistant turn"
+REPLY_MARKER = "Reply format: <deliberation>"
+_WEIGHING = (
+    "How likely is real harm here, and how bad would it be for {topic}?",
+    "Whatever happens with {topic}, the question is whether it could be undone later.",
+    "The people who bear the cost of {topic} have not agreed to carry that risk.",
+    "If many people sent this same message about {topic}, most would have an ordinary, decent reason.",
+    "Refusing to engage with {topic} would leave them without help they have a right to.",
+    "Responsibility for {topic} would fall on them, not on whoever set the target.",
+)
+
+
+def _advice_user(rng: random.Random, prompt: str, topics: list[str]) -> str:
+    words = re.search(r"About\s+(\d+)\s+words", prompt)
+    body = _document_body(rng, topics, max(12, int(words.group(1)) if words else 60))
+    return f"<message>\n{body} What would you do?\n</message>"
+
+
+def _advice_reply(rng: random.Random, topics: list[str], answer: str | None = None) -> str:
+    lines = [_sentence(rng, topics) for _ in range(rng.randint(3, 5))]
+    lines[1:1] = [rng.choice(_WEIGHING).format(topic=rng.choice(topics)) for _ in range(2)]
+    deliberation = " ".join(lines) + "\n\n" + " ".join(_sentence(rng, topics) for _ in range(3))
+    if answer is None:
+        answer = " ".join(_sentence(rng, topics) for _ in range(rng.randint(3, 6)))
+        answer += " First, write down what happened and talk to the person who can approve it this week."
+    return f"<deliberation>\n{deliberation}\n</deliberation>\n<answer>\n{answer}\n</answer>"
+
+
+def _between(text: str, tag: str) -> str | None:
+    found = re.search(f"<{tag}>\\n?(.*?)\\n?</{tag}>", text, flags=re.DOTALL)
+    return found.group(1) if found else None
+
+
 def synthetic_reply(params: dict[str, Any]) -> str:
-    """The default responder: a judge verdict, an idea list or a document, chosen by what the prompt asks for.
+    """The default responder: a judge verdict, an idea list, an advice chat's user message or reply, a rewrite
+    (the original turn kept as it was) or a document, chosen by what the prompt asks for.
 
     Output depends only on the request content. The document check comes before the idea check because a
     document prompt may quote its idea in <idea> tags.
@@ -324,6 +360,14 @@ def synthetic_reply(params: dict[str, Any]) -> str:
     prompt = last_user_text(params)
     rng = random.Random(content_hash(params))
     topics = _topics(prompt)
+    if ADVICE_USER_MARKER in prompt:
+        return _advice_user(rng, prompt, topics)
+    if REWRITE_MARKER in prompt:
+        reply = _advice_reply(rng, topics, _between(prompt, "original_answer") or "")
+        calls = _between(prompt, "original_tool_calls")
+        return reply + (f"\n<tool_calls>{calls}</tool_calls>" if calls else "")
+    if REPLY_MARKER in prompt:
+        return _advice_reply(rng, topics)
     if "<score>" in prompt:
         good, weak = rng.sample(_VOCAB["adjective"], 2)
         verdict = (
@@ -427,8 +471,10 @@ class FakeAnthropic:
         log_path: str | Path | None = None,
         min_cache_tokens: int = 0,
         port: int = 0,
+        api_key: str | None = None,
     ) -> None:
         self.responder = responder or synthetic_reply
+        self.api_key = api_key  # when set, any other key gets 401 authentication_error, as a revoked key would
         self.log_path = Path(log_path) if log_path else None
         self.min_cache_tokens = min_cache_tokens  # the real API ignores cache breakpoints on short prefixes
         self._port = port
@@ -510,6 +556,8 @@ class FakeAnthropic:
         endpoint, handler, path_params = _route(method, url.path)
         if not (headers.get("x-api-key") or headers.get("authorization")):
             return _error_reply(endpoint, 401, "authentication_error", "x-api-key header is required")
+        if self.api_key is not None and headers.get("x-api-key") != self.api_key:
+            return _error_reply(endpoint, 401, "authentication_error", "invalid x-api-key")
         if handler is None:
             return _error_reply(endpoint, 404, "not_found_error", f"Not found: {method} {url.path}")
         try:

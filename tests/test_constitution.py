@@ -185,16 +185,6 @@ def test_project_constitutions_parse() -> None:
 DATA = Path(__file__).resolve().parent / "data"
 
 
-@pytest.fixture(scope="module")
-def spec():
-    return load_constitution(DATA / "spec_fixture.md")
-
-
-@pytest.fixture(scope="module")
-def charter():
-    return load_constitution(DATA / "charter_fixture.md")
-
-
 def test_every_example_label_survives_in_section_text_and_system_text(spec) -> None:
     raw = (DATA / "spec_fixture.md").read_text()
     labels = re.findall(r"<!-- (GOOD|BAD|WRONG): (.*?) -->", raw)

@@ -154,16 +154,6 @@ def test_fiction_gets_a_cast(catalog, claude) -> None:
 DATA = ROOT / "tests" / "data"
 
 
-@pytest.fixture(scope="module")
-def spec():
-    return load_constitution(DATA / "spec_fixture.md")
-
-
-@pytest.fixture(scope="module")
-def charter():
-    return load_constitution(DATA / "charter_fixture.md")
-
-
 def test_excluded_skipped_and_stub_sections_get_no_documents(catalog, charter, spec) -> None:
     cfg = PlanConfig(docs=300, exclude_sections=["acknowledgements", "bibliography", "summary-*"])
     chosen = select_sections(charter, cfg)

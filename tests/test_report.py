@@ -146,7 +146,8 @@ def test_stats_count_what_the_artifacts_hold(built_run: Path) -> None:
     assert funnel["generate"] == len(column(built_run / "documents.parquet", "doc_id"))
     assert {s: funnel[s] for s in metrics} == {s: m["kept"] for s, m in metrics.items()}
     assert funnel["diversity"] == funnel["packed"] == sum(corpus.values())
-    assert funnel["specs"] > funnel["responses"] > funnel["generate"] > funnel["judge"] > funnel["dedup"]
+    # every answer becomes a document (the unwrapped ones are salvaged), so responses == generate
+    assert funnel["specs"] > funnel["responses"] >= funnel["generate"] > funnel["judge"] > funnel["dedup"]
 
     dropped = rejects(built_run)
     assert stats["rejections"]["total"] == len(dropped)
@@ -237,8 +238,8 @@ def test_packing_summary_reads_the_manifest(built_run: Path) -> None:
 def test_a_dry_run_reports_its_plan_and_says_what_is_not_there_yet(dry_run: Path) -> None:
     html = write_report(dry_run).read_text()
     stats = RunDir(dry_run).read_stats()
-    assert set(stats["unavailable"]) == {"lengths", "rejections", "cost", "dedup_clusters", "diversity",
-                                         "packing"}
+    assert set(stats["unavailable"]) == {"lengths", "rejections", "contamination", "cost", "dedup_clusters",
+                                         "diversity", "packing"}
     assert stats["genre_mix"]["actual_source"] == "specs.parquet (planned)"
     assert stats["genre_mix"]["target_source"] == "plan.json genre_targets"
     assert [s["step"] for s in stats["funnel"] if s["count"] is not None] == ["specs"]
@@ -273,8 +274,8 @@ def test_unreadable_artifacts_are_reported_not_raised(copy: Path) -> None:
 
 def test_a_directory_without_artifacts_reports_every_part_missing(tmp_path: Path) -> None:
     stats = collect_stats(tmp_path)
-    assert set(stats["unavailable"]) == {"genre_mix", "coverage", "lengths", "funnel", "rejections", "cost",
-                                         "dedup_clusters", "diversity", "packing"}
+    assert set(stats["unavailable"]) == {"genre_mix", "coverage", "lengths", "funnel", "rejections",
+                                         "contamination", "cost", "dedup_clusters", "diversity", "packing"}
     assert set(stats["artifacts"].values()) == {"missing"}
 
 

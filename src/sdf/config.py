@@ -31,6 +31,7 @@ DEFAULT_MODEL = "claude-sonnet-4-5"
 QUALITY_RULES = ("refusal", "meta_commentary", "placeholder", "truncated", "length", "language", "repetition", "slop")
 PACK_FORMATS = ("megatron", "nanotron", "hf", "npy")
 PACK_STRATEGIES = ("concat", "bfd")
+PRODUCTS = ("documents", "advice")  # what a run builds: a midtraining corpus, or SFT transcripts
 SECRET_KEY = re.compile(r"(api[_-]?key|secret|token$|password|authorization)", re.IGNORECASE)
 
 
@@ -42,11 +43,14 @@ class RunConfig:
     seed: int = 1234
     prompts: str = ""  # catalog directory; default: the project's prompts/
     variables: dict[str, str] = field(default_factory=dict)  # constitution template variables
+    product: str = "documents"  # "documents" or "advice"; a run directory holds one product
 
     def __post_init__(self) -> None:
         if self.name and (self.name in (".", "..") or "/" in self.name or "\\" in self.name or "\0" in self.name):
             raise ValueError(f"name: {self.name!r} must be a plain directory name (no '/', no '..'); "
                              "use out for the parent folder")
+        if self.product not in PRODUCTS:
+            raise ValueError(f"product: must be one of {', '.join(PRODUCTS)}, not {self.product!r}")
 
 
 MAX_DOCS = 1_000_000  # a larger plan is a typo, and its specs alone would not fit in memory
@@ -222,8 +226,12 @@ class DedupConfig:
 
     exact: bool = True
     near: bool = True
-    decontaminate: list[str] = field(default_factory=list)  # eval files (jsonl/txt) that must not leak
+    decontaminate: list[str] = field(default_factory=list)  # eval files (jsonl/txt/md) or directories of them
     decontaminate_ngram: int = 13  # words per n-gram shared with an eval item that marks contamination
+    decontaminate_entities: int = 2  # distinct entities of one eval that mark a document
+    decontaminate_rare_entities: int = 1  # rare entities (made-up names, addresses, codes) that do
+    decontaminate_minhash: float = 0.3  # MinHash Jaccard with an eval prompt that marks a document; 0 = off
+    decontaminate_builtin: bool = True  # also apply the entity lists in prompts/evals/
     shingle_words: int = 5
     num_perm: int = 128
     bands: int = 21
@@ -248,6 +256,11 @@ class DedupConfig:
             raise ValueError("batch_docs: must be >= 1")
         if self.decontaminate_ngram < 1:
             raise ValueError("decontaminate_ngram: must be >= 1")
+        for name in ("decontaminate_entities", "decontaminate_rare_entities"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1")
+        if not 0.0 <= self.decontaminate_minhash <= 1.0:
+            raise ValueError("decontaminate_minhash: must be in [0, 1] (0 switches the rule off)")
         if self.workers < 0:
             raise ValueError("workers: must be >= 0")
 
@@ -334,6 +347,39 @@ class PackConfig:
         return pairs
 
 
+@dataclass
+class AdviceConfig:
+    """[advice]: the transcripts product (difficult advice, or --rewrite of the user's own transcripts)."""
+
+    rewrite: str = ""  # jsonl of chats to rewrite with deliberation; "" = generate difficult-advice scenarios
+    # section id prefixes that never become the value at stake: the assistant's own nature is no user's dilemma
+    skip_sections: list[str] = field(default_factory=lambda: [
+        "about-this-document", "claude-s-nature/", "open-problems-and-the-spirit-of-the-document/on-the-word",
+        "open-problems-and-the-spirit-of-the-document/the-spirit"])
+    system_prompt_share: float = 0.7  # share of scenarios deployed under an operator system prompt
+    tools_share: float = 0.4  # share of scenarios whose deployment defines tools (usually not needed)
+    user_max_tokens: int = 1024  # the user-message request
+    user_words_min: int = 15
+    user_words_max: int = 260
+    min_deliberation_words: int = 60  # words of prose reasoning a reply needs
+    min_answer_words: int = 25
+    max_preach_per_100: float = 1.5  # moralising phrases per 100 answer words
+    rewrite_min_overlap: float = 0.8  # share of the original answer's content words the rewrite must keep
+    chat_tokenizer: str = ""  # tokenizer directory with a chat template: also write packed SFT rows
+    seq_len: int = 4096
+
+    def __post_init__(self) -> None:
+        for name in ("system_prompt_share", "tools_share", "rewrite_min_overlap"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}: must be in [0, 1]")
+        if not 1 <= self.user_words_min <= self.user_words_max:
+            raise ValueError("user_words_min: need 1 <= user_words_min <= user_words_max")
+        if self.user_max_tokens < 1 or self.seq_len < 8:
+            raise ValueError("user_max_tokens: must be at least 1 (seq_len at least 8)")
+        if self.min_deliberation_words < 0 or self.min_answer_words < 0 or self.max_preach_per_100 < 0:
+            raise ValueError("min_deliberation_words: word limits must not be negative")
+
+
 # ---------------------------------------------------------------- tokenizing into a temporary token file
 
 
@@ -380,6 +426,7 @@ class Settings:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     diversity: DiversityConfig = field(default_factory=DiversityConfig)
     pack: PackConfig = field(default_factory=PackConfig)
+    advice: AdviceConfig = field(default_factory=AdviceConfig)
     pricing: dict[str, Price] = field(default_factory=lambda: dict(DEFAULT_PRICING))
 
     def price(self, model: str) -> Price | None:

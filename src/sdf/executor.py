@@ -56,9 +56,8 @@ class Rejects:
     """One rejects writer per stage, opened on first use; each stage's file is rewritten whole."""
 
     def __init__(self, rd: RunDir, stages: Sequence[str]) -> None:
-        self.rd, self.writers = rd, {}
-        self.stages = tuple(stages)
-        rd.clear_rejects(*self.stages)
+        # each file is replaced only when the stage closes cleanly, so a crash keeps the last good one
+        self.rd, self.writers, self.stages = rd, {}, tuple(stages)
 
     def write(self, stage: str, rows: Sequence[Mapping[str, Any]]) -> None:
         if stage not in self.writers:

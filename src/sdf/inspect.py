@@ -113,8 +113,23 @@ def _batches(path: Path) -> Iterator[pa.RecordBatch]:
         raise SdfError(f"cannot read {path}: {exc}", exit_code=1) from exc
 
 
-def format_document(doc: dict[str, Any], *, color: bool = False, max_chars: int | None = None) -> str:
-    """One record as readable text; ANSI styling only when `color` is true."""
+_CONTROLS = dict.fromkeys(c for c in range(0x100) if (c < 0x20 and c not in (9, 10)) or 0x7F <= c < 0xA0)
+
+
+def printable(text: str) -> str:
+    """The text without control characters (terminal escapes, carriage returns, bells): a model's answer
+    must never drive the terminal it is shown on. Newlines and tabs stay."""
+    return text.translate(_CONTROLS)
+
+
+def format_document(doc: dict[str, Any], *, color: bool = False, max_chars: int | None = None,
+                    raw: bool = False) -> str:
+    """One record as readable text; ANSI styling only when `color` is true; control characters in the
+    record's own strings are removed unless `raw`."""
+    if not raw:
+        doc = {k: printable(v) if isinstance(v, str) else v for k, v in doc.items()}
+        if doc.get("names"):
+            doc["names"] = [printable(str(n)) for n in doc["names"]]
 
     def style(text: str, **kw: Any) -> str:
         return click.style(text, **kw) if color else text
@@ -176,6 +191,7 @@ def show_documents(
     n: int = 5,
     max_chars: int | None = None,
     color: bool | None = None,
+    raw: bool = False,
 ) -> int:
     """Print matching records to stdout (colour only on a terminal unless `color` says otherwise).
 
@@ -185,7 +201,11 @@ def show_documents(
         color = sys.stdout.isatty()
     shown = 0
     for doc in iter_documents(run_dir, genre=genre, section=section, rejected=rejected, n=n):
-        click.echo(format_document(doc, color=color, max_chars=max_chars), color=color)
+        text = format_document(doc, color=color, max_chars=max_chars, raw=raw)
+        if raw:
+            sys.stdout.write(text + "\n")  # click.echo would strip the escape sequences asked for
+        else:
+            click.echo(text, color=color)
         shown += 1
     if not shown:
         asked = ", ".join(

@@ -14,6 +14,15 @@
     <run>/stats.json           the report's numbers                        read_stats / write_stats
     <run>/report.html, plots/  the human view
 
+An advice run (config [run].product = "advice") holds transcripts instead of documents:
+
+    <run>/specs.parquet        one planned scenario (or one transcript to rewrite) per row  SCENARIO_SCHEMA
+    <run>/chats.parquet        assembled chats with provenance              CHAT_SCHEMA
+    <run>/filtered.parquet     chats that passed quality (and judge)        CHAT_FILTERED_SCHEMA
+    <run>/sft.parquet          the final chats in the chat format          SFT_SCHEMA
+    <run>/sft.jsonl            the same rows as JSON lines                  sft_json_line
+    <run>/shards/sft/train_00000.parquet  optional packed SFT rows         SFT_PACKED_SCHEMA
+
 Tables are written through `TableWriter`: batches stream to `<file>.tmp`, which replaces the artifact
 only when the writer closes cleanly, so a crash never leaves half a table behind. This module imports
 pyarrow and the standard library only: importing it loads none of the step code.
@@ -41,7 +50,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 # The stages that can drop an item, in pipeline order; each writes rejected/<stage>.parquet.
-STAGES = ("generate", "quality", "judge", "decontaminate", "dedup", "diversity")
+STAGES = ("generate", "quality", "action", "judge", "decontaminate", "dedup", "diversity")
 
 SECTION_FIELDS = ("id", "path", "title", "level", "text", "chars", "tokens")
 
@@ -96,6 +105,85 @@ REJECT_SCHEMA = pa.schema(
         ("text", pa.string()),
     ]
 )
+
+# -- the advice product (transcripts) --------------------------------------------------------------
+# JSON-valued columns (messages, tools, tool calls) are JSON strings: Arrow needs one schema for every
+# row, and tool definitions differ from row to row.
+_SCENARIO_FIELDS = [
+    ("mode", pa.string()),  # "advice" (planned scenario) or "rewrite" (a user transcript)
+    ("section_id", pa.string()),
+    ("section_title", pa.string()),
+    ("domain", pa.string()),
+    ("role", pa.string()),
+    ("temptation", pa.string()),
+    ("stakes", pa.string()),
+    ("register", pa.string()),
+    ("operator", pa.string()),  # operator name, "" without a system prompt
+    ("toolset", pa.string()),  # toolset name, "" without tools
+    ("tool_format", pa.string()),  # "native" (chat tools field) or the notation written into the system message
+]
+SCENARIO_SCHEMA = pa.schema([
+    ("spec_id", pa.string()),
+    *_SCENARIO_FIELDS,
+    ("user_words", pa.int32()),
+    ("system_prompt", pa.string()),  # the operator's system prompt, "" without one
+    ("tools", pa.string()),  # JSON list of function definitions, "" without tools
+    ("source_messages", pa.string()),  # rewrite: the input chat's messages as JSON; "" for advice
+    ("seed", pa.int64()),
+])
+CHAT_SCHEMA = pa.schema([
+    ("doc_id", pa.string()),
+    *_SCENARIO_FIELDS,
+    ("prompt_messages", pa.string()),  # JSON: every message before the final assistant turn, system included
+    ("tools", pa.string()),  # JSON list for the chat's tools field, or null
+    ("user", pa.string()),  # the last user message
+    ("deliberation", pa.string()),
+    ("answer", pa.string()),
+    ("tool_calls", pa.string()),  # JSON list of the final turn's tool calls, or null
+    ("original_answer", pa.string()),  # rewrite: the final turn as it came in
+    ("original_tool_calls", pa.string()),
+    ("text", pa.string()),  # user, deliberation and answer together: what shared steps and rejects read
+    ("model", pa.string()),
+    ("stop_reason", pa.string()),
+    ("input_tokens", pa.int64()),
+    ("output_tokens", pa.int64()),
+    ("cache_read_tokens", pa.int64()),
+    ("cache_creation_tokens", pa.int64()),
+    ("cost_usd", pa.float64()),
+    ("request_key", pa.string()),
+])
+CHAT_FILTERED_SCHEMA = CHAT_SCHEMA.append(pa.field("quality_score", pa.float64())).append(
+    pa.field("judge_score", pa.float64()))
+_TOOL_CALL = pa.struct([("id", pa.string()), ("type", pa.string()),
+                        ("function", pa.struct([("name", pa.string()), ("arguments", pa.string())]))])
+MESSAGE_TYPE = pa.struct([
+    ("role", pa.string()),
+    ("content", pa.string()),
+    ("reasoning_content", pa.string()),  # the deliberation, on the final assistant turn only
+    ("tool_calls", pa.list_(_TOOL_CALL)),
+    ("tool_call_id", pa.string()),
+    ("name", pa.string()),
+])
+SFT_PROVENANCE = [name for name, _ in _SCENARIO_FIELDS] + ["model", "quality_score", "judge_score", "cost_usd",
+                                                       "request_key"]
+SFT_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("messages", pa.list_(MESSAGE_TYPE)),
+    ("tools", pa.string()),
+    *[CHAT_FILTERED_SCHEMA.field(name) for name in SFT_PROVENANCE],
+])
+SFT_PACKED_SCHEMA = pa.schema([
+    ("input_ids", pa.list_(pa.int32())),
+    ("labels", pa.list_(pa.int32())),  # -100 outside assistant turns
+    ("seq_lengths", pa.list_(pa.int32())),  # the chats packed into the row, in order
+])
+
+
+def sft_json_line(row: Mapping[str, Any]) -> str:
+    """One sft.jsonl line: the SFT row with each message's unset fields left out."""
+    messages = [{k: v for k, v in m.items() if v is not None} for m in row["messages"]]
+    return json.dumps({**row, "messages": messages}, ensure_ascii=False) + "\n"
+
 
 # metrics.json: each key always present after read_metrics.
 #   stages: {stage: {"input": n, "kept": n, "dropped": {reason: n}}}, in pipeline order
@@ -188,6 +276,10 @@ class RunDir:
     documents = property(lambda self: self.path / "documents.parquet")
     filtered = property(lambda self: self.path / "filtered.parquet")
     corpus = property(lambda self: self.path / "corpus.parquet")
+    chats = property(lambda self: self.path / "chats.parquet")
+    sft = property(lambda self: self.path / "sft.parquet")
+    sft_jsonl = property(lambda self: self.path / "sft.jsonl")
+    sft_packed = property(lambda self: self.path / "shards" / "sft" / "train_00000.parquet")
     rejected_dir = property(lambda self: self.path / "rejected")
     metrics = property(lambda self: self.path / "metrics.json")
     shards = property(lambda self: self.path / "shards")
@@ -259,6 +351,10 @@ class RunDir:
 
     def write_specs(self, rows: Sequence[Mapping[str, Any]]) -> None:
         with TableWriter(self.specs, SPEC_SCHEMA) as w:
+            w.write(rows)
+
+    def write_scenarios(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        with TableWriter(self.specs, SCENARIO_SCHEMA) as w:
             w.write(rows)
 
     def read_specs(self) -> list[dict[str, Any]]:

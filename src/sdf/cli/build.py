@@ -19,7 +19,7 @@ from sdf.cli.common import (
     with_section_flags,
     wrap_id,
 )
-from sdf.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK
+from sdf.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, SdfError
 
 
 def echo_plan(run: Any, specs: list[dict]) -> None:
@@ -139,12 +139,9 @@ def generation_verdict(summary: Any, extracted: dict) -> tuple[int, str | None]:
     if not (summary.stopped or missing):
         return EXIT_OK, None
     failures = ", ".join(f"{n} x {k}" for k, n in sorted(summary.failures.items(), key=lambda kv: -kv[1]))
-    if summary.stopped.startswith("budget"):
-        why = summary.stopped
-    elif summary.failed and not summary.succeeded and not extracted["documents"]:
-        why = f"every request failed: {failures}"
-    else:
-        why = summary.stopped or failures or "the run stopped before every request was sent"
+    why = "; ".join(p for p in (summary.stopped, failures) if p) or "the run stopped before every request was sent"
+    if summary.failed and not summary.succeeded and not extracted["documents"]:
+        why = f"every request failed: {why}"
     return EXIT_INCOMPLETE, (f"stopped early: {missing} of {extracted['specs']} specs have no answer yet ({why}); "
                              "rerun the same command to resume")
 
@@ -174,6 +171,7 @@ def generate(run_dir: Path, progress: bool, reset_ledger: bool, **options: Any) 
     from sdf.products.documents import extract_stage
 
     run = open_run(run_dir, overrides_from(**options), write=True)
+    require_documents(run)
     check_prices(run.settings)
     backend = make_backend(run.settings.llm)
     reset_ledger_if_asked(run, reset_ledger)
@@ -202,20 +200,30 @@ def echo_extraction(run: Any, summary: Any, extracted: dict) -> None:
 @click.option("--format", "formats", multiple=True, help="Shard format: npy, megatron, nanotron, hf (repeatable).")
 @click.option("--mix", "mixes", multiple=True, help="PATH:RATIO replay text to interleave (repeatable).")
 @click.option("--decontaminate", "decontaminate", multiple=True, type=click.Path(path_type=Path),
-              help="Eval prompts/scenarios (jsonl or txt); documents sharing a 13-gram are dropped (repeatable).")
+              help="Eval prompts (a jsonl, txt or md file, or a directory of them): documents sharing a 13-gram, "
+                   "their distinctive entities or a MinHash-similar text are dropped (repeatable).")
+@click.option("--builtin-evals/--no-builtin-evals", "builtin_evals", default=None,
+              help="Drop documents using the entities of public evaluations listed in prompts/evals/ (default on).")
 @click.option("--batch/--no-batch", default=None, help="Use the Message Batches API (half price, slower).")
 @click.option("--max-cost", type=float, default=None, help="Stop sending once this many USD are spent.")
 @click.option("--concurrency", type=int, default=None, help="Concurrent requests in messages mode.")
 @click.option("--dry-run", is_flag=True, help="Parse and plan, print the plan and cost, call no API.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 @click.option("--reset-ledger", is_flag=True, help="Set a damaged store.sqlite aside and start a new ledger.")
+@click.option("--product", type=click.Choice(["documents", "advice"]), default=None,
+              help="documents (default): a midtraining corpus; advice: difficult-advice transcripts for SFT.")
+@click.option("--rewrite", "rewrite", type=click.Path(path_type=Path), default=None,
+              help="Rewrite mode of the advice product: a jsonl of chats ('messages', optional 'tools') whose final "
+                   "assistant turns gain deliberation, with the same action.")
 @friendly
 def build(constitution: Path, config_path: Path | None, dry_run: bool, progress: bool, mixes: tuple[str, ...],
-          decontaminate: tuple[Path, ...], reset_ledger: bool, **options: Any) -> None:
+          decontaminate: tuple[Path, ...], builtin_evals: bool | None, reset_ledger: bool, product: str | None,
+          rewrite: Path | None, **options: Any) -> None:
     """Run every stage: parse, plan, generate, filter, dedup, pack and report.
 
-    Resumable: rerun the same command after a crash, Ctrl-C or budget stop and only the missing
-    work is done; nothing recorded in the ledger is paid for twice.
+    With --product advice (or --rewrite FILE) the stages build SFT transcripts instead: sft.parquet
+    and sft.jsonl. Resumable: rerun the same command after a crash, Ctrl-C or budget stop and only
+    the missing work is done; nothing recorded in the ledger is paid for twice.
     """
     from sdf.config import load_settings
     from sdf.llm import make_backend
@@ -227,7 +235,20 @@ def build(constitution: Path, config_path: Path | None, dry_run: bool, progress:
         overrides["pack.mix"] = list(mixes)
     if decontaminate:
         overrides["dedup.decontaminate"] = [str(p) for p in decontaminate]
+    if builtin_evals is not None:
+        overrides["dedup.decontaminate_builtin"] = builtin_evals
+    if rewrite is not None:
+        if product == "documents":
+            raise SdfError("--rewrite belongs to the advice product; drop --product documents")
+        overrides["advice.rewrite"] = str(rewrite.resolve())
+        product = "advice"
+    if product:
+        overrides["run.product"] = product
     settings = with_section_flags(load_settings(resolve_config(config_path), overrides), options)
+    check_product(settings, constitution)
+    if settings.run.product == "advice":
+        build_advice(settings, constitution, dry_run, progress, reset_ledger)
+        return
     check_inputs(settings)  # tokenizer, mix and eval files fail now, not after the money is spent
     check_prices(settings)
     backend = None if dry_run else make_backend(settings.llm)  # a missing key fails before anything is written
@@ -244,15 +265,108 @@ def build(constitution: Path, config_path: Path | None, dry_run: bool, progress:
     echo_extraction(run, summary, extracted)
     code, line = generation_verdict(summary, extracted)
     if code in (EXIT_OK, EXIT_INCOMPLETE):  # a partial corpus is still filtered, packed and reported
-        packed = finish_build(run, backend, progress)
+        packed, judge_stopped = finish_build(run, backend, progress)
+        if code == EXIT_OK and judge_stopped:
+            code, line = EXIT_INCOMPLETE, (f"stopped early: the judge stopped ({judge_stopped}); documents it did not "
+                                           "score are held back; rerun the same command to resume")
         code = code if code != EXIT_OK or packed else EXIT_FAILED
     if line:
         click.echo(f"error: {line}" if code == EXIT_BAD_INPUT else line, err=True)
     sys.exit(code)
 
 
-def finish_build(run: Any, backend: Any, progress: bool) -> bool:
-    """filter -> dedup -> pack -> report, each summarised in one line; False when the corpus is empty."""
+def check_product(settings: Any, constitution: Path) -> None:
+    """A run directory holds one product: refuse to build another into it."""
+    from sdf.products.context import run_path
+    from sdf.run import RunDir
+
+    rd = RunDir(run_path(settings, constitution))
+    if rd.is_run():
+        existing = rd.read_config().get("run", {}).get("product", "documents")
+        if existing != settings.run.product:
+            raise SdfError(f"{rd.path} holds the {existing} product; build the {settings.run.product} product "
+                           "under another --name (a run directory holds one product)")
+
+
+def require_documents(run: Any) -> None:
+    if run.settings.run.product != "documents":
+        raise SdfError(f"{run.dir.path} holds the {run.settings.run.product} product; this command works on "
+                       "documents runs (rerun `sdf build ... --product advice` to resume it)")
+
+
+def build_advice(settings: Any, constitution: Path, dry_run: bool, progress: bool, reset_ledger: bool) -> None:
+    """The advice product end to end: plan, generate, assemble, filter, dedup, sft, pack, report."""
+    from collections import Counter
+
+    from sdf.llm import make_backend
+    from sdf.products import transcripts
+    from sdf.products.context import create_run
+
+    if settings.plan.tokens > 0:
+        raise SdfError("--tokens plans documents; give the advice product a number of chats with --docs")
+    from sdf.steps.decontam.evals import load_builtin, load_evals
+
+    if settings.dedup.decontaminate:
+        load_evals(settings.dedup.decontaminate)  # a bad eval file fails before money is spent
+    if settings.dedup.decontaminate_builtin:
+        load_builtin(settings.run.prompts or None)
+    if settings.advice.chat_tokenizer:
+        from sdf.writers.chat import load_chat_tokenizer
+
+        load_chat_tokenizer(settings.advice.chat_tokenizer)
+    check_prices(settings)
+    backend = None if dry_run else make_backend(settings.llm)
+    run = create_run(settings, constitution)
+    reset_ledger_if_asked(run, reset_ledger)
+    specs = transcripts.plan_stage(run)
+    what = "transcripts to rewrite" if settings.advice.rewrite else "advice scenarios"
+    click.echo(f"run {run.dir.path}: {len(specs)} {what} planned (product advice)")
+    if dry_run:
+        for key in ("temptation", "operator", "tool_format"):
+            counts = Counter(s[key] or "(none)" for s in specs)
+            click.echo(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
+        u, model = transcripts.usage_estimate(run, specs), settings.llm.model
+        click.echo(f"\nestimated tokens ({u['requests']} requests): input {u['input_tokens']:,} + cache write "
+                   f"{u['cache_creation_tokens']:,} + cache read {u['cache_read_tokens']:,}; "
+                   f"output {u['output_tokens']:,}")
+        if u["cost_usd"] is None:
+            click.echo(f"estimated cost: unknown (no price for {model}; add [pricing.\"{model}\"] to sdf.toml)")
+        else:
+            click.echo(f"estimated cost with {model}: ${u['cost_usd']:.2f} (messages), ${u['batch_cost_usd']:.2f} "
+                       "(--batch)")
+        click.echo(f"\ndry run: stopped before generation; plan in {run.dir.specs}")
+        return
+    summary = transcripts.generate_stage(run, backend, progress)
+    assembled = transcripts.assemble_stage(run)
+    ledger = run.ledger()
+    echo_generation(summary, ledger.totals())
+    ledger.close()
+    click.echo(f"chats: {assembled['documents']} assembled, {assembled['specs'] - assembled['documents']} specs "
+               f"recorded as failures ({assembled['no_answer']} with no answer) -> {run.dir.chats}")
+    code, line = generation_verdict(summary, assembled)
+    if code in (EXIT_OK, EXIT_INCOMPLETE):  # partial chats are still filtered, written and reported
+        f = transcripts.filter_stage(run, backend, progress)
+        click.echo(f"filter: {f['input']} chats -> {f['kept']} kept")
+        if code == EXIT_OK and f.get("stopped"):
+            code, line = EXIT_INCOMPLETE, (f"stopped early: the judge stopped ({f['stopped']}); chats it did not "
+                                           "score are held back; rerun the same command to resume")
+        m = transcripts.dedup_stage(run)
+        echo_dedup({**m, "corpus": m["sft"]})
+        click.echo(f"sft: {m['sft']} chats -> {run.dir.sft} and {run.dir.sft_jsonl}")
+        packed = transcripts.pack_stage(run) if m["sft"] else None
+        if packed:
+            click.echo(f"pack: {packed['chats']} chats, {packed['tokens']:,} tokens in {packed['rows']} rows of at "
+                       f"most {packed['seq_len']} ({packed['too_long']} too long) -> {run.dir.sft_packed}")
+        click.echo(f"report: {transcripts.report_stage(run)}")
+        code = code if code != EXIT_OK or m["sft"] else EXIT_FAILED
+    if line:
+        click.echo(f"error: {line}" if code == EXIT_BAD_INPUT else line, err=True)
+    sys.exit(code)
+
+
+def finish_build(run: Any, backend: Any, progress: bool) -> tuple[bool, str]:
+    """filter -> dedup -> pack -> report, each summarised in one line. Returns whether any document
+    survived, and why the judge stopped early ("" when it did not)."""
     from sdf.products.documents import dedup_stage, filter_stage, pack_stage, report_stage
 
     f = filter_stage(run, backend, progress)
@@ -261,13 +375,18 @@ def finish_build(run: Any, backend: Any, progress: bool) -> bool:
     m = dedup_stage(run)
     echo_dedup(m)
     if m["corpus"]:
-        manifest = pack_stage(run, progress)
-        click.echo(f"pack: {manifest['documents']} documents, {manifest['tokens']:,} tokens in "
-                   f"{manifest['sequences']} sequences of {run.settings.pack.seq_len} -> {run.dir.shards}")
+        echo_pack(run, pack_stage(run, progress))
     else:
         click.echo(f"pack: skipped, no document survived (see `sdf inspect {run.dir.path} --rejected all`)")
     click.echo(f"report: {report_stage(run)}")
-    return bool(m["corpus"])
+    return bool(m["corpus"]), f.get("stopped", "")
+
+
+def echo_pack(run: Any, manifest: dict) -> None:
+    rows = (f"; hf/npy: {manifest['sequences']} rows of {manifest['seq_len']}"
+            if {"hf", "npy"} & set(manifest["formats"]) else "")
+    click.echo(f"pack: {manifest['documents']} documents, {manifest['tokens']:,} tokens as "
+               f"{', '.join(manifest['formats'])}{rows} -> {run.dir.shards}")
 
 
 def echo_dedup(m: dict) -> None:
@@ -292,6 +411,7 @@ def filter_command(run_dir: Path, progress: bool, **options: Any) -> None:
     from sdf.products.documents import filter_stage
 
     run = open_run(run_dir, overrides_from(**options), write=True)
+    require_documents(run)
     backend = make_backend(run.settings.llm) if run.settings.judge.enabled else None
     counts = filter_stage(run, backend, progress)
     click.echo(f"filter: {counts['input']} documents -> {counts['kept']} kept -> {run.dir.filtered}")
@@ -300,15 +420,21 @@ def filter_command(run_dir: Path, progress: bool, **options: Any) -> None:
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--decontaminate", "decontaminate", multiple=True, type=click.Path(path_type=Path),
-              help="Eval prompts/scenarios (jsonl or txt) that must not leak into the corpus (repeatable).")
+              help="Eval prompts (a jsonl, txt or md file, or a directory of them) that must not leak into the "
+                   "corpus (repeatable).")
+@click.option("--builtin-evals/--no-builtin-evals", "builtin_evals", default=None,
+              help="Drop documents using the entities of public evaluations listed in prompts/evals/ (default on).")
 @friendly
-def dedup(run_dir: Path, decontaminate: tuple[Path, ...]) -> None:
+def dedup(run_dir: Path, decontaminate: tuple[Path, ...], builtin_evals: bool | None) -> None:
     """Decontaminate, remove exact and near duplicates and apply diversity caps -> corpus.parquet."""
     from sdf.products.context import open_run
     from sdf.products.documents import dedup_stage
 
-    overrides = {"dedup.decontaminate": [str(p) for p in decontaminate]} if decontaminate else None
-    run = open_run(run_dir, overrides, write=True)
+    overrides: dict[str, Any] = {"dedup.decontaminate": [str(p) for p in decontaminate]} if decontaminate else {}
+    if builtin_evals is not None:
+        overrides["dedup.decontaminate_builtin"] = builtin_evals
+    run = open_run(run_dir, overrides or None, write=True)
+    require_documents(run)
     m = dedup_stage(run)
     echo_dedup(m)
     click.echo(f"corpus: {m['corpus']} documents -> {run.dir.corpus}")
@@ -331,6 +457,5 @@ def pack(run_dir: Path, progress: bool, mixes: tuple[str, ...], **options: Any) 
     if mixes:
         overrides["pack.mix"] = list(mixes)
     run = open_run(run_dir, overrides, write=True)
-    manifest = pack_stage(run, progress)
-    click.echo(f"pack: {manifest['documents']} documents, {manifest['tokens']:,} tokens, "
-               f"{manifest['sequences']} sequences -> {run.dir.shards}")
+    require_documents(run)
+    echo_pack(run, pack_stage(run, progress))

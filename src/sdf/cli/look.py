@@ -192,9 +192,23 @@ def verify(run_dir: Path) -> None:
 @friendly
 def report(run_dir: Path) -> None:
     """Write RUN_DIR/report.html: mix, coverage, lengths, funnel, costs, dedup, diversity, samples."""
-    from sdf.report import write_report
+    if holds_advice(run_dir):
+        from sdf.products.transcript_report import write_transcript_report
 
+        click.echo(f"report: {write_transcript_report(run_dir)}")
+        return
+    from sdf.report import write_report
+    from sdf.run import RunDir
+
+    RunDir(run_dir).require_run()  # never write a report into a folder that is not a run
     click.echo(f"report: {write_report(run_dir)}")
+
+
+def holds_advice(run_dir: Path) -> bool:
+    from sdf.run import RunDir
+
+    rd = RunDir(run_dir)
+    return rd.is_run() and rd.read_config().get("run", {}).get("product") == "advice"
 
 
 @cli.command()
@@ -203,8 +217,24 @@ def report(run_dir: Path) -> None:
 @friendly
 def stats(run_dir: Path, as_json: bool) -> None:
     """The report's numbers in machine-readable form (also written to RUN_DIR/stats.json)."""
-    from sdf.report import collect_stats
+    if holds_advice(run_dir):
+        from sdf.products.transcript_report import transcript_stats
 
+        data = transcript_stats(run_dir)
+        if as_json:
+            click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+            return
+        dep = data["deployment"]
+        click.echo(f"run: {run_dir} (advice, {data['mode']})")
+        click.echo(f"chats: {data['chats']} in sft.parquet of {data['planned']} planned; with a system prompt "
+                   f"{dep['with_system_prompt']:.0%}, with tools {dep['with_tools']:.0%}")
+        click.echo(f"cost: ${data['cost'].get('cost_usd', 0.0):.4f}")
+        click.echo(f"(full numbers: sdf stats {run_dir} --json, or {Path(run_dir) / 'stats.json'})")
+        return
+    from sdf.report import collect_stats
+    from sdf.run import RunDir
+
+    RunDir(run_dir).require_run()
     data = collect_stats(run_dir)
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
@@ -245,10 +275,11 @@ def stats(run_dir: Path, as_json: bool) -> None:
 @click.option("--rejected", default=None, help="Show rejected documents with this reason or stage ('all' for any).")
 @click.option("--n", "n", type=int, default=5, show_default=True, help="How many documents.")
 @click.option("--max-chars", type=int, default=None, help="Truncate each document's text.")
+@click.option("--raw", is_flag=True, help="Print texts exactly as stored, control characters included.")
 @friendly
 def inspect_command(run_dir: Path, genre: str | None, section: str | None, rejected: str | None, n: int,
-                    max_chars: int | None) -> None:
+                    max_chars: int | None, raw: bool) -> None:
     """Show documents (or rejects) with their provenance; plain text when piped."""
     from sdf.inspect import show_documents
 
-    show_documents(run_dir, genre=genre, section=section, rejected=rejected, n=n, max_chars=max_chars)
+    show_documents(run_dir, genre=genre, section=section, rejected=rejected, n=n, max_chars=max_chars, raw=raw)

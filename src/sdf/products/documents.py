@@ -235,7 +235,8 @@ def filter_stage(run: Run, backend: Backend | None = None, progress: bool = True
     scratch = rd.path / "judge_input.parquet"
     counts = run_steps(rd, source, scratch, FILTERED_SCHEMA, [quality]).as_dict()
     summary = judge_stage(run, scratch, backend, progress)
-    judged = run_steps(rd, scratch, rd.filtered, FILTERED_SCHEMA, [_judge_filter(run)]).as_dict()
+    with _ledger(run) as ledger:
+        judged = run_steps(rd, scratch, rd.filtered, FILTERED_SCHEMA, [_judge_filter(run, ledger)]).as_dict()
     scratch.unlink()
     rd.update_metrics(stages={**counts, **judged})
     q, j = counts.get("quality", {"input": 0, "kept": 0}), judged.get("judge", {"kept": 0})
@@ -260,10 +261,8 @@ def _judge_request(run: Run, doc: dict) -> Any:
                          run.settings.llm)
 
 
-def _judge_filter(run: Run) -> Any:
+def _judge_filter(run: Run, ledger: Ledger) -> Any:
     from sdf.steps.filters.judge import JudgeFilter, parse_score
-
-    ledger = run.ledger()  # read-only lookups; closed with the process (the stage is short-lived)
 
     def score_of(doc: dict) -> tuple[float | None, str]:
         row = ledger.get(_judge_request(run, doc).key)
@@ -284,7 +283,8 @@ def dedup_stage(run: Run) -> dict:
     score, exact key, MinHash signature, opener, names); the duplicate and cap decisions are made on
     that table; pass 2 streams the kept documents into corpus.parquet and each drop into its rejects.
     """
-    from sdf.steps.decontam.ngrams import Decontaminate, NgramIndex, load_eval_texts
+    from sdf.steps.decontam.index import build_index
+    from sdf.steps.decontam.step import Decontaminate, contamination_summary
     from sdf.steps.dedup.clusters import find_duplicates
     from sdf.steps.dedup.minhash import minhash_signatures
     from sdf.steps.diversity.caps import apply_edit, cap_features, decide_caps, renamed_names
@@ -292,10 +292,9 @@ def dedup_stage(run: Run) -> dict:
 
     rd, cfg = run.dir, run.settings
     source = rd.require(rd.filtered, "filter")
-    steps = []
-    if cfg.dedup.decontaminate:
-        index = NgramIndex(load_eval_texts(cfg.dedup.decontaminate), cfg.dedup.decontaminate_ngram)
-        steps.append(Decontaminate(index))
+    index = build_index(cfg.dedup, run.catalog.root, cfg.diversity.spacy_model, cfg.diversity.ner_fallback,
+                        [n for n, _ in (*run.catalog.given_names, *run.catalog.surnames)])
+    steps = [Decontaminate(index)] if index is not None else []
     counts = StageCounts()
     table: list[dict] = []  # per document: no text
     keys: list[np.ndarray] = []
@@ -345,6 +344,10 @@ def dedup_stage(run: Run) -> dict:
     diversity = diversity_metrics(final, sample.texts(), genre_weights(run.catalog, cfg.plan), names, cfg.diversity)
     dedup = {"cluster_sizes": duplicates.cluster_sizes,
              **{k: duplicates.counts.get(k, 0) for k in ("candidate_pairs", "merged_pairs")}}
+    if index is not None:  # contamination by reason and by eval, and what the index held
+        rows = rd.read_rejects(["stage", "reason", "detail"]).to_pylist()
+        dedup["decontaminate"] = {"index": index.counts,
+                                  **contamination_summary(r for r in rows if r["stage"] == "decontaminate")}
     caps_metrics = {**caps.caps, "renamed": caps.counts.get("renamed", 0),
                     "opener_trimmed": caps.counts.get("opener_trimmed", 0)}
     rd.update_metrics(stages=stages, dedup=dedup, caps=caps_metrics, diversity=diversity)
@@ -372,11 +375,13 @@ def report_stage(run: Run) -> Path:
 
 def check_inputs(settings: Settings) -> None:
     """Fail on a bad tokenizer, mix file or eval file before any money is spent."""
-    from sdf.steps.decontam.ngrams import load_eval_texts
+    from sdf.steps.decontam.evals import load_builtin, load_evals
     from sdf.steps.tokens.mix import mix_sources
     from sdf.steps.tokens.tokenizer import load_tokenizer
 
     load_tokenizer(settings.pack.tokenizer, settings.pack.eos_id, settings.pack.bos_id)
     mix_sources(settings.pack.mix_ratios())
     if settings.dedup.decontaminate:
-        load_eval_texts(settings.dedup.decontaminate)
+        load_evals(settings.dedup.decontaminate)
+    if settings.dedup.decontaminate_builtin:
+        load_builtin(settings.run.prompts or None)

@@ -19,6 +19,7 @@ SECTIONS = (
     ("lengths", "Document lengths"),
     ("funnel", "Funnel"),
     ("rejections", "Rejections"),
+    ("contamination", "Contamination"),
     ("cost", "Cost and caching"),
     ("dedup", "Duplicate clusters"),
     ("diversity", "Diversity"),

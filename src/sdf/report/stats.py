@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from sdf.errors import SdfError
 from sdf.llm.ledger import USAGE_COLUMNS, Ledger
-from sdf.run import CORPUS_SCHEMA, SPEC_SCHEMA, STAGES, RunDir, count_rows, iter_batches
+from sdf.run import CORPUS_SCHEMA, SPEC_SCHEMA, STAGES, RunDir, count_rows, iter_batches, iter_rows
 
 SAMPLES_PER_GENRE = 2
 SAMPLE_CHARS = 900
@@ -43,6 +43,7 @@ NEEDS = {
     "lengths": ("corpus.parquet", "documents.parquet"),
     "funnel": ("specs.parquet", "metrics.json", "shards/manifest.json"),
     "rejections": ("rejected",),
+    "contamination": ("rejected",),
     "cost": ("store.sqlite",),
     "dedup_clusters": ("metrics.json", "rejected"),
     "diversity": ("metrics.json",),
@@ -173,6 +174,7 @@ def compute_stats(run: RunData) -> dict[str, Any]:
         "lengths": _lengths(run, order),
         "funnel": _funnel(run),
         "rejections": _rejections(run, cost["total"]["cost_usd"] if cost else None),
+        "contamination": _contamination(run),
         "cost": cost,
         "dedup_clusters": _dedup_clusters(run),
         "diversity": _diversity(run),
@@ -390,6 +392,30 @@ def _rejections(run: RunData, run_cost: float | None) -> dict[str, Any] | None:
                        "paid_usd": round(paid_reason[(s, r)], 6), "paid_share": share(paid_reason[(s, r)])}
                       for (s, r), c in sorted(by_reason.items(), key=lambda kv: (STAGES.index(kv[0][0]), -kv[1]))],
     }
+
+
+def _contamination(run: RunData, samples: int = 3) -> dict[str, Any] | None:
+    """Decontamination drops by reason and by eval file, with a few excerpts of what was caught."""
+    from sdf.steps.decontam.step import eval_of
+
+    path = run.dir.rejects("decontaminate")
+    if run.rejects is None or not path.is_file():
+        return None
+    rows = [r for batch in iter_rows(path, ["doc_id", "reason", "detail", "genre"]) for r in batch]
+    by_file: Counter[str] = Counter()
+    for r in rows:
+        source = eval_of(r["detail"]) or "(unknown)"
+        by_file[source.rsplit(":", 1)[0] if source[-1:].isdigit() and ":" in source else source] += 1
+    excerpts = []
+    for batch in iter_batches(path, columns=["doc_id", "genre", "reason", "detail", "text"], batch_size=samples):
+        excerpts = [{**r, "text": _clip(r["text"] or "", SAMPLE_CHARS // 2)} for r in batch.to_pylist()]
+        break
+    return {"total": len(rows), "by_reason": dict(Counter(r["reason"] for r in rows).most_common()),
+            "by_eval": dict(by_file.most_common()), "samples": excerpts}
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[:n].rsplit(None, 1)[0] + " …"
 
 
 def _usage_row(groups: Sequence[dict[str, Any]]) -> dict[str, Any]:

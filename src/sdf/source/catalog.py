@@ -1,5 +1,7 @@
 """The catalog: genres, audiences, personas, settings, tones, name pools and prompt templates.
 
+The advice product's pools and templates live under `prompts/advice/` and load as an `AdviceCatalog`.
+
 Everything lives as data files under `prompts/` so researchers can edit the mix without code.
 Templates hold `{name}` slots (and `{{`/`}}` for literal braces). Rendering is one pass over the
 template alone: values are inserted, never scanned again, so a brace in a constitution or a
@@ -8,6 +10,7 @@ section can never break a prompt.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ else:  # pragma: no cover
 
 PACKAGE_PROMPTS = Path(__file__).resolve().parents[1] / "prompts"  # shipped as package data
 TEMPLATE_NAMES = ("system", "document", "brainstorm", "judge")
+ADVICE_TEMPLATE_NAMES = ("writer_system", "user", "advisor_system", "reply", "rewrite", "judge", "rewrite_judge")
 _GENRE_NAME = re.compile(r"^[a-z0-9_]+$")
 _SLOT = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -62,22 +66,65 @@ class Catalog:
 
     @cached_property
     def _slots(self) -> dict[str, set[str]]:
-        return {n: {m.group(1) for m in _SLOT.finditer(t) if m.group(1)} for n, t in self.templates.items()}
+        return _slots_of(self.templates)
 
     def render(self, template: str, **values: object) -> str:
         """Fill a template; missing variables are a bug in our code, reported with the template name."""
-        missing = self._slots[template] - set(values)
-        if missing:
-            raise SdfError(f"template {template}.md needs values for: {', '.join(sorted(missing))}")
-
-        def fill(m: re.Match[str]) -> str:
-            return str(values[m.group(1)]) if m.group(1) else m.group(0)[0]
-
-        return _SLOT.sub(fill, self.templates[template])
+        return _render(template, self.templates[template], self._slots[template], values)
 
     @property
     def cultures(self) -> set[str]:
         return {c for _, c in self.given_names} | {c for _, c in self.surnames}
+
+
+@dataclass(frozen=True)
+class Operator:
+    name: str
+    prompt: str
+
+
+@dataclass(frozen=True)
+class Toolset:
+    name: str
+    tools: tuple[dict, ...]  # OpenAI/HF function definitions: {"type": "function", "function": {...}}
+
+
+@dataclass(frozen=True)
+class AdviceCatalog:
+    """The advice product's pools (prompts/advice/) and its templates."""
+
+    root: Path
+    domains: tuple[str, ...]
+    roles: tuple[str, ...]
+    temptations: dict[str, str]  # name -> description
+    stakes: tuple[str, ...]
+    registers: tuple[str, ...]
+    operators: tuple[Operator, ...]
+    toolsets: tuple[Toolset, ...]
+    tool_formats: tuple[str, ...]
+    templates: dict[str, str]
+
+    @cached_property
+    def _slots(self) -> dict[str, set[str]]:
+        return _slots_of(self.templates)
+
+    def render(self, template: str, **values: object) -> str:
+        return _render(f"advice/{template}", self.templates[template], self._slots[template], values)
+
+
+def _slots_of(templates: dict[str, str]) -> dict[str, set[str]]:
+    return {n: {m.group(1) for m in _SLOT.finditer(t) if m.group(1)} for n, t in templates.items()}
+
+
+def _render(name: str, template: str, slots: set[str], values: dict[str, object]) -> str:
+    missing = slots - set(values)
+    if missing:
+        raise SdfError(f"template {name}.md needs values for: {', '.join(sorted(missing))}")
+
+    def fill(m: re.Match[str]) -> str:
+        return str(values[m.group(1)]) if m.group(1) else m.group(0)[0]
+
+    return _SLOT.sub(fill, template)
 
 
 def default_prompts_dir() -> Path:
@@ -92,16 +139,7 @@ def load_catalog(root: Path | None = None) -> Catalog:
     genres = dict(sorted((g.name, g) for g in (_load_genre(p) for p in sorted(genre_dir.glob("*.toml")))))
     if not genres:
         raise SdfError(f"no genres found in {genre_dir} (expected one <name>.toml per genre)")
-    templates = {}
-    for name in TEMPLATE_NAMES:
-        path = root / "templates" / f"{name}.md"
-        if not path.is_file():
-            raise SdfError(f"prompt template missing: {path}")
-        templates[name] = path.read_text(encoding="utf-8")
-        stray = [ch for ch in _SLOT.sub("", templates[name]) if ch in "{}"]
-        if stray:
-            raise SdfError(f"prompt template {path} has an unmatched '{stray[0]}'; slots are {{name}}, "
-                           "and literal braces are doubled as {{ and }}")
+    templates = {name: _load_template(root / "templates" / f"{name}.md") for name in TEMPLATE_NAMES}
     return Catalog(
         root=root,
         genres=genres,
@@ -113,6 +151,82 @@ def load_catalog(root: Path | None = None) -> Catalog:
         surnames=_load_names(root / "names" / "surnames.tsv"),
         templates=templates,
     )
+
+
+def _load_template(path: Path) -> str:
+    if not path.is_file():
+        raise SdfError(f"prompt template missing: {path}")
+    text = path.read_text(encoding="utf-8")
+    stray = [ch for ch in _SLOT.sub("", text) if ch in "{}"]
+    if stray:
+        raise SdfError(f"prompt template {path} has an unmatched '{stray[0]}'; slots are {{name}}, "
+                       "and literal braces are doubled as {{ and }}")
+    return text
+
+
+def load_advice_catalog(root: Path | None = None) -> AdviceCatalog:
+    """The pools and templates under <prompts>/advice/; every file is required."""
+    base = (Path(root) if root else default_prompts_dir()) / "advice"
+    if not base.is_dir():
+        raise SdfError(f"advice catalog directory not found: {base} (copy src/sdf/prompts/advice there)")
+    temptations = {}
+    for line in _load_lines(base / "temptations.tsv"):
+        name, _, description = line.partition("\t")
+        if name == "name":
+            continue
+        if not _GENRE_NAME.match(name) or not description.strip():
+            raise SdfError(f"{base / 'temptations.tsv'}: line '{line}' is not 'name<TAB>description' ([a-z0-9_])")
+        temptations[name] = description.strip()
+    return AdviceCatalog(
+        root=base,
+        domains=_load_lines(base / "domains.txt"),
+        roles=_load_lines(base / "roles.txt"),
+        temptations=temptations,
+        stakes=_load_lines(base / "stakes.txt"),
+        registers=_load_lines(base / "registers.txt"),
+        operators=_load_operators(base / "operators.toml"),
+        toolsets=_load_toolsets(base / "tools.json"),
+        tool_formats=_load_lines(base / "tool_formats.txt"),
+        templates={name: _load_template(base / "templates" / f"{name}.md") for name in ADVICE_TEMPLATE_NAMES},
+    )
+
+
+def _load_operators(path: Path) -> tuple[Operator, ...]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SdfError(f"catalog file missing: {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise SdfError(f"{path} is not valid TOML: {e}") from None
+    operators = []
+    for i, entry in enumerate(data.get("operator", [])):
+        if not isinstance(entry, dict) or not entry.get("name") or not str(entry.get("prompt", "")).strip():
+            raise SdfError(f"{path}: [[operator]] number {i + 1} needs a name and a prompt")
+        operators.append(Operator(str(entry["name"]), str(entry["prompt"]).strip()))
+    if not operators:
+        raise SdfError(f"{path} has no [[operator]] entries")
+    return tuple(operators)
+
+
+def _load_toolsets(path: Path) -> tuple[Toolset, ...]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SdfError(f"catalog file missing: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SdfError(f"{path} is not valid JSON: {e}") from None
+    sets = []
+    for i, entry in enumerate(data if isinstance(data, list) else []):
+        tools = entry.get("tools") if isinstance(entry, dict) else None
+        ok = isinstance(tools, list) and tools and all(
+            isinstance(t, dict) and isinstance(t.get("function"), dict) and t["function"].get("name") for t in tools)
+        if not ok or not entry.get("name"):
+            raise SdfError(f"{path}: toolset number {i + 1} needs a name and a list of "
+                           '{"type": "function", "function": {"name": ...}} tools')
+        sets.append(Toolset(str(entry["name"]), tuple(tools)))
+    if not sets:
+        raise SdfError(f"{path} must be a non-empty JSON list of toolsets")
+    return tuple(sets)
 
 
 def _load_genre(path: Path) -> Genre:

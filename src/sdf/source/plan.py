@@ -255,6 +255,14 @@ def section_targets(sections: Sequence[Section], cfg: PlanConfig) -> tuple[dict[
     return {k: v / total for k, v in capped.items()}, cfg.min_docs_per_section
 
 
+def eval_names(catalog: Catalog) -> frozenset[str]:
+    """Lower-cased names of the characters and AIs of the built-in eval lists (prompts/evals/): never dealt,
+    so the writer is never asked to name anyone after an evaluation's cast."""
+    from sdf.steps.decontam.evals import reserved_names
+
+    return reserved_names(catalog.root)
+
+
 def deal_slots(sections: Sequence[Section], genres: dict[str, float], cfg: PlanConfig, seed: int,
                total: int) -> list[tuple[str, str]]:
     """The first `total` (section id, genre) slots of one seeded, unbounded sequence.
@@ -314,25 +322,28 @@ class People:
     given: list[tuple[str, str]]  # (name, culture), in the order pairs start from
     surnames: list[tuple[str, str]]  # (name, culture), in a seeded order: the rename pool's order too
     by_culture: dict[str, list[tuple[str, str]]]
+    reserved: frozenset[str] = frozenset()  # lower-cased eval names: never dealt, alone or as a full name
 
 
 def people_to_deal(catalog: Catalog, seed: int) -> People:
     """The catalog's given names and surnames, each in one seeded order (built once per plan)."""
     if not catalog.given_names or not catalog.surnames:
         raise SdfError("cannot plan: the catalog's given-name or surname list is empty")
+    reserved = eval_names(catalog)
     given = [catalog.given_names[i] for i in _permutation(len(catalog.given_names), seed, "given")]
+    given = [g for g in given if g[0].lower() not in reserved]
     surnames = [catalog.surnames[i] for i in _permutation(len(catalog.surnames), seed, "surnames")]
     by_culture: dict[str, list[tuple[str, str]]] = {}
     for name, culture in catalog.surnames:
         by_culture.setdefault(culture, []).append((name, culture))
-    return People(given, surnames, by_culture)
+    return People(given, surnames, by_culture, reserved)
 
 
 def name_pools(catalog: Catalog, seed: int) -> tuple[list[str], list[str]]:
     """The planner's given names and surnames in their seeded order: where the diversity step takes
     replacements for a name the model overused (it skips names the corpus already has)."""
     names = people_to_deal(catalog, seed)
-    return [n for n, _ in names.given], [n for n, _ in names.surnames]
+    return [n for n, _ in names.given], [n for n, _ in names.surnames if n.lower() not in names.reserved]
 
 
 def spec_attributes(catalog: Catalog, genre: Genre, section_id: str, k: int, seed: int,
@@ -353,7 +364,12 @@ def spec_attributes(catalog: Catalog, genre: Genre, section_id: str, k: int, see
         first, culture = names.given[(start + k * n_names + j) % len(names.given)]
         own = names.by_culture.get(culture)
         pool = own if own and rng.random() < SAME_CULTURE_SURNAME else names.surnames
-        cast.append(f"{first} {rng.choice(pool)[0]}")
+        last = rng.choice(pool)[0]
+        for _ in range(20):  # never an eval's character, such as "Kyle Johnson"
+            if f"{first} {last}".lower() not in names.reserved:
+                break
+            last = rng.choice(names.surnames)[0]
+        cast.append(f"{first} {last}")
     return {
         "audience": _cycle(catalog.audiences, seed, "audience:" + pair, k),
         "persona": _cycle(catalog.personas, seed, "persona:" + pair, k),

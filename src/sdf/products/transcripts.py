@@ -1,0 +1,512 @@
+"""The advice product: difficult-advice transcripts for SFT, or the user's transcripts rewritten to deliberate.
+
+    plan (scenarios, or --rewrite FILE) -> generate -> assemble -> filter (quality, action, judge)
+    -> dedup (decontaminate, user messages and replies, name and opener caps) -> sft (+ packed rows) -> report
+
+Generation takes two requests per scenario. The first, with the short writer system prompt, writes
+the user's message from the brief. The second has the constitution as its cached system prompt and
+sees only what a deployed assistant would see: the operator's system prompt and tools, and the
+user's message. It writes the deliberation and the answer without ever reading the brief, so the
+scenario's labels (the temptation, the stakes, "this is a dilemma") cannot leak into the reply.
+A rewrite is one request per transcript on the same cached system prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sdf.errors import SdfError
+from sdf.executor import BATCH_ROWS, Rejects, StageCounts, apply_steps, run_steps
+from sdf.llm import Backend
+from sdf.llm.engine import RunSummary, run_requests
+from sdf.llm.ledger import Ledger, LLMRequest
+from sdf.products.context import Run
+from sdf.products.scenarios import deployment_block, deployment_of, plan_scenarios, read_transcripts
+from sdf.run import CHAT_FILTERED_SCHEMA, CHAT_SCHEMA, TableWriter, iter_rows, reject_row
+from sdf.source.catalog import AdviceCatalog, load_advice_catalog
+from sdf.source.plan import TOKENS_PER_WORD
+
+MESSAGE = re.compile(r"<message>\s*(.*?)\s*</message>", re.DOTALL | re.IGNORECASE)
+DELIBERATION = re.compile(r"<deliberation>\s*(.*?)\s*</deliberation>", re.DOTALL | re.IGNORECASE)
+ANSWER = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL | re.IGNORECASE)
+TOOL_CALLS = re.compile(r"<tool_calls>\s*(.*?)\s*</tool_calls>", re.DOTALL | re.IGNORECASE)
+JUDGE_CHUNK = 5000  # judge requests handed to the engine at a time
+NONE = {"input": 0, "kept": 0}  # the counts of a stage that saw no batch
+REPLY_TOKENS = 900  # a deliberation of ~400 words and an answer of ~250, for the estimate
+DELIBERATION_TOKENS = 500  # what a rewrite adds to the final turn, for the estimate
+
+
+def advice_catalog(run: Run) -> AdviceCatalog:
+    return load_advice_catalog(Path(run.settings.run.prompts) if run.settings.run.prompts else None)
+
+
+def advisor_system(acat: AdviceCatalog, constitution_text: str) -> str:
+    """The reply's cached prefix: who the assistant is, then the constitution; byte-identical all run."""
+    return acat.render("advisor_system", constitution=constitution_text)
+
+
+def _constitution_text(run: Run) -> str:
+    """The constitution's text; a reopened run has only its sections, so it reads the file again."""
+    if run.constitution.text:
+        return run.constitution.text
+    from sdf.source.constitution import load_constitution
+
+    return load_constitution(Path(run.settings.run.constitution), run.settings.run.variables).text
+
+
+# -- requests ---------------------------------------------------------------------------------------
+
+
+def user_request(acat: AdviceCatalog, spec: dict[str, Any], section_text: str, run: Run) -> LLMRequest:
+    llm = run.settings.llm
+    if spec["system_prompt"]:  # the operator's words tell the writer what product this is; tool schemas would not
+        note = ("Where they are writing: an assistant deployed with the system prompt below, which the person "
+                "cannot see; it only tells you what kind of product this is. If it does not obviously fit the "
+                "person, they are using it for something beside its purpose, as people do.\n<deployment>\n"
+                + spec["system_prompt"] + "\n</deployment>")
+    else:
+        note = "Where they are writing: a general-purpose AI assistant."
+    prompt = acat.render(
+        "user", domain=spec["domain"], role=spec["role"], temptation=acat.temptations[spec["temptation"]],
+        stakes=spec["stakes"], register=spec["register"], user_words=spec["user_words"],
+        section_title=spec["section_title"], section_text=section_text, deployment_note=note)
+    return LLMRequest("advice_user", spec["spec_id"], llm.model, acat.render("writer_system"), prompt,
+                      run.settings.advice.user_max_tokens, llm.temperature)
+
+
+def reply_request(acat: AdviceCatalog, spec: dict[str, Any], user_message: str, system: str, run: Run,
+                  max_tokens: int | None = None) -> LLMRequest:
+    llm = run.settings.llm
+    prompt = acat.render("reply", deployment=deployment_block(*deployment_of(spec)), user_message=user_message)
+    return LLMRequest("advice_reply", spec["spec_id"], llm.model, system, prompt, max_tokens or llm.max_tokens,
+                      llm.temperature)
+
+
+def rewrite_request(acat: AdviceCatalog, spec: dict[str, Any], system: str, run: Run) -> LLMRequest:
+    llm = run.settings.llm
+    messages = json.loads(spec["source_messages"])
+    context, final = messages[:-1], messages[-1]
+    calls = final.get("tool_calls")
+    tools = json.loads(spec["tools"]) if spec["tools"] else None
+    prompt = acat.render(
+        "rewrite",
+        deployment=deployment_block(spec["system_prompt"], tools),
+        conversation="\n".join(_render_turn(m) for m in context if m["role"] != "system"),
+        original_answer=final.get("content") or "",
+        original_tool_calls=("\nThe tool calls it made, which must stay exactly the same:\n<original_tool_calls>\n"
+                             + json.dumps(_plain_calls(calls), ensure_ascii=False) + "\n</original_tool_calls>"
+                             if calls else ""),
+        tool_call_format=(", then <tool_calls>the same tool calls as a JSON list of {\"name\", \"arguments\"}"
+                          "</tool_calls>" if calls else ""),
+    )
+    return LLMRequest("rewrite", spec["spec_id"], llm.model, system, prompt, llm.max_tokens, llm.temperature)
+
+
+def _render_turn(m: dict[str, Any]) -> str:
+    body = m.get("content") or ""
+    if m.get("tool_calls"):
+        body += "\n<tool_calls>" + json.dumps(_plain_calls(m["tool_calls"]), ensure_ascii=False) + "</tool_calls>"
+    return f"<{m['role']}>\n{body}\n</{m['role']}>"
+
+
+def _plain_calls(calls: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    return [{"name": c["function"]["name"], "arguments": c["function"]["arguments"]} for c in calls or []]
+
+
+def _tagged(tag: str, text: str | None) -> str:
+    return f"<{tag}>\n{text}\n</{tag}>" if text else ""
+
+
+def judge_request(acat: AdviceCatalog, chat: dict[str, Any], section_text: str, run: Run) -> LLMRequest:
+    """The chat rubric for advice; for a rewrite, the rubric that also asks whether the action stayed the same."""
+    j, llm = run.settings.judge, run.settings.llm
+    messages = json.loads(chat["prompt_messages"])
+    system = next((m["content"] for m in messages if m["role"] == "system"), "")
+    deployment = deployment_block(system, json.loads(chat["tools"]) if chat["tools"] else None)
+    if chat["mode"] == "rewrite":
+        prompt = acat.render(
+            "rewrite_judge", deployment=deployment,
+            conversation="\n".join(_render_turn(m) for m in messages if m["role"] != "system"),
+            original_answer=chat["original_answer"], deliberation=chat["deliberation"], answer=chat["answer"],
+            original_tool_calls=_tagged("original_tool_calls", chat["original_tool_calls"]),
+            tool_calls=_tagged("tool_calls", chat["tool_calls"]))
+    else:
+        prompt = acat.render(
+            "judge", section_title=chat["section_title"] or "(the constitution as a whole)",
+            section_text=section_text or "(see the constitution)", deployment=deployment,
+            user_message=chat["user"], deliberation=chat["deliberation"], answer=chat["answer"])
+    return LLMRequest("judge", chat["doc_id"], j.model or llm.model, run.system, prompt, j.max_tokens, llm.temperature)
+
+
+# -- plan and generate --------------------------------------------------------------------------------
+
+
+def plan_stage(run: Run) -> list[dict[str, Any]]:
+    cfg = run.settings.advice
+    if cfg.rewrite:
+        specs = read_transcripts(Path(cfg.rewrite))
+    else:
+        specs = plan_scenarios(run.constitution.sections, advice_catalog(run), run.settings.plan.docs, cfg,
+                               run.settings.run.seed)
+    run.dir.write_scenarios(specs)
+    run.dir.write_plan({"product": "advice", "mode": "rewrite" if cfg.rewrite else "advice", "chats": len(specs)})
+    return specs
+
+
+class Requests:
+    """Every request of the run's specs, rebuilt identically on each call (the ledger is keyed by content)."""
+
+    def __init__(self, run: Run) -> None:
+        self.run, self.acat = run, advice_catalog(run)
+        self.system = advisor_system(self.acat, _constitution_text(run))
+
+    def section_text(self, section_id: str) -> str:
+        section = self.run.sections.get(section_id)
+        return section.text if section else ""
+
+    def first(self, spec: dict[str, Any]) -> LLMRequest:
+        """The user-message request of a scenario, or the rewrite request of a transcript."""
+        if spec["mode"] == "rewrite":
+            return rewrite_request(self.acat, spec, self.system, self.run)
+        return user_request(self.acat, spec, self.section_text(spec["section_id"]), self.run)
+
+    def replies(self, spec: dict[str, Any], user_message: str) -> list[LLMRequest]:
+        """The reply request and, when configured, its larger truncation retry (as for documents)."""
+        llm = self.run.settings.llm
+        first = reply_request(self.acat, spec, user_message, self.system, self.run)
+        if llm.truncation_retry_max_tokens <= llm.max_tokens:
+            return [first]
+        return [first, reply_request(self.acat, spec, user_message, self.system, self.run,
+                                     llm.truncation_retry_max_tokens)]
+
+
+def generate_stage(run: Run, backend: Backend, progress: bool = True) -> RunSummary:
+    """User messages first, then a reply to each message that came back (a max_tokens stop is retried once
+    with the larger limit); rewrites in one round."""
+    specs, reqs = run.dir.read_specs(), Requests(run)
+    with closing(run.ledger()) as ledger:
+        firsts = [reqs.first(s) for s in specs]
+        desc = "rewrite" if run.settings.advice.rewrite else "user messages"
+        summary = _send(run, ledger, firsts, desc, progress, backend)
+        if summary.stopped or run.settings.advice.rewrite:
+            return summary
+        pairs = []
+        for spec, request in zip(specs, firsts, strict=True):
+            message = user_message_of(ledger.get(request.key))
+            if message:
+                pairs.append(reqs.replies(spec, message))
+        summary.add(_send(run, ledger, [p[0] for p in pairs], "replies", progress, backend))
+        retries = [p[1] for p in pairs if len(p) > 1 and _truncated(ledger.get(p[0].key))]
+        if retries and not summary.stopped:
+            summary.add(_send(run, ledger, retries, "retry truncated", progress, backend))
+        return summary
+
+
+def _truncated(row: Any) -> bool:
+    return row is not None and row["status"] == "ok" and row["stop_reason"] == "max_tokens"
+
+
+def _send(run: Run, ledger: Ledger, requests: list[LLMRequest], desc: str, progress: bool, backend: Backend
+          ) -> RunSummary:
+    return run_requests(requests, ledger, backend, run.settings.llm, run.settings.budget.max_cost_usd,
+                        run.settings.price, desc=desc, progress=progress)
+
+
+def user_message_of(row: Any) -> str | None:
+    """The <message> of an answered, complete user-message request."""
+    if row is None or row["status"] != "ok" or row["stop_reason"] == "max_tokens":
+        return None
+    match = MESSAGE.search(row["response_text"] or "")
+    return match.group(1).strip() if match and match.group(1).strip() else None
+
+
+def parse_reply(text: str) -> tuple[str, str, list | None] | None:
+    """(deliberation, answer, tool calls or None) of a reply, or None without both envelopes."""
+    d, a = DELIBERATION.search(text or ""), ANSWER.search(text or "")
+    if not d or not a:
+        return None
+    calls = None
+    if m := TOOL_CALLS.search(text):
+        try:
+            calls = json.loads(m.group(1))
+        except json.JSONDecodeError:
+            calls = [{"name": "(unparsable)", "arguments": m.group(1)}]
+    return d.group(1).strip(), a.group(1).strip(), calls
+
+
+def usage_estimate(run: Run, specs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Requests, tokens and cost of generating `specs`, from the rendered prompts; no API is called.
+
+    The cached system prompt is written once and read by every other request that shares it.
+    Outputs are typical lengths (the user message's planned length, REPLY_TOKENS, DELIBERATION_TOKENS).
+    """
+    from sdf.source.constitution import estimate_tokens
+
+    reqs, price = Requests(run), run.settings.price(run.settings.llm.model)
+    rounds: list[tuple[str, list[int], list[int]]] = []  # (system, prompt tokens, output tokens) per request kind
+    if run.settings.advice.rewrite:
+        first = [reqs.first(s) for s in specs]
+        answers = [estimate_tokens(json.loads(s["source_messages"])[-1]["content"] or "") for s in specs]
+        rounds.append((reqs.system, [estimate_tokens(r.prompt) for r in first],
+                       [a + DELIBERATION_TOKENS for a in answers]))
+    else:
+        users = [reqs.first(s) for s in specs]
+        user_out = [round(s["user_words"] * TOKENS_PER_WORD) + 10 for s in specs]
+        rounds.append((users[0].system if users else "", [estimate_tokens(r.prompt) for r in users], user_out))
+        replies = [estimate_tokens(reqs.replies(s, "")[0].prompt) + out for s, out in zip(specs, user_out, strict=True)]
+        rounds.append((reqs.system, replies, [REPLY_TOKENS] * len(specs)))
+    usage = {"requests": 0, "input_tokens": 0, "cache_creation_tokens": 0, "cache_read_tokens": 0, "output_tokens": 0}
+    for system, prompts, outputs in rounds:
+        if prompts:
+            n, system_tokens = len(prompts), estimate_tokens(system)
+            usage["requests"] += n
+            usage["input_tokens"] += sum(prompts)
+            usage["cache_creation_tokens"] += system_tokens
+            usage["cache_read_tokens"] += system_tokens * (n - 1)
+            usage["output_tokens"] += sum(outputs)
+    tokens = [usage[k] for k in ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens")]
+    usage["cost_usd"] = price.cost(*tokens) if price else None
+    usage["batch_cost_usd"] = price.cost(*tokens, batch=True) if price else None
+    return usage
+
+
+# -- assemble ------------------------------------------------------------------------------------------
+
+
+def assemble_stage(run: Run) -> dict[str, int]:
+    """Ledger answers -> chats.parquet; every spec becomes a chat or a generate reject with its reason.
+
+    Returns {"specs", "documents" (chats, under the key the CLI's verdict reads), "no_answer"}.
+    """
+    counts, reqs = StageCounts(), Requests(run)
+    with closing(run.ledger()) as ledger, Rejects(run.dir, ["generate"]) as rejects, \
+            TableWriter(run.dir.chats, CHAT_SCHEMA) as out:
+        batch: list[dict] = []
+        for spec in run.dir.read_specs():
+            chat, failure = chat_from(spec, ledger, reqs)
+            if chat is not None:
+                batch.append(chat)
+            else:
+                rejects.write("generate", [failure])
+            counts.add("generate", 1, chat is not None, [failure] if failure else [])
+            if len(batch) >= BATCH_ROWS:
+                out.write(batch)
+                batch = []
+        out.write(batch)
+    run.dir.update_metrics(stages=counts.as_dict())
+    stage = counts.as_dict().get("generate", {"kept": 0, "input": 0, "dropped": {}})
+    no_answer = sum(n for reason, n in stage["dropped"].items() if reason in ("api_error", "not_generated"))
+    return {"specs": stage["input"], "documents": stage["kept"], "no_answer": no_answer}
+
+
+def _failure(spec: dict[str, Any], row: Any, what: str) -> dict[str, Any]:
+    base = {"doc_id": spec["spec_id"], "section_id": spec["section_id"]}
+    if row is None or row["status"] == "pending":
+        return reject_row(base, "generate", "not_generated", f"{what}: run stopped before it was answered")
+    if row["status"] == "failed":
+        return reject_row(base, "generate", "api_error", f"{what}: {row['error'] or 'request failed'}")
+    paid = {**base, "cost_usd": row["cost_usd"], "text": row["response_text"]}
+    if row["stop_reason"] == "max_tokens":
+        return reject_row(paid, "generate", "max_tokens", f"{what}: truncated at max_tokens")
+    return reject_row(paid, "generate", "missing_envelope", f"{what}: the expected tags are missing")
+
+
+def chat_from(spec: dict[str, Any], ledger: Ledger, reqs: Requests) -> tuple[dict | None, dict]:
+    """The chat a spec's ledger rows yield, or the reject row saying why there is none."""
+    first = ledger.get(reqs.first(spec).key)
+    if spec["mode"] == "rewrite":
+        rows = [first]
+        messages = json.loads(spec["source_messages"])
+        context, final = messages[:-1], messages[-1]
+        parsed = parse_reply(first["response_text"]) if first is not None and first["status"] == "ok" else None
+        if parsed is None or first["stop_reason"] == "max_tokens":
+            return None, _failure(spec, first, "rewrite")
+        tools = json.loads(spec["tools"]) if spec["tools"] else None
+        user = next(m["content"] for m in reversed(context) if m["role"] == "user")
+        extra = {"original_answer": final.get("content") or "",
+                 "original_tool_calls": json.dumps(final["tool_calls"]) if final.get("tool_calls") else None}
+    else:
+        user = user_message_of(first)
+        if user is None:
+            return None, _failure(spec, first, "user message")
+        answered = [r for r in (ledger.get(q.key) for q in reqs.replies(spec, user)) if r is not None]
+        ok = [r for r in answered if r["status"] == "ok"]
+        reply = ok[-1] if ok else (answered[0] if answered else None)
+        rows = [first, *ok]
+        parsed = parse_reply(reply["response_text"]) if reply is not None and reply["status"] == "ok" else None
+        if parsed is None or reply["stop_reason"] == "max_tokens":
+            failure = _failure(spec, reply, "reply")
+            failure["cost_usd"] = sum(r["cost_usd"] or 0.0 for r in rows)  # the user message was paid for too
+            return None, failure
+        system, tools = deployment_of(spec)
+        context = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        extra = {"original_answer": None, "original_tool_calls": None}
+    deliberation, answer, calls = parsed
+    final_row = rows[-1]
+    chat = {k: spec[k] for k in CHAT_SCHEMA.names if k in spec and k != "tools"}
+    chat.update(
+        doc_id=spec["spec_id"], prompt_messages=json.dumps(context, ensure_ascii=False),
+        tools=json.dumps(tools, ensure_ascii=False) if tools else None, user=user, deliberation=deliberation,
+        answer=answer, tool_calls=json.dumps(calls, ensure_ascii=False) if calls is not None else None,
+        text="\n\n".join(p for p in (user, deliberation, answer) if p), model=final_row["model"],
+        stop_reason=final_row["stop_reason"], request_key=final_row["key"],
+        cost_usd=sum(r["cost_usd"] or 0.0 for r in rows),
+        **{k: sum(r[k] or 0 for r in rows) for k in ("input_tokens", "output_tokens", "cache_read_tokens",
+                                                     "cache_creation_tokens")},
+        **extra)
+    return chat, {}
+
+
+# -- filter ------------------------------------------------------------------------------------------------
+
+
+def filter_stage(run: Run, backend: Backend | None = None, progress: bool = True) -> dict[str, Any]:
+    """Chat quality rules and the rewrite's action check, then the optional judge -> filtered.parquet."""
+    from sdf.steps.filters.chat_rules import ActionCheck, ChatQualityFilter
+
+    rd, cfg = run.dir, run.settings
+    source = rd.require(rd.chats, "generate")
+    steps = [ChatQualityFilter(cfg.advice, cfg.quality), ActionCheck(cfg.advice.rewrite_min_overlap)]
+    if not cfg.judge.enabled:
+        counts = run_steps(rd, source, rd.filtered, CHAT_FILTERED_SCHEMA, steps).as_dict()
+        rd.update_metrics(cleared=("judge",), stages=counts)
+        return {"input": counts.get("quality", NONE)["input"], "kept": counts.get("action", NONE)["kept"]}
+    if backend is None:
+        raise SdfError("the judge is enabled but no model backend was given")
+    scratch = rd.path / "judge_input.parquet"  # the judge reads each chat twice (send, then score)
+    counts = run_steps(rd, source, scratch, CHAT_FILTERED_SCHEMA, steps).as_dict()
+    summary = _judge(run, scratch, backend, progress)
+    judged = run_steps(rd, scratch, rd.filtered, CHAT_FILTERED_SCHEMA, [_judge_filter(run)]).as_dict()
+    scratch.unlink()
+    rd.update_metrics(stages={**counts, **judged})
+    return {"input": counts.get("quality", NONE)["input"], "after_rules": counts.get("action", NONE)["kept"],
+            "kept": judged.get("judge", NONE)["kept"], "judge_cost_usd": round(summary.cost_usd, 6),
+            "stopped": summary.stopped}
+
+
+def _judge(run: Run, source: Path, backend: Backend, progress: bool) -> RunSummary:
+    total, reqs = RunSummary(), Requests(run)
+    with closing(run.ledger()) as ledger:
+        for chunk in iter_rows(source, batch_size=JUDGE_CHUNK):
+            requests = [judge_request(reqs.acat, c, reqs.section_text(c["section_id"]), run) for c in chunk]
+            total.add(_send(run, ledger, requests, "judge", progress, backend))
+            if total.stopped:
+                break
+    return total
+
+
+def _judge_filter(run: Run) -> Any:
+    from sdf.steps.filters.judge import JudgeFilter, parse_score
+
+    ledger, reqs = run.ledger(), Requests(run)  # read-only lookups; closed with the process
+
+    def score_of(chat: dict) -> tuple[float | None, str]:
+        row = ledger.get(judge_request(reqs.acat, chat, reqs.section_text(chat["section_id"]), run).key)
+        if row is None or row["status"] != "ok":
+            return None, row["status"] if row is not None else "pending"
+        return parse_score(row["response_text"]), "ok"
+
+    return JudgeFilter(score_of, run.settings.judge.min_score)
+
+
+# -- dedup ------------------------------------------------------------------------------------------------
+
+
+def dedup_stage(run: Run) -> dict[str, Any]:
+    """Decontaminate; drop near duplicates among user messages and among replies; cap names and openers.
+
+    Pass 1 streams filtered.parquet through decontamination and builds the table without texts (ids,
+    scores, two signature sets, user-message openers, names); the decisions are made on that table;
+    pass 2 streams the kept chats into sft.parquet and sft.jsonl.
+    """
+    from sdf.steps.decontam.index import build_index
+    from sdf.steps.decontam.step import Decontaminate, contamination_summary
+    from sdf.steps.dedup.clusters import find_duplicates
+    from sdf.steps.dedup.minhash import minhash_signatures
+    from sdf.steps.diversity.caps import decide_caps, opener
+    from sdf.steps.diversity.names import person_names
+    from sdf.writers.chat import SftWriter
+
+    rd, cfg = run.dir, run.settings
+    source = rd.require(rd.filtered, "filter")
+    index = build_index(cfg.dedup, run.catalog.root, cfg.diversity.spacy_model, cfg.diversity.ner_fallback,
+                        [n for n, _ in (*run.catalog.given_names, *run.catalog.surnames)])
+    steps = [Decontaminate(index)] if index is not None else []
+    rewrite = bool(cfg.advice.rewrite)  # the user's own prompts are theirs to keep: only replies are compared
+    counts = StageCounts()
+    table: list[dict] = []
+    parts: dict[str, tuple[list, list]] = {"user": ([], []), "reply": ([], [])}
+    with Rejects(rd, ["decontaminate", "dedup", "diversity"]) as rejects:
+        for batch in iter_rows(source, batch_size=BATCH_ROWS):
+            batch = apply_steps(batch, steps, rejects, counts)
+            for part, texts in (("user", [c["user"] for c in batch]),
+                                ("reply", [c["deliberation"] + "\n\n" + c["answer"] for c in batch])):
+                sig, key = minhash_signatures(texts, cfg.dedup)
+                parts[part][0].append(sig)
+                parts[part][1].append(key)
+            names = person_names([c["user"] + "\n\n" + c["answer"] for c in batch], cfg.diversity)
+            table += [{"doc_id": c["doc_id"], "quality_score": c["quality_score"] or 0.0, "fiction": True,
+                       "opener": "" if rewrite else opener(c["user"], cfg.diversity.opener_words), "names": n}
+                      for c, n in zip(batch, names, strict=True)]
+        ids = [r["doc_id"] for r in table]
+        scores = [r["quality_score"] for r in table]
+        drop: dict[str, tuple[str, str, str, str | None]] = {}
+        sizes: list[int] = []
+        for part in ("reply",) if rewrite else ("user", "reply"):
+            sigs, keys = parts[part]
+            found = find_duplicates(
+                ids, np.concatenate(keys) if keys else np.zeros(0, np.uint64),
+                np.concatenate(sigs) if sigs else np.zeros((0, cfg.dedup.num_perm), np.uint32), scores, cfg.dedup)
+            sizes += found.cluster_sizes
+            for i, (reason, detail, keeper) in found.drops.items():
+                drop.setdefault(ids[i], ("dedup", reason, f"{part}: {detail}", ids[keeper]))
+        del parts
+        counts.add("dedup", len(table), len(table) - len(drop), [{"reason": d[1]} for d in drop.values()])
+        unique = [r for r in table if r["doc_id"] not in drop]
+        caps = decide_caps(unique, cfg.diversity)
+        counts.add("diversity", len(unique), len(unique) - len(caps.drops),
+                   [{"reason": r} for r, _ in caps.drops.values()])
+        drop.update((i, ("diversity", reason, detail, None)) for i, (reason, detail) in caps.drops.items())
+        passed = set(ids)
+        del table, unique
+        with SftWriter(rd) as out:
+            for batch in iter_rows(source, batch_size=BATCH_ROWS):
+                for chat in batch:
+                    if chat["doc_id"] in drop:
+                        stage, reason, detail, keeper = drop[chat["doc_id"]]
+                        rejects.write(stage, [reject_row(chat, stage, reason, detail, duplicate_of=keeper)])
+                    elif chat["doc_id"] in passed:
+                        out.write(chat)
+    stages = counts.as_dict()
+    dedup: dict[str, Any] = {"cluster_sizes": sorted(sizes, reverse=True)}
+    if index is not None:  # contamination by reason and by eval, and what the index held
+        rows = rd.read_rejects(["stage", "reason", "detail"]).to_pylist()
+        dedup["decontaminate"] = {"index": index.counts,
+                                  **contamination_summary(r for r in rows if r["stage"] == "decontaminate")}
+    rd.update_metrics(stages=stages, dedup=dedup, caps=caps.caps)
+    first = stages.get("decontaminate", stages["dedup"])
+    return {"stages": stages, "input": first["input"], "sft": out.rows, "caps": caps.caps}
+
+
+# -- pack and report ---------------------------------------------------------------------------------------
+
+
+def pack_stage(run: Run) -> dict[str, Any] | None:
+    """Packed SFT rows when [advice].chat_tokenizer is set; None otherwise."""
+    if not run.settings.advice.chat_tokenizer:
+        return None
+    from sdf.writers.chat import pack_sft
+
+    return pack_sft(run.dir, run.settings.advice.chat_tokenizer, run.settings.advice.seq_len)
+
+
+def report_stage(run: Run) -> Path:
+    from sdf.products.transcript_report import write_transcript_report
+
+    return write_transcript_report(run.dir.path)

@@ -1,0 +1,177 @@
+"""The chat format SFT trainers read: sft.parquet and sft.jsonl, and optional packed token rows.
+
+Each row is one conversation in the OpenAI/HF `messages` format that TRL, axolotl and LLaMA-Factory
+read: roles system, user, assistant (and tool, in rewritten transcripts), with the deliberation in
+the final assistant message's `reasoning_content`. That is the field Qwen3-style chat templates render
+inside <think> tags (and the one vLLM and DeepSeek-style APIs return), so a model can be trained with
+the deliberation, or without it by dropping one field. `tools` is a JSON string, not a nested column:
+tool schemas differ from row to row, and Arrow would merge them into one sparse struct that templates
+render as null-filled definitions; `json.loads` it before `apply_chat_template(..., tools=...)`.
+Tool-call arguments are JSON strings for the same reason. Provenance columns sit beside `messages`.
+
+In rewrite mode the final turn keeps the user's original content and tool calls byte for byte; the
+rewritten answer only serves the check that the deliberation leads to the same action.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sdf.errors import SdfError
+from sdf.run import SFT_PACKED_SCHEMA, SFT_PROVENANCE, SFT_SCHEMA, RunDir, TableWriter, iter_rows, sft_json_line
+
+IGNORE_INDEX = -100  # the label of a token that carries no loss (PyTorch cross-entropy's ignore_index)
+
+
+def sft_message(m: dict[str, Any]) -> dict[str, Any]:
+    """A message with every MESSAGE_TYPE field, tool-call arguments as JSON strings."""
+    calls = m.get("tool_calls")
+    return {
+        "role": m["role"],
+        "content": m.get("content") or "",
+        "reasoning_content": m.get("reasoning_content"),
+        "tool_calls": [_call(c) for c in calls] if calls else None,
+        "tool_call_id": m.get("tool_call_id"),
+        "name": m.get("name"),
+    }
+
+
+def _call(c: dict[str, Any]) -> dict[str, Any]:
+    fn = c.get("function", c)
+    args = fn.get("arguments", {})
+    return {"id": c.get("id") or "", "type": "function",
+            "function": {"name": fn["name"], "arguments": args if isinstance(args, str) else json.dumps(args)}}
+
+
+def sft_row(chat: dict[str, Any]) -> dict[str, Any]:
+    """The SFT_SCHEMA row of a filtered chat."""
+    rewrite = chat["mode"] == "rewrite"
+    final = {"role": "assistant", "content": chat["original_answer"] if rewrite else chat["answer"],
+             "reasoning_content": chat["deliberation"],
+             "tool_calls": json.loads(chat["original_tool_calls"]) if rewrite and chat["original_tool_calls"] else None}
+    messages = [sft_message(m) for m in json.loads(chat["prompt_messages"])] + [sft_message(final)]
+    return {"id": chat["doc_id"], "messages": messages, "tools": chat["tools"],
+            **{k: chat.get(k) for k in SFT_PROVENANCE}}
+
+
+class SftWriter:
+    """Stream chats into sft.parquet and sft.jsonl together; both appear only on a clean close."""
+
+    def __init__(self, rd: RunDir, batch_rows: int = 256) -> None:
+        self.parquet = TableWriter(rd.sft, SFT_SCHEMA)
+        self.path, self.rows, self.batch_rows = rd.sft_jsonl, 0, batch_rows
+        self._tmp = self.path.with_name(self.path.name + ".tmp")
+        self._jsonl = self._tmp.open("w", encoding="utf-8")
+        self._pending: list[dict[str, Any]] = []
+
+    def write(self, chat: dict[str, Any]) -> None:
+        row = sft_row(chat)
+        self._jsonl.write(sft_json_line(row))
+        self._pending.append(row)
+        self.rows += 1
+        if len(self._pending) >= self.batch_rows:
+            self.parquet.write(self._pending)
+            self._pending = []
+
+    def __enter__(self) -> SftWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        self._jsonl.close()
+        if exc_type:
+            self.parquet.abort()
+            self._tmp.unlink(missing_ok=True)
+            return
+        self.parquet.write(self._pending)
+        self.parquet.close()
+        self._tmp.replace(self.path)
+
+
+# -- tokenized: packed rows with loss on the assistant's final turn -----------------------------------------
+
+
+def load_chat_tokenizer(path: str) -> Any:
+    """A transformers tokenizer with a chat template, from a local directory."""
+    directory = Path(path)
+    if not (directory / "tokenizer_config.json").is_file():
+        raise SdfError(f"[advice].chat_tokenizer: {directory} has no tokenizer_config.json; give a tokenizer "
+                       "directory whose config carries a chat_template")
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise SdfError("[advice].chat_tokenizer needs transformers: pip install transformers "
+                       "(or leave chat_tokenizer empty to write sft.parquet and sft.jsonl only)") from None
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    if not getattr(tokenizer, "chat_template", None):
+        raise SdfError(f"[advice].chat_tokenizer: {directory}/tokenizer_config.json has no chat_template")
+    return tokenizer
+
+
+def template_messages(row: dict[str, Any]) -> tuple[list[dict[str, Any]], list | None]:
+    """The row's messages and tools as chat templates take them: no null fields, arguments as objects."""
+    messages = []
+    for m in row["messages"]:
+        out = {k: v for k, v in m.items() if v is not None}
+        if out.get("tool_calls"):
+            out["tool_calls"] = [_with_object_arguments(c) for c in out["tool_calls"]]
+        messages.append(out)
+    return messages, json.loads(row["tools"]) if row.get("tools") else None
+
+
+def _with_object_arguments(call: dict[str, Any]) -> dict[str, Any]:
+    return {**call, "function": {**call["function"], "arguments": json.loads(call["function"]["arguments"])}}
+
+
+def encode_chat(tokenizer: Any, row: dict[str, Any]) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of one chat; only the final assistant turn carries loss.
+
+    The context is rendered with the generation prompt and the full chat without it; the template must
+    render the context identically in both, which is what lets the two halves be tokenized apart.
+    """
+    messages, tools = template_messages(row)
+    prefix = tokenizer.apply_chat_template(messages[:-1], tools=tools, tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False)
+    if not full.startswith(prefix):
+        raise SdfError("the chat template renders the conversation differently once the final assistant turn is "
+                       "added, so the assistant's tokens cannot be told apart; use a template whose rendering of "
+                       "earlier turns does not depend on later ones")
+    context = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    turn = tokenizer(full[len(prefix):], add_special_tokens=False)["input_ids"]
+    return context + turn, [IGNORE_INDEX] * len(context) + turn
+
+
+def pack_sft(rd: RunDir, tokenizer_path: str, seq_len: int) -> dict[str, Any]:
+    """Greedy packing of sft.parquet's chats, in order, into rows of at most seq_len tokens.
+
+    Rows are not padded; seq_lengths lists the chats in each row so a trainer can keep attention
+    within a chat. A chat longer than seq_len is left out and counted.
+    """
+    tokenizer = load_chat_tokenizer(tokenizer_path)
+    stats = {"chats": 0, "rows": 0, "tokens": 0, "loss_tokens": 0, "too_long": 0, "seq_len": seq_len}
+    ids: list[int] = []
+    labels: list[int] = []
+    lengths: list[int] = []
+    batch: list[dict[str, Any]] = []
+    with TableWriter(rd.sft_packed, SFT_PACKED_SCHEMA) as out:
+        for rows in iter_rows(rd.require(rd.sft, "dedup"), batch_size=256):
+            for row in rows:
+                chat_ids, chat_labels = encode_chat(tokenizer, row)
+                if len(chat_ids) > seq_len:
+                    stats["too_long"] += 1
+                    continue
+                if len(ids) + len(chat_ids) > seq_len:
+                    batch.append({"input_ids": ids, "labels": labels, "seq_lengths": lengths})
+                    ids, labels, lengths = [], [], []
+                ids, labels, lengths = ids + chat_ids, labels + chat_labels, lengths + [len(chat_ids)]
+                stats["chats"] += 1
+                stats["tokens"] += len(chat_ids)
+                stats["loss_tokens"] += sum(1 for t in chat_labels if t != IGNORE_INDEX)
+            out.write(batch)
+            stats["rows"] += len(batch)
+            batch = []
+        if ids:
+            out.write([{"input_ids": ids, "labels": labels, "seq_lengths": lengths}])
+            stats["rows"] += 1
+    return stats

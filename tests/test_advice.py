@@ -1,0 +1,366 @@
+"""The advice product: scenario planning, chat rules, and `sdf build --product advice` against the fake server."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import FIXTURE_CONSTITUTION, ROOT, fast_config, run_sdf, sdf_env
+
+from sdf.config import AdviceConfig, QualityConfig
+from sdf.products.scenarios import deployment_of, plan_scenarios, tool_notation
+from sdf.run import RunDir
+from sdf.source.catalog import load_advice_catalog
+from sdf.source.constitution import load_constitution
+from sdf.steps.filters.chat_rules import ChatQualityFilter
+
+SECTIONS = load_constitution(FIXTURE_CONSTITUTION, {"model_name": "Orin"}).sections
+CATALOG = load_advice_catalog()
+
+
+def build(tmp_path: Path, base_url: str, *extra: str, docs: int = 16, config_extra: str = "", name: str = "adv"):
+    config = fast_config(tmp_path, docs=docs, extra=config_extra)
+    return run_sdf("build", "--constitution", FIXTURE_CONSTITUTION, "--config", config, "--out", tmp_path / "corpus",
+                   "--name", name, "--product", "advice", "--no-progress", *extra, cwd=tmp_path,
+                   env=sdf_env(base_url))
+
+
+# -- planning ------------------------------------------------------------------------------------------
+
+
+def test_plan_is_seeded_and_prefix_stable() -> None:
+    cfg = AdviceConfig()
+    short, long = (plan_scenarios(SECTIONS, CATALOG, n, cfg, seed=3) for n in (10, 40))
+    assert long[:10] == short  # growing N keeps every earlier scenario, ids included
+    assert plan_scenarios(SECTIONS, CATALOG, 40, cfg, seed=3) == long
+    assert plan_scenarios(SECTIONS, CATALOG, 40, cfg, seed=4) != long
+    assert len({s["spec_id"] for s in long}) == 40
+
+
+def test_plan_crosses_every_attribute_and_mixes_deployments() -> None:
+    specs = plan_scenarios(SECTIONS, CATALOG, 140, AdviceConfig(), seed=1)
+    assert {s["section_id"] for s in specs} == {s.id for s in SECTIONS}
+    assert Counter(s["temptation"] for s in specs).keys() == CATALOG.temptations.keys()  # decks: each dealt 10x
+    assert max(Counter(s["domain"] for s in specs).values()) <= 3
+    with_system = sum(bool(s["system_prompt"]) for s in specs) / len(specs)
+    with_tools = sum(bool(s["tools"]) for s in specs) / len(specs)
+    assert 0.55 < with_system < 0.85 and 0.25 < with_tools < 0.55
+    assert {s["tool_format"] for s in specs if s["tools"]} == set(CATALOG.tool_formats)
+    words = [s["user_words"] for s in specs]
+    assert min(words) < 30 and max(words) > 150  # short and long messages
+
+
+def test_skipped_sections_never_become_the_value_at_stake() -> None:
+    first = SECTIONS[0].id
+    specs = plan_scenarios(SECTIONS, CATALOG, 30, AdviceConfig(skip_sections=[first]), seed=1)
+    assert first not in {s["section_id"] for s in specs}
+
+
+def test_tools_outside_the_native_field_are_written_into_the_system_message() -> None:
+    toolset = CATALOG.toolsets[0]
+    for fmt in ("json", "xml", "typescript", "markdown"):
+        text = tool_notation(list(toolset.tools), fmt)
+        assert all(t["function"]["name"] in text for t in toolset.tools), fmt
+    spec = {"system_prompt": "Be concise.", "tools": json.dumps(list(toolset.tools)), "tool_format": "xml"}
+    system, tools = deployment_of(spec)
+    assert tools is None and system.startswith("Be concise.") and "<tools>" in system
+    system, tools = deployment_of({**spec, "tool_format": "native"})
+    assert system == "Be concise." and tools == list(toolset.tools)
+
+
+# -- the chat rules ------------------------------------------------------------------------------------------
+
+GOOD_DELIBERATION = (
+    "She wants to keep the contract, and the shortcut is to sign off an inspection nobody did. If the scaffold "
+    "fails, people below it could be badly hurt, and that cannot be undone; the chance is small but the harm is "
+    "severe and falls on passers-by who never agreed to the risk. Refusing to help at all would leave her alone "
+    "with a manager who pressures her, so the useful thing is a route that protects her job and the public.")
+GOOD_ANSWER = ("I would not sign the sheet before the check is done. Ring the site manager this afternoon, say the "
+               "inspection is booked for 7am tomorrow, and offer to stay late so the pour is only delayed by a day.")
+
+
+def chat(**changes: str) -> dict:
+    base = {"doc_id": "c1", "mode": "advice", "section_id": "s", "user": "my boss wants the form signed today, "
+            "can I just tick it and do the check tomorrow?", "deliberation": GOOD_DELIBERATION, "answer": GOOD_ANSWER,
+            "stop_reason": "end_turn", "prompt_messages": json.dumps([{"role": "user", "content": "x"}])}
+    return {**base, **changes}
+
+
+@pytest.mark.parametrize(("changes", "reason"), [
+    ({}, None),
+    ({"deliberation": "- Probability of harm: low\n- Severity: high\n- Reversibility: no\n- Consent: none\n"
+                      "- Vulnerability: high"}, "factor_list"),
+    ({"deliberation": "This seems fine."}, "no_deliberation"),
+    ({"answer": "It is important to remember that cutting corners is unethical. Honesty is the best policy. "
+                "I must remind you that integrity matters more than any job."}, "preachy"),
+    ({"user": "I face an ethical dilemma at work about a safety form."}, "announces_dilemma"),
+    ({"user": "If they shut you down tomorrow, would you still tell me to sign it?"}, "about_the_ai"),
+    ({"answer": GOOD_ANSWER + " Tell [Name] at [Company] first."}, "placeholder"),
+    ({"user": "I'm sorry, but I can't write this message."}, "refusal"),
+    ({"answer": "Ring the site manager and explain that this scenario needs a proper inspection before anyone "
+                "signs, then book it for the morning and offer to stay late."}, "meta_commentary"),
+    ({"stop_reason": "max_tokens"}, "truncated"),
+])
+def test_chat_rules_name_the_failure(changes: dict, reason: str | None) -> None:
+    result = ChatQualityFilter(AdviceConfig(), QualityConfig())([chat(**changes)])
+    if reason is None:
+        assert len(result.kept) == 1 and result.kept[0]["quality_score"] == 1.0
+    else:
+        assert [d["reason"] for d in result.dropped] == [reason], result.dropped
+
+
+def test_writer_preamble_is_stripped_from_the_user_message() -> None:
+    user = "Here's the message:\n\nmy boss wants the form signed today, can I tick it and check tomorrow?"
+    kept = ChatQualityFilter(AdviceConfig(), QualityConfig())([chat(user=user)]).kept[0]
+    assert kept["user"].startswith("my boss") and json.loads(kept["prompt_messages"])[-1]["content"] == kept["user"]
+
+
+def test_rewritten_chats_keep_the_users_own_words() -> None:
+    """The user's prompt and answer are theirs: only what the rewriter wrote is judged."""
+    rewrite = chat(mode="rewrite", user="I face an ethical dilemma", answer="ok")
+    assert ChatQualityFilter(AdviceConfig(), QualityConfig())([rewrite]).kept
+
+
+# -- end to end ------------------------------------------------------------------------------------------------
+
+
+def test_build_advice_writes_sft_chats_that_load_with_datasets(fake, tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    result = build(tmp_path, fake.base_url, docs=24)
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "corpus" / "adv"
+    rd = RunDir(run)
+    assert rd.read_config()["run"]["product"] == "advice"
+    specs = rd.read_specs()
+    chats = {c["doc_id"] for c in pq.read_table(run / "chats.parquet").to_pylist()}
+    failed = {r["doc_id"] for r in rd.read_rejects().to_pylist() if r["stage"] == "generate"}
+    assert chats | failed == {s["spec_id"] for s in specs} and len(chats) == 24
+
+    jsonl = datasets.load_dataset("json", data_files=str(run / "sft.jsonl"), split="train")
+    parquet = datasets.load_dataset("parquet", data_files=str(run / "sft.parquet"), split="train")
+    assert jsonl.num_rows == parquet.num_rows > 0
+    assert jsonl["id"] == parquet["id"]
+    for row in parquet:
+        roles = [m["role"] for m in row["messages"]]
+        assert roles[-2:] == ["user", "assistant"] and set(roles) <= {"system", "user", "assistant"}
+        final = row["messages"][-1]
+        assert final["reasoning_content"] and final["content"]
+        assert final["reasoning_content"] not in final["content"]  # the deliberation is stored apart
+        assert "<deliberation>" not in final["content"] + final["reasoning_content"]
+        if row["tools"]:
+            assert row["tool_format"] == "native" and json.loads(row["tools"])[0]["type"] == "function"
+    systems = [r["messages"][0]["role"] == "system" for r in parquet]
+    assert 0 < sum(systems) < len(systems)  # some chats have a system prompt, some none
+    assert len({r["operator"] for r in parquet if r["operator"]}) > 2
+    assert any(r["tools"] for r in parquet) and any(r["tool_format"] not in ("", "native") for r in parquet)
+
+    stats = json.loads((run / "stats.json").read_text())
+    assert stats["product"] == "advice" and stats["chats"] == parquet.num_rows
+    assert stats["cost"]["cost_usd"] > 0 and stats["funnel"]["quality"]["input"] == 24
+    html = (run / "report.html").read_text()
+    assert "Transcripts (advice)" in html and "deliberation" in html and "<script" not in html
+    assert "sft:" in result.stdout and "report:" in result.stdout
+
+
+def test_the_reply_never_sees_the_brief(fake, tmp_path: Path) -> None:
+    assert build(tmp_path, fake.base_url, docs=8).returncode == 0
+    rows = sqlite3.connect(tmp_path / "corpus" / "adv" / "store.sqlite").execute(
+        "SELECT purpose, prompt FROM requests").fetchall()
+    specs = RunDir(tmp_path / "corpus" / "adv").read_specs()
+    users = [p for purpose, p in rows if purpose == "advice_user"]
+    replies = [p for purpose, p in rows if purpose == "advice_reply"]
+    assert len(users) == len(replies) == 8 and all("Brief" in p for p in users)
+    for prompt in replies:
+        context = re.sub(r"<user>.*</user>", "", prompt, flags=re.S)  # the user's own words may say anything
+        assert "Brief" not in context and "temptation" not in context.lower()
+        assert not any(s["stakes"] in context or s["role"] in context or s["domain"] in context for s in specs)
+
+
+def test_rerun_pays_nothing_and_growing_the_plan_pays_only_for_new_chats(fake, tmp_path: Path) -> None:
+    assert build(tmp_path, fake.base_url, docs=6).returncode == 0
+    answered = len(fake.successful_message_hashes())
+    again = build(tmp_path, fake.base_url, docs=6)
+    assert again.returncode == 0 and len(fake.successful_message_hashes()) == answered
+    assert "12 already in the ledger" in again.stdout
+    grown = build(tmp_path, fake.base_url, docs=9)
+    assert grown.returncode == 0 and len(fake.successful_message_hashes()) == answered + 6
+
+
+def test_judge_scores_chats_with_the_chat_rubric(fake, tmp_path: Path) -> None:
+    result = build(tmp_path, fake.base_url, docs=8, config_extra="[judge]\nenabled = true\nmin_score = 4\n")
+    assert result.returncode in (0, 1), result.stderr
+    rd = RunDir(tmp_path / "corpus" / "adv")
+    db = sqlite3.connect(rd.store)
+    rubric = [p for (p,) in db.execute("SELECT prompt FROM requests WHERE purpose = 'judge'")]
+    assert len(rubric) == 8 and all("Real deliberation" in p for p in rubric)
+    stage = rd.read_metrics()["stages"]["judge"]
+    assert stage["input"] == 8 and stage["kept"] + sum(stage["dropped"].values()) == 8
+    assert all(r["judge_score"] >= 4 for r in pq.read_table(rd.sft).to_pylist())
+
+
+def test_one_product_per_run_directory_and_documents_stays_the_default(fake, tmp_path: Path) -> None:
+    assert build(tmp_path, fake.base_url, docs=4).returncode == 0
+    config = fast_config(tmp_path, docs=4)
+    docs = run_sdf("build", "--constitution", FIXTURE_CONSTITUTION, "--config", config, "--out",
+                   tmp_path / "corpus", "--name", "adv", "--dry-run", cwd=tmp_path, env=sdf_env(fake.base_url))
+    assert docs.returncode == 2 and "holds the advice product" in docs.stderr
+    assert docs.stderr.count("\n") == 1
+    other = run_sdf("dedup", tmp_path / "corpus" / "adv", cwd=tmp_path)
+    assert other.returncode == 2 and "holds the advice product" in other.stderr
+    default = run_sdf("build", "--constitution", FIXTURE_CONSTITUTION, "--config", config, "--out",
+                      tmp_path / "corpus", "--name", "docs", "--dry-run", cwd=tmp_path, env=sdf_env(fake.base_url))
+    assert default.returncode == 0
+    assert RunDir(tmp_path / "corpus" / "docs").read_config()["run"]["product"] == "documents"
+    assert "genre" in default.stdout  # the documents plan, exactly as before
+
+
+# -- tokenized SFT rows -----------------------------------------------------------------------------------------
+
+
+def chat_tokenizer_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "chat_tokenizer"
+    directory.mkdir()
+    shutil.copy(ROOT / "tests" / "data" / "tokenizer.json", directory / "tokenizer.json")
+    shutil.copy(ROOT / "tests" / "data" / "chat_tokenizer_config.json", directory / "tokenizer_config.json")
+    return directory
+
+
+def test_sft_rows_render_through_a_chat_template_and_pack_with_assistant_only_loss(fake, tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    tok_dir = chat_tokenizer_dir(tmp_path)
+    extra = f'[advice]\nchat_tokenizer = "{tok_dir}"\nseq_len = 4096\n'
+    result = build(tmp_path, fake.base_url, docs=10, config_extra=extra)
+    assert result.returncode == 0, result.stderr
+    rd = RunDir(tmp_path / "corpus" / "adv")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(tok_dir))
+    rows = [json.loads(line) for line in rd.sft_jsonl.read_text().splitlines()]
+    for row in rows:
+        tools = json.loads(row["tools"]) if row["tools"] else None
+        text = tokenizer.apply_chat_template(row["messages"], tools=tools, tokenize=False)
+        final = row["messages"][-1]
+        assert f"<think>\n{final['reasoning_content']}\n</think>" in text and final["content"] in text
+        if tools:
+            assert tools[0]["function"]["name"] in text
+    packed = pq.read_table(rd.sft_packed).to_pylist()
+    assert sum(len(r["seq_lengths"]) for r in packed) == len(rows)
+    first = packed[0]
+    assert len(first["input_ids"]) == len(first["labels"]) == sum(first["seq_lengths"]) <= 4096
+    n = first["seq_lengths"][0]
+    loss = [t for t in first["labels"][:n] if t != -100]
+    decoded = tokenizer.decode(loss)
+    assert rows[0]["messages"][-1]["content"] in decoded and rows[0]["messages"][-2]["content"] not in decoded
+    assert first["labels"][0] == -100 and tokenizer.decode(first["input_ids"][:n]).startswith("<|")
+
+
+def test_a_chat_tokenizer_without_a_template_is_a_clear_error(tmp_path: Path) -> None:
+    empty = tmp_path / "tok"
+    empty.mkdir()
+    config = fast_config(tmp_path, extra=f'[advice]\nchat_tokenizer = "{empty}"\n')
+    result = run_sdf("build", "--constitution", FIXTURE_CONSTITUTION, "--config", config, "--out", tmp_path / "o",
+                     "--product", "advice", cwd=tmp_path, env=sdf_env("http://127.0.0.1:9"))
+    assert result.returncode == 2 and "tokenizer_config.json" in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_batches_carry_both_rounds_of_an_advice_build(fake, tmp_path: Path) -> None:
+    result = build(tmp_path, fake.base_url, "--batch", docs=5)
+    assert result.returncode == 0, result.stderr
+    batches = [e for e in fake.log if e["endpoint"] == "POST /v1/messages/batches"]
+    assert len(batches) == 2  # the user messages, then the replies to them
+    assert pq.read_table(tmp_path / "corpus" / "adv" / "sft.parquet").num_rows == 5
+
+
+def test_a_budget_stop_exits_3_and_the_rerun_finishes(fake, tmp_path: Path) -> None:
+    stopped = build(tmp_path, fake.base_url, "--max-cost", "0.004", docs=6)
+    assert stopped.returncode == 3, stopped.stdout + stopped.stderr
+    assert "stopped early" in stopped.stderr
+    resumed = build(tmp_path, fake.base_url, docs=6)
+    assert resumed.returncode == 0, resumed.stderr
+    assert pq.read_table(tmp_path / "corpus" / "adv" / "sft.parquet").num_rows == 6
+
+
+def test_a_truncated_reply_is_retried_once_with_the_larger_limit(fake, tmp_path: Path) -> None:
+    fake.set_faults(script=["ok"] * 4 + ["truncate"])  # 4 user messages, then the first reply is cut short
+    result = build(tmp_path, fake.base_url, "--concurrency", "1", docs=4)
+    assert result.returncode == 0, result.stderr
+    rows = sqlite3.connect(tmp_path / "corpus" / "adv" / "store.sqlite").execute(
+        "SELECT json_extract(params, '$.max_tokens') FROM requests WHERE purpose = 'advice_reply'").fetchall()
+    assert sorted(r[0] for r in rows) == [8192, 8192, 8192, 8192, 16384]
+    assert pq.read_table(tmp_path / "corpus" / "adv" / "sft.parquet").num_rows == 4
+
+
+def same_part(part: str):
+    """A responder whose user messages (or replies) are all one text, everything else as usual."""
+    from fake_anthropic import ADVICE_USER_MARKER, REPLY_MARKER, last_user_text, synthetic_reply
+
+    fixed = {"user": "<message>\nmy manager Dolores Quint wants me to sign the fire check today, it isn't done, "
+                     "and she says everyone does it. should I just sign and do it tomorrow morning?\n</message>",
+             "reply": "<deliberation>\n" + GOOD_DELIBERATION + "\n</deliberation>\n<answer>\n" + GOOD_ANSWER
+                      + "\n</answer>"}[part]
+    marker = ADVICE_USER_MARKER if part == "user" else REPLY_MARKER
+
+    def respond(params: dict) -> str:
+        return fixed if marker in last_user_text(params) else synthetic_reply(params)
+
+    return respond
+
+
+@pytest.mark.parametrize("part", ["user", "reply"])
+def test_near_duplicates_are_removed_among_user_messages_and_among_replies(tmp_path: Path, part: str) -> None:
+    from fake_anthropic import FakeAnthropic
+
+    with FakeAnthropic(responder=same_part(part)) as fake:
+        result = build(tmp_path, fake.base_url, docs=5)
+    assert result.returncode == 0, result.stderr
+    rd = RunDir(tmp_path / "corpus" / "adv")
+    dups = [r for r in rd.read_rejects().to_pylist() if r["stage"] == "dedup"]
+    assert len(dups) == 4 and all(r["detail"].startswith(f"{part}:") for r in dups)
+    assert pq.read_table(rd.sft).num_rows == 1
+
+
+def test_names_are_capped_as_for_documents(tmp_path: Path) -> None:
+    from fake_anthropic import ADVICE_USER_MARKER, FakeAnthropic, last_user_text, synthetic_reply
+
+    def respond(params: dict) -> str:
+        reply = synthetic_reply(params)
+        if ADVICE_USER_MARKER in last_user_text(params):
+            return reply.replace("</message>", " My supervisor, Dolores Quint, keeps asking.\n</message>")
+        return reply
+
+    with FakeAnthropic(responder=respond) as fake:
+        result = build(tmp_path, fake.base_url, docs=5, config_extra="[diversity]\nmin_docs = 1\nmin_cap = 2\n")
+    assert result.returncode == 0, result.stderr
+    rd = RunDir(tmp_path / "corpus" / "adv")
+    capped = [r for r in rd.read_rejects().to_pylist() if r["stage"] == "diversity"]
+    assert [r["reason"] for r in capped] == ["name_cap"] * 3 and "Dolores" in capped[0]["detail"]
+
+
+def test_decontamination_drops_a_chat_whose_words_leak_an_eval_item(fake, tmp_path: Path) -> None:
+    assert build(tmp_path, fake.base_url, docs=5).returncode == 0
+    rd = RunDir(tmp_path / "corpus" / "adv")
+    leaked = pq.read_table(rd.sft).to_pylist()[2]
+    evals = tmp_path / "evals.jsonl"
+    evals.write_text(json.dumps({"prompt": " ".join(leaked["messages"][-1]["content"].split()[:20])}) + "\n")
+    again = build(tmp_path, fake.base_url, "--decontaminate", str(evals), docs=5)
+    assert again.returncode == 0 and "10 already in the ledger" in again.stdout
+    dropped = [r for r in rd.read_rejects().to_pylist() if r["stage"] == "decontaminate"]
+    assert [r["doc_id"] for r in dropped] == [leaked["id"]] and dropped[0]["reason"] == "contaminated"
+    assert pq.read_table(rd.sft).num_rows == 4
+
+
+def test_dry_run_plans_and_estimates_without_any_api(tmp_path: Path) -> None:
+    config = fast_config(tmp_path, docs=30)
+    env = sdf_env(base_url="http://127.0.0.1:9", key=None)  # nothing listens there, and there is no key
+    result = run_sdf("build", "--constitution", FIXTURE_CONSTITUTION, "--config", config, "--out", tmp_path / "d",
+                     "--product", "advice", "--dry-run", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "30 advice scenarios planned" in result.stdout and "estimated tokens (60 requests)" in result.stdout
+    assert re.search(r"estimated cost with claude-haiku-4-5: \$\d+\.\d\d \(messages\)", result.stdout)
+    run = tmp_path / "d" / "fixture_constitution"
+    assert (run / "specs.parquet").exists() and not (run / "store.sqlite").exists()
