@@ -255,6 +255,34 @@ def section_targets(sections: Sequence[Section], cfg: PlanConfig) -> tuple[dict[
     return {k: v / total for k, v in capped.items()}, cfg.min_docs_per_section
 
 
+class Deck:
+    """Deal items in shuffled passes: every item is used once before any is used twice (the advice
+    product's scenarios deal from these; document specs use the prefix-stable `spec_attributes`)."""
+
+    def __init__(self, items: Sequence[Any], rng: random.Random) -> None:
+        if not items:
+            raise SdfError("cannot plan: a catalog list is empty")
+        self.items, self.rng, self.pile = list(items), rng, []
+
+    def deal(self) -> Any:
+        if not self.pile:
+            self.pile = self.items[:]
+            self.rng.shuffle(self.pile)
+        return self.pile.pop()
+
+    def deal_distinct(self, k: int, key: Any = lambda x: x) -> list[Any]:
+        out: list[Any] = []
+        seen: set[Any] = set()
+        for _ in range(k * 20):
+            item = self.deal()
+            if key(item) not in seen:
+                seen.add(key(item))
+                out.append(item)
+                if len(out) == k:
+                    break
+        return out
+
+
 def eval_names(catalog: Catalog) -> frozenset[str]:
     """Lower-cased names of the characters and AIs of the built-in eval lists (prompts/evals/): never dealt,
     so the writer is never asked to name anyone after an evaluation's cast."""
