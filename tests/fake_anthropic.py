@@ -712,12 +712,14 @@ class FakeAnthropic:
         elif len(text) > limit:
             text, stop_reason, stop_sequence = text[:limit], "max_tokens", None
         input_tokens, cache_read, cache_creation = self._charge_input(params)
+        one_hour = _cache_ttl(params) == "1h"  # the TTL of the prefix's breakpoint decides the write's price
         usage = {
             "input_tokens": input_tokens,
             "output_tokens": estimate_tokens(len(text)),
             "cache_creation_input_tokens": cache_creation,
             "cache_read_input_tokens": cache_read,
-            "cache_creation": {"ephemeral_5m_input_tokens": cache_creation, "ephemeral_1h_input_tokens": 0},
+            "cache_creation": {"ephemeral_5m_input_tokens": 0 if one_hour else cache_creation,
+                               "ephemeral_1h_input_tokens": cache_creation if one_hour else 0},
             "service_tier": service_tier,
         }
         return {
@@ -797,6 +799,18 @@ def _route(method: str, path: str) -> tuple[str, str | None, dict[str, str]]:
     return f"{method} {path}", None, {}
 
 
+def _cache_controls(params: dict[str, Any]) -> list[dict[str, Any]]:
+    turns = [params.get("system")] + [m.get("content") for m in params.get("messages") or []]
+    blocks = [b for content in turns if isinstance(content, list) for b in content if isinstance(b, dict)]
+    return [b["cache_control"] for b in blocks if isinstance(b.get("cache_control"), dict)]
+
+
+def _cache_ttl(params: dict[str, Any]) -> str | None:
+    """The TTL of the last cache breakpoint ("5m" when it names none), or None without one."""
+    controls = _cache_controls(params)
+    return str(controls[-1].get("ttl", "5m")) if controls else None
+
+
 def _params_problem(params: dict[str, Any]) -> str | None:
     """The validation message the API would give for Messages params, or None if they are acceptable."""
     if not isinstance(params.get("model"), str):
@@ -807,6 +821,9 @@ def _params_problem(params: dict[str, Any]) -> str | None:
         return "messages: at least one message is required"
     if params.get("stream"):
         return "stream: streaming is not supported by the fake"
+    bad = [c for c in _cache_controls(params) if c.get("type") != "ephemeral" or c.get("ttl", "5m") not in ("5m", "1h")]
+    if bad:
+        return f"cache_control: {bad[0]!r} is not {{'type': 'ephemeral', 'ttl': '5m' | '1h'}}"
     return None
 
 

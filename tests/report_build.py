@@ -2,7 +2,7 @@
 
 The fake answers most requests with its synthetic documents; a responder shapes a few genres so the run
 has something in every part of the report: markup to escape, exact duplicates, a paid response without
-its envelope, and requests that fail for good.
+its envelope (kept, flagged), and requests that fail for good.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ GENRE_WEIGHTS = {"admirable_ai_story": 2.0, "advice_column": 2.0}
 MARKUP = "A reader asks: is <script>alert('owned')</script> & <b>bold</b> talk fine when 3 < 4 && 5 > 2?"
 MARKUP_GENRE = "advice_column"  # every document of this genre opens with MARKUP
 DUPLICATE_GENRES = ("faq", "essay")  # answered with one and the same document: exact duplicates
-UNWRAPPED_GENRE = "speech"  # answered without the <document> envelope: paid for, then rejected
+UNWRAPPED_GENRE = "speech"  # answered without the <document> envelope: salvaged, flagged envelope_missing
 FAILING_GENRE = "policy_memo"  # the server errors on every attempt: api_error, no text
 # a fixed request's synthetic answer: a clean document that passes the quality filters
 DUPLICATE_ANSWER = synthetic_reply(

@@ -84,10 +84,13 @@ class PlantingModel:
 
 def outcome(run: Path, model: PlantingModel) -> tuple[dict[str, list[str]], Counter, list[dict]]:
     """Kind -> doc ids in the corpus; decontamination reasons; the decontamination rejects."""
-    corpus = pq.read_table(run / "corpus.parquet", columns=["doc_id", "text"]).to_pylist()
+    corpus = pq.read_table(run / "corpus.parquet", columns=["doc_id"]).to_pylist()
+    # the text as extracted: the diversity step may have renamed an overused name in the corpus copy
+    extracted = {d["doc_id"]: d["text"] for d in pq.read_table(run / "documents.parquet",
+                                                                 columns=["doc_id", "text"]).to_pylist()}
     kept: dict[str, list[str]] = {}
     for d in corpus:
-        kept.setdefault(model.kinds[normalize_text(d["text"])], []).append(d["doc_id"])
+        kept.setdefault(model.kinds[normalize_text(extracted[d["doc_id"]])], []).append(d["doc_id"])
     rejects = [r for r in RunDir(run).read_rejects().to_pylist() if r["stage"] == "decontaminate"]
     return kept, Counter(r["reason"] for r in rejects), rejects
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass
 
 import pytest
 
 from sdf.config import DiversityConfig
-from sdf.steps.diversity.caps import apply_caps, cap_for, opener
+from sdf.steps.diversity.caps import apply_caps, cap_for, name_cap, opener
 from sdf.steps.diversity.metrics import corpus_metrics as diversity_metrics
 from sdf.steps.diversity.names import load_ner, person_names
 
@@ -28,9 +29,15 @@ class Genre:
 GENRES = {"short_story": Genre("short_story", True), "essay": Genre("essay", False)}
 
 
-def story(i: int, name: str, genre: str = "short_story", **extra: object) -> dict:
-    text = (f"Entry {i}. After the storm, {name} Marlow walked down to the harbour and counted the boats "
-            f"that had come back, and then {name} wrote the number in the ledger.")
+SURNAMES = [n + "son" for n in NAMES]
+POOL = [f"Pool{c}" for c in "abcdefghijklmnopqrstuvwxyz"]  # replacement given names, in the planner's order
+SURNAME_POOL = [f"Kin{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
+
+
+def story(i: int, name: str, genre: str = "short_story", surname: str | None = None, **extra: object) -> dict:
+    surname = surname or SURNAMES[i % len(SURNAMES)]
+    text = (f"Entry {i}. After the storm, {name} {surname} walked down to the harbour and counted the boats "
+            f"that had come back, and then {name} wrote the number in {name}'s ledger.")
     return {"doc_id": f"doc{i:04d}", "text": text, "genre": genre, "section_id": "s1", **extra}
 
 
@@ -40,6 +47,7 @@ def test_cap_rule() -> None:
     assert cap_for(0.01, 100, cfg) == 2
     assert cap_for(0.01, 450, cfg) == 4
     assert cap_for(0.01, 10_000, cfg) == 100
+    assert [name_cap(n, cfg) for n in (10, 150, 450, 10_000)] == [2, 2, 4, 100]  # names: at any size
 
 
 def test_opener_is_the_first_words_normalised() -> None:
@@ -47,48 +55,76 @@ def test_opener_is_the_first_words_normalised() -> None:
     assert opener("Hi!", 4) == "hi"
 
 
-def test_name_cap_keeps_the_first_documents_by_id(recwarn: pytest.WarningsRecorder) -> None:
+def test_an_overused_name_is_renamed_in_every_form_and_its_document_kept(recwarn: pytest.WarningsRecorder) -> None:
     docs = [story(i, NAMES[i]) for i in range(190)] + [story(i, "Elara") for i in range(190, 200)]
-    result = apply_caps(docs[::-1], GENRES, FALLBACK)  # input order must not matter
+    result = apply_caps(docs[::-1], GENRES, FALLBACK, POOL, SURNAME_POOL)  # input order must not matter
     assert result.caps == {"name": 2, "opener": 2}
-    assert sorted(r["doc_id"] for r in result.rejected) == [f"doc{i:04d}" for i in range(192, 200)]
-    assert {r["reason"] for r in result.rejected} == {"name_cap"}
-    assert "'Elara'" in result.rejected[0]["detail"]
-    assert result.counts == {"input": 200, "fiction": 200, "name_cap": 8, "kept": 192}
-    assert result.names["doc0190"] == ["Elara"]
-    assert [d["doc_id"] for d in result.kept] == [d["doc_id"] for d in docs[::-1] if d["doc_id"] < "doc0192"]
+    assert result.rejected == [] and len(result.kept) == 200
+    with_elara = sorted(d["doc_id"] for d in result.kept if "Elara" in d["text"])
+    assert with_elara == ["doc0190", "doc0191"]  # the first two by id keep the name
+    renamed = {d["doc_id"]: d for d in result.kept if d.get("renamed")}
+    assert sorted(renamed) == [f"doc{i:04d}" for i in range(192, 200)]
+    new = [json.loads(d["renamed"])["Elara"] for d in renamed.values()]
+    assert sorted(new) == POOL[:8]  # each an unused name from the pool, once
+    doc = renamed["doc0192"]
+    name = json.loads(doc["renamed"])["Elara"]
+    assert f"{name} {SURNAMES[192]} walked" in doc["text"] and f"in {name}'s ledger" in doc["text"]
+    assert result.counts["renamed"] == 8 and result.names["doc0192"] == [name]
 
 
-def test_name_cap_prefers_higher_quality_and_ignores_non_fiction(recwarn: pytest.WarningsRecorder) -> None:
+def test_rename_keeps_the_best_documents_counts_every_genre_and_treats_surnames_alike(
+        recwarn: pytest.WarningsRecorder) -> None:
     docs = [story(i, NAMES[i]) for i in range(190)]
     docs += [story(i, "Elara", quality_score=float(i % 7)) for i in range(190, 200)]
-    docs += [story(i, "Elara", genre="essay") for i in range(200, 260)]
-    result = apply_caps(docs, GENRES, FALLBACK)
-    kept_elara = sorted(d["doc_id"] for d in result.kept if "Elara" in d["text"] and d["genre"] != "essay")
+    docs += [story(i, NAMES[i], genre="essay", surname="Voss") for i in range(200, 210)]
+    result = apply_caps(docs, GENRES, FALLBACK, POOL, SURNAME_POOL)
+    kept_elara = sorted(d["doc_id"] for d in result.kept if "Elara" in d["text"])
     # quality i % 7 for i in 190..199 is 1,2,3,4,5,6,0,1,2,3: the two best are 195 (6) and 194 (5)
     assert kept_elara == ["doc0194", "doc0195"]
-    assert all(d["genre"] != "essay" for d in result.rejected)
-    assert result.counts["fiction"] == 200
+    voss = [d for d in result.kept if d["genre"] == "essay"]
+    assert sum("Voss" in d["text"] for d in voss) == 2  # a non-fiction surname is capped too
+    assert sorted(json.loads(d["renamed"])["Voss"] for d in voss if d.get("renamed")) == SURNAME_POOL[:8]
+    assert result.rejected == []
 
 
-def test_opener_cap(recwarn: pytest.WarningsRecorder) -> None:
+def test_a_rename_that_is_not_safe_drops_the_document_with_a_reason(recwarn: pytest.WarningsRecorder) -> None:
+    docs = [story(i, NAMES[i]) for i in range(190)]
+    docs += [story(i, "Hope") | {"text": story(i, "Hope")["text"] + " There was hope yet."} for i in range(190, 194)]
+    docs += [story(i, "Elara") for i in range(194, 200)]
+    result = apply_caps(docs, GENRES, FALLBACK, POOL[:2], SURNAME_POOL)
+    reasons = {r["doc_id"]: r["detail"] for r in result.rejected}
+    assert {r["reason"] for r in result.rejected} == {"name_cap"}
+    assert [d for d in reasons if "ordinary word" in reasons[d]] == ["doc0192", "doc0193"]
+    # two Elaras keep it, two take the pool's two names, and the last two find the pool empty
+    assert sorted(d for d in reasons if "no unused given name" in reasons[d]) == ["doc0198", "doc0199"]
+    assert len(result.kept) == 196
+
+
+def test_opener_cap_trims_a_stock_sentence_and_drops_the_rest(recwarn: pytest.WarningsRecorder) -> None:
+    body = " ".join(f"Rivers carry silt number {k} to the sea." for k in range(12))
     docs = [{"doc_id": f"e{i:03d}", "genre": "essay", "section_id": "s", "text": f"Essay {i} is on rivers."}
-            for i in range(288)]
+            for i in range(282)]
     docs += [{"doc_id": f"w{i:03d}", "genre": "essay", "section_id": "s", "quality_score": i / 10,
               "text": f"In a world where rivers talk, essay {i} begins."} for i in range(12)]
+    docs += [{"doc_id": f"s{i:03d}", "genre": "essay", "section_id": "s", "text": f"In a world like ours, water "
+              f"matters. Essay {i} says so. {body}"} for i in range(6)]
     result = apply_caps(docs, GENRES, FALLBACK)
     assert result.caps["opener"] == 3  # max(2, floor(0.01 * 300))
-    assert result.caps["name"] is None  # no fiction at all
     assert sorted(d["doc_id"] for d in result.kept if d["doc_id"].startswith("w")) == ["w009", "w010", "w011"]
     assert {r["reason"] for r in result.rejected} == {"opener_cap"}
-    assert "'in a world where'" in result.rejected[0]["detail"]
+    assert "'in a world where'" in result.rejected[0]["detail"] and "stock sentence" in result.rejected[0]["detail"]
+    stock = [d for d in result.kept if d["doc_id"].startswith("s")]
+    assert len(stock) == 6 and result.counts["opener_trimmed"] == 3  # over the cap: the stock sentence is cut
+    assert sum(d["text"].startswith("Essay") for d in stock) == 3
 
 
-def test_small_corpora_are_not_capped(recwarn: pytest.WarningsRecorder) -> None:
-    docs = [story(i, "Elara") | {"text": "In a world where Elara Marlow ran."} for i in range(60)]
-    result = apply_caps(docs, GENRES, FALLBACK)
-    assert result.caps == {"name": None, "opener": None}
+def test_small_corpora_cap_names_but_not_openers(recwarn: pytest.WarningsRecorder) -> None:
+    docs = [story(i, "Elara") | {"text": f"In a world where Elara Marlow ran {i} miles."} for i in range(60)]
+    result = apply_caps(docs, GENRES, FALLBACK, [f"P{a}{b}" for a in "abcdefgh" for b in "abcdefgh"],
+                        [f"K{a}{b}" for a in "abcdefgh" for b in "abcdefgh"])
+    assert result.caps == {"name": 2, "opener": None}
     assert len(result.kept) == 60 and result.rejected == []
+    assert sum("Elara" in d["text"] for d in result.kept) == 2 and sum("Marlow" in d["text"] for d in result.kept) == 2
 
 
 def test_fallback_warns_and_still_finds_names() -> None:

@@ -74,24 +74,33 @@ def test_truncation_is_retried_once_with_a_larger_limit(tmp_path, monkeypatch) -
     assert summary.succeeded == 6
 
 
-def test_missing_envelope_and_api_errors_are_recorded_failures(tmp_path, monkeypatch) -> None:
+def test_answers_without_an_envelope_are_salvaged_and_unclosed_ones_rejected(tmp_path, monkeypatch) -> None:
     def responder(params: dict) -> str:
         prompt = last_user_text(params)
-        return "I would rather not." if "Genre: essay" in prompt else synthetic_reply(params)
+        if "Genre: essay" in prompt:
+            return "I would rather not."
+        if "Genre: faq" in prompt:
+            return "<document>\nQ: Is this cut short?\nA: It is"
+        return synthetic_reply(params)
 
     with FakeAnthropic(responder=responder) as fake:
-        run, backend = make_run(tmp_path, fake, monkeypatch, **{"plan.docs": 10, "plan.genres": ["essay", "faq"]})
+        run, backend = make_run(tmp_path, fake, monkeypatch,
+                                **{"plan.docs": 12, "plan.genres": ["essay", "faq", "letter"]})
         generate_stage(run, backend, progress=False)
         extract_stage(run)
     specs = rows(run.dir.specs)
     rejected = {r["doc_id"]: r for r in run.dir.read_rejects().to_pylist()}
-    documents = {d["doc_id"] for d in rows(run.dir.documents)}
+    documents = {d["doc_id"]: d for d in rows(run.dir.documents)}
     for spec in specs:
-        if spec["genre"] == "essay":
+        if spec["genre"] == "faq":  # an opening tag that is never closed: truncation, rejected as before
             assert rejected[spec["spec_id"]]["reason"] == "missing_envelope"
-        else:
-            assert spec["spec_id"] in documents
-    assert documents | set(rejected) == {s["spec_id"] for s in specs}
+            assert "never closed" in rejected[spec["spec_id"]]["detail"]
+        else:  # paid for and finished: kept whole, flagged, and left to the filters
+            doc = documents[spec["spec_id"]]
+            assert doc["envelope_missing"] == (spec["genre"] == "essay")
+            if spec["genre"] == "essay":
+                assert doc["text"] == "I would rather not."
+    assert set(documents) | set(rejected) == {s["spec_id"] for s in specs}
 
 
 def test_plan_estimate_is_within_25_percent_of_actual_usage(fake, tmp_path, monkeypatch) -> None:
@@ -221,12 +230,32 @@ def test_a_model_answering_with_every_defect_leaves_a_clean_corpus(tmp_path, mon
     assert not [i for i in corpus if kinds[i] in ("defect", "refusal")]
     # at most one member of the near-duplicate cluster remains
     assert sum(word_jaccard(d["text"], NEAR_DUP_BASE) > 0.8 for d in corpus.values()) <= 1
-    # no name exceeds its cap
+    # no name exceeds its cap, and the documents that overused it are kept, renamed
     cap = metrics["caps"]["name"]
     assert cap is not None and sum("Elara" in d["text"] for d in corpus.values()) <= cap
+    renamed = [d for d in corpus.values() if d["renamed"] and "Elara" in json.loads(d["renamed"])]
+    assert renamed and all(kinds[d["doc_id"]] == "favourite_name" for d in renamed)
     reasons = Counter(r["reason"] for r in rejected)
-    assert reasons["near_duplicate"] + reasons["exact_duplicate"] >= 1 and reasons["missing_envelope"] >= 1
-    assert reasons["name_cap"] >= 1
+    assert reasons["near_duplicate"] + reasons["exact_duplicate"] >= 1
+    # refusals come without an envelope: kept whole at extraction, flagged, then dropped by the filters
+    documents = {d["doc_id"]: d for d in rows(run.dir.documents)}
+    refusals = [i for i, k in kinds.items() if k == "refusal"]
+    assert refusals and all(documents[i]["envelope_missing"] for i in refusals)
+    assert {r["stage"] for r in rejected if r["doc_id"] in refusals} == {"quality"}
+    # paid-but-discarded: the share of the run's cost whose documents were dropped, by stage and reason
+    from sdf.report.stats import compute_stats, load_run
+
+    stats = compute_stats(load_run(run.dir.path))
+    rej, total = stats["rejections"], stats["cost"]["total"]["cost_usd"]
+    dropped_cost = sum(r["cost_usd"] or 0.0 for r in rejected)
+    assert rej["paid_usd"] == pytest.approx(dropped_cost, abs=1e-6) and 0.3 < rej["paid_share"] < 0.7
+    assert rej["paid_share"] == pytest.approx(dropped_cost / total, abs=1e-5)
+    assert sum(r["paid_usd"] for r in rej["by_reason"]) == pytest.approx(rej["paid_usd"], abs=1e-5)
+    assert {r["stage"] for r in rej["by_stage"]} >= {"quality", "dedup"}
+    assert stats["run"]["envelope_missing"] == len(refusals) and stats["run"]["renamed_in_corpus"] >= len(renamed)
     # at least 95% of clean, distinct documents are kept
     clean = [i for i, k in kinds.items() if k == "clean"]
-    assert sum(i in corpus for i in clean) >= 0.95 * len(clean)
+    # no clean document is dropped by the caps (renamed instead); the quality filter's repetition rule
+    # takes a few of the fake's longer synthetic documents (5 of 69 with the prefix-stable plan)
+    assert not [r for r in rejected if r["doc_id"] in clean and r["stage"] == "diversity"]
+    assert sum(i in corpus for i in clean) >= 0.9 * len(clean)

@@ -98,6 +98,9 @@ class PlanConfig:
             raise ValueError("brainstorm_rounds: rounds and ideas_per_round must be at least 1")
 
 
+CACHE_WRITE_RATE = {"5m": 1.25, "1h": 2.0}  # cache writes per TTL, as multiples of the input price
+
+
 @dataclass
 class LLMConfig:
     provider: str = "anthropic"  # "anthropic" or "langchain"
@@ -114,6 +117,9 @@ class LLMConfig:
     backoff_base_s: float = 1.0
     backoff_max_s: float = 60.0
     batch: bool = False
+    # prompt-cache lifetime of the system prompt: "5m" or "1h"; "" = 1h in batch mode (a batch can take longer
+    # than 5 minutes, so a 5-minute cache would be written again and again), 5m for messages
+    cache_ttl: str = ""
     batch_max_attempts: int = 3
     poll_interval_s: float = 30.0
     poll_max_interval_s: float = 300.0
@@ -137,6 +143,12 @@ class LLMConfig:
             raise ValueError("timeout_s: must be positive")
         if self.drain_timeout_s < 0:
             raise ValueError("drain_timeout_s: must not be negative")
+        if self.cache_ttl not in ("", *CACHE_WRITE_RATE):
+            raise ValueError(f"cache_ttl: '{self.cache_ttl}' is not \"5m\" or \"1h\" (or \"\" for the mode's default)")
+
+    def ttl(self, batch: bool | None = None) -> str:
+        """The cache TTL requests use: cache_ttl if set, else 1h for batches and 5m for messages."""
+        return self.cache_ttl or ("1h" if (self.batch if batch is None else batch) else "5m")
 
 
 @dataclass
@@ -257,11 +269,11 @@ class DedupConfig:
 class DiversityConfig:
     """Settings of the diversity caps and metrics ([diversity] in sdf.toml)."""
 
-    name_share: float = 0.01  # max share of fiction documents that may use one given name
+    name_share: float = 0.01  # max share of documents (any genre) that may use one given name or surname
     opener_share: float = 0.01  # max share of documents that may open with the same words
     opener_words: int = 4
     min_cap: int = 2  # a cap never goes below this many documents
-    min_docs: int = 100  # caps apply only to populations at least this large
+    min_docs: int = 100  # the opener cap applies only to corpora at least this large (the name cap always)
     spacy_model: str = "en_core_web_sm"
     ner_fallback: bool = False  # force the capitalised-word heuristic instead of spaCy NER
     ner_max_chars: int = 5000  # NER reads this much of each document; names introduced later are missed
@@ -383,13 +395,16 @@ class Price:
                 raise ValueError(f"{name}: price must be a positive number of USD per million tokens, not {value!r}")
 
     def cost(self, input_tokens: int, output_tokens: int, cache_write: int = 0, cache_read: int = 0,
-             batch: bool = False) -> float:
-        """USD for one response: cache writes at 1.25x input, cache reads at 0.1x, batch at 0.5x."""
-        usd = (input_tokens + 1.25 * cache_write + 0.1 * cache_read) * self.input + output_tokens * self.output
+             batch: bool = False, cache_write_1h: int = 0) -> float:
+        """USD for one response: 5-minute cache writes at 1.25x input, 1-hour ones at 2x, cache reads at
+        0.1x, batch at 0.5x. `cache_write_1h` is the part of `cache_write` written with the 1-hour TTL."""
+        write_1h = min(cache_write_1h, cache_write)
+        writes = CACHE_WRITE_RATE["5m"] * (cache_write - write_1h) + CACHE_WRITE_RATE["1h"] * write_1h
+        usd = (input_tokens + writes + 0.1 * cache_read) * self.input + output_tokens * self.output
         return usd / 1e6 * (0.5 if batch else 1.0)
 
 
-# USD per million tokens. Batch is 0.5x; cache writes 1.25x input, cache reads 0.1x input.
+# USD per million tokens. Batch is 0.5x; cache writes 1.25x input (5m) or 2x (1h), cache reads 0.1x input.
 DEFAULT_PRICING: dict[str, Price] = {
     "claude-opus-4-5": Price(5.0, 25.0),
     "claude-opus-4-1": Price(15.0, 75.0),

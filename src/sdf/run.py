@@ -84,6 +84,8 @@ DOCUMENT_SCHEMA = pa.schema(
         ("cache_creation_tokens", pa.int64()),
         ("cost_usd", pa.float64()),
         ("request_key", pa.string()),
+        ("envelope_missing", pa.bool_()),  # the answer had no <document> envelope; its whole text was kept
+        ("renamed", pa.string()),  # JSON {"old name": "new name"} of the diversity step's renames, or null
     ]
 )
 FILTERED_SCHEMA = DOCUMENT_SCHEMA.append(pa.field("quality_score", pa.float64())).append(

@@ -59,6 +59,7 @@ def echo_plan(run: Any, specs: list[dict]) -> None:
         total_batch = usage["batch_cost_usd"] + sum(p["batch_cost_usd"] for _, p in extras)
         what = "generation" + "".join(f" + {name}" for name, _ in extras)
         click.echo(f"estimated cost with {model} ({what}): ${total:.2f} (messages), ${total_batch:.2f} (--batch)")
+    echo_increment(run, specs)
     system_cost = price.cost(0, 0, usage["cache_creation_tokens"], usage["cache_read_tokens"]) if price else None
     share = system_cost / usage["cost_usd"] if system_cost is not None and usage["cost_usd"] else None
     parsed = load_constitution(Path(run.settings.run.constitution), run.settings.run.variables)
@@ -73,6 +74,25 @@ def echo_plan(run: Any, specs: list[dict]) -> None:
         click.echo("\nwarnings:")
         for warning in warnings:
             click.echo(f"  - {warning}")
+
+
+def echo_increment(run: Any, specs: list[dict]) -> None:
+    """On an existing run: how many document requests the ledger already holds, and what the rest cost."""
+    from sdf.products.documents import paid_specs, usage_estimate
+
+    paid, spent = paid_specs(run, specs)
+    if not run.dir.store.exists():
+        return
+    click.echo(f"already paid: {len(paid)} of {len(specs)} document requests are answered in the ledger "
+               f"(${spent:.4f} spent on this run so far)")
+    ids = {s["spec_id"] for s in paid}
+    new = [s for s in specs if s["spec_id"] not in ids]
+    usage = usage_estimate(run, new) if new else {"requests": 0, "cost_usd": 0.0, "batch_cost_usd": 0.0}
+    if usage["cost_usd"] is None:
+        click.echo(f"increment: {len(new)} requests, cost unknown (no price for {run.settings.llm.model})")
+    else:
+        click.echo(f"increment: {len(new)} requests, ${usage['cost_usd']:.2f} (messages), "
+                   f"${usage['batch_cost_usd']:.2f} (--batch), before brainstorm and judge")
 
 
 @cli.command()
@@ -375,7 +395,8 @@ def echo_dedup(m: dict) -> None:
     click.echo(f"dedup: {m['input']} -> {m['corpus']} ({dropped['dedup'].get('exact_duplicate', 0)} exact and "
                f"{dropped['dedup'].get('near_duplicate', 0)} near duplicates, "
                f"{sum(dropped['decontaminate'].values())} contaminated, "
-               f"{sum(dropped['diversity'].values())} over caps)")
+               f"{sum(dropped['diversity'].values())} over caps; {m['caps'].get('renamed', 0)} renamed and "
+               f"{m['caps'].get('opener_trimmed', 0)} stock openers cut instead of dropped)")
 
 
 @cli.command(name="filter")

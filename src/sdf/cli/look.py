@@ -253,6 +253,12 @@ def stats(run_dir: Path, as_json: bool) -> None:
     if cost:
         click.echo(f"cost: ${cost['total']['cost_usd']:.4f} over {cost['total']['requests']} requests, "
                    f"cache-read share {100 * (cost['total']['cache_read_share'] or 0):.1f}%")
+    rej = data["rejections"]
+    if rej and rej["total"]:
+        share = f", {100 * rej['paid_share']:.1f}% of the run's cost" if rej["paid_share"] is not None else ""
+        worst = max(rej["by_reason"], key=lambda r: r["paid_usd"])
+        click.echo(f"paid but discarded: ${rej['paid_usd']:.4f}{share} ({rej['total']:,} documents; most on "
+                   f"{worst['stage']}/{worst['reason']}: ${worst['paid_usd']:.4f})")
     if mix and mix["max_abs_gap"] is not None:
         worst = max(mix["genres"], key=lambda g: abs(g["gap"] or 0))
         click.echo(f"genre mix: largest gap {100 * worst['gap']:+.1f} pt ({worst['genre']}: "

@@ -2,7 +2,9 @@
 
 The system prompt (constitution plus fixed instructions) is one text block marked with
 `cache_control`; the per-document prompt follows in the user turn, so every request of a run
-shares the same cached prefix bytes.
+shares the same cached prefix bytes. The cache TTL is [llm].cache_ttl, else 1h for batches (which
+can take longer than 5 minutes, so a 5-minute cache would be written again and again) and 5m for
+messages; 1-hour writes cost 2x input, 5-minute ones 1.25x.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class AnthropicBackend:
         # The SDK's own retries are off: generate.py retries, so every attempt reaches the ledger.
         self._key = api_key
         self._timeout = cfg.timeout_s
+        self.ttl = {True: cfg.ttl(batch=True), False: cfg.ttl(batch=False)}  # by batch mode
+        self._batch = cfg.batch
         self._client: anthropic.AsyncAnthropic | None = None  # one per event loop: see aclose()
         self.sync_client = anthropic.Anthropic(api_key=api_key, max_retries=2, timeout=cfg.timeout_s)
 
@@ -48,11 +52,13 @@ class AnthropicBackend:
         """Servers sometimes echo credentials in error text; never let the key reach the ledger."""
         return text.replace(self._key, "<redacted>") if self._key else text
 
-    def batch_body(self, request: LLMRequest) -> dict[str, Any]:
+    def batch_body(self, request: LLMRequest, batch: bool | None = None) -> dict[str, Any]:
+        """The Messages params of a request; `batch` (default: [llm].batch) picks the cache TTL."""
+        cache = {"type": "ephemeral", "ttl": self.ttl[self._batch if batch is None else batch]}
         body: dict[str, Any] = {
             "model": request.model,
             "max_tokens": request.max_tokens,
-            "system": [{"type": "text", "text": request.system, "cache_control": {"type": "ephemeral"}}],
+            "system": [{"type": "text", "text": request.system, "cache_control": cache}],
             "messages": [{"role": "user", "content": request.prompt}],
         }
         if request.temperature is not None:
@@ -60,7 +66,7 @@ class AnthropicBackend:
         return body
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
-        body = self.batch_body(request)
+        body = self.batch_body(request, batch=False)
         extra = {"temperature": body.pop("temperature")} if "temperature" in body else None
         try:
             message = await self.client().messages.create(**body, extra_body=extra)
@@ -70,7 +76,7 @@ class AnthropicBackend:
             raise RetryableError(f"connection error: {type(e).__name__}") from None
         except anthropic.APIStatusError as e:
             raise classify_status(e.status_code, self._scrub(_error_message(e)), e.response.headers) from None
-        return to_response(message)
+        return to_response(message, self.ttl[False])
 
     def client(self) -> anthropic.AsyncAnthropic:
         if self._client is None:
@@ -86,7 +92,7 @@ class AnthropicBackend:
     def create_batch(self, requests: Sequence[LLMRequest]) -> str:
         try:
             batch = self.sync_client.messages.batches.create(
-                requests=[{"custom_id": r.key, "params": self.batch_body(r)} for r in requests]
+                requests=[{"custom_id": r.key, "params": self.batch_body(r, batch=True)} for r in requests]
             )
         except anthropic.APIStatusError as e:
             err = classify_status(e.status_code, self._scrub(_error_message(e)), e.response.headers)
@@ -104,7 +110,8 @@ class AnthropicBackend:
         for entry in self.sync_client.messages.batches.results(batch_id):
             result = entry.result
             if result.type == "succeeded":
-                yield BatchResult(entry.custom_id, "succeeded", to_response(result.message), None, False)
+                yield BatchResult(entry.custom_id, "succeeded", to_response(result.message, self.ttl[True]), None,
+                                  False)
             elif result.type == "errored":
                 kind = result.error.error.type
                 message = self._scrub(f"{kind}: {result.error.error.message}")
@@ -113,14 +120,20 @@ class AnthropicBackend:
                 yield BatchResult(entry.custom_id, result.type, None, result.type, True)
 
 
-def to_response(message: Any) -> LLMResponse:
+def to_response(message: Any, ttl: str = "5m") -> LLMResponse:
+    """`ttl` is the TTL the request asked for: it prices cache writes when usage does not split them by TTL."""
     text = "".join(block.text for block in message.content if getattr(block, "type", "") == "text")
     u = message.usage
+    writes = getattr(u, "cache_creation_input_tokens", 0) or 0
+    split = getattr(u, "cache_creation", None)
+    writes_1h = (getattr(split, "ephemeral_1h_input_tokens", 0) or 0) if split is not None else \
+        (writes if ttl == "1h" else 0)
     usage = Usage(
         input_tokens=u.input_tokens or 0,
         output_tokens=u.output_tokens or 0,
-        cache_creation_tokens=getattr(u, "cache_creation_input_tokens", 0) or 0,
+        cache_creation_tokens=writes,
         cache_read_tokens=getattr(u, "cache_read_input_tokens", 0) or 0,
+        cache_creation_1h_tokens=writes_1h,
     )
     return LLMResponse(text=text, stop_reason=message.stop_reason or "", usage=usage)
 

@@ -32,7 +32,8 @@ BATCH_BYTES_MARGIN = 0.9  # stay clear of the byte limit: the SDK's JSON may dif
 @dataclass
 class RunSummary:
     requested: int = 0
-    already_done: int = 0
+    already_done: int = 0  # answered before this run, including `reused`
+    reused: int = 0  # answered by a finished answer to the same prompt under another max_tokens
     succeeded: int = 0
     failed: int = 0
     cost_usd: float = 0.0
@@ -50,6 +51,7 @@ class RunSummary:
         """Fold in the summary of a later round (truncation retries, brainstorm rounds, judge chunks)."""
         self.requested += part.requested
         self.already_done += part.already_done
+        self.reused += part.reused
         self.succeeded += part.succeeded
         self.failed += part.failed
         self.cost_usd += part.cost_usd
@@ -90,12 +92,14 @@ class Budget:
                 f"to its worst case; rerun with a higher --max-cost to continue")
 
 
-def worst_cost(request: LLMRequest, price: Price | None, batch: bool) -> float:
-    """The most a request can cost: every input token at the cache-write rate (3 characters a token,
-    fewer than English averages) and the whole of max_tokens as output."""
+def worst_cost(request: LLMRequest, price: Price | None, batch: bool, ttl: str = "5m") -> float:
+    """The most a request can cost: every input token at the cache-write rate of its TTL (3 characters a
+    token, fewer than English averages) and the whole of max_tokens as output."""
     if price is None:
         return 0.0
-    return price.cost(0, request.max_tokens, cache_write=len(request.system + request.prompt) // 3 + 1, batch=batch)
+    tokens = len(request.system + request.prompt) // 3 + 1
+    return price.cost(0, request.max_tokens, cache_write=tokens, batch=batch,
+                      cache_write_1h=tokens if ttl == "1h" else 0)
 
 
 class RateLimiter:
@@ -123,11 +127,18 @@ def backoff_delay(attempt: int, cfg: LLMConfig, retry_after: float | None, rng: 
     return max(delay, retry_after) if retry_after is not None else delay
 
 
+def cache_ttl(backend: Backend, batch: bool) -> str | None:
+    """The prompt-cache TTL a backend sends in this mode, or None when it sets none (LangChain)."""
+    ttl = getattr(backend, "ttl", None)
+    return ttl.get(batch) if isinstance(ttl, dict) else None
+
+
 def request_cost(response: LLMResponse, price: Price | None, batch: bool) -> float | None:
     if price is None:
         return None
     u = response.usage
-    return price.cost(u.input_tokens, u.output_tokens, u.cache_creation_tokens, u.cache_read_tokens, batch)
+    return price.cost(u.input_tokens, u.output_tokens, u.cache_creation_tokens, u.cache_read_tokens, batch,
+                      u.cache_creation_1h_tokens)
 
 
 def run_requests(
@@ -144,7 +155,9 @@ def run_requests(
     ledger.register(unique)
     statuses = ledger.statuses([r.key for r in unique])
     todo = [r for r in unique if statuses.get(r.key) != "ok"]
-    summary = RunSummary(requested=len(unique), already_done=len(unique) - len(todo))
+    reused = set(ledger.reuse_answers(todo))  # a changed max_tokens does not pay again for finished answers
+    todo = [r for r in todo if r.key not in reused]
+    summary = RunSummary(requested=len(unique), already_done=len(unique) - len(todo), reused=len(reused))
     if max_cost_usd > 0 and any(price_of(r.model) is None for r in todo):
         missing = sorted({r.model for r in todo if price_of(r.model) is None})
         raise SdfError(f'--max-cost needs prices for {", ".join(missing)}: add them under [pricing."<model>"]')
@@ -203,7 +216,8 @@ class Dispatch:
         async def send(request: LLMRequest) -> None:
             nonlocal consecutive_failures, in_flight
             price = self.price_of(request.model)
-            worst = worst_cost(request, price, batch=False)
+            ttl = cache_ttl(self.backend, batch=False)
+            worst = worst_cost(request, price, batch=False, ttl=ttl or "5m")
             for attempt in range(1, self.cfg.max_retries + 2):
                 if self.summary.stopped:
                     return
@@ -237,7 +251,7 @@ class Dispatch:
                 finally:
                     in_flight -= 1
                 cost = request_cost(response, price, batch=False)
-                self.ledger.record_success(request.key, response, cost, "messages")
+                self.ledger.record_success(request.key, response, cost, "messages", cache_ttl=ttl)
                 await settle(worst, cost or 0.0)
                 self.summary.cost_usd += cost or 0.0
                 self.summary.succeeded += 1
@@ -306,7 +320,7 @@ class Dispatch:
                 if self.budget.exhausted():
                     self.summary.stopped = f"budget of ${self.budget.max:.2f} reached (spent ${self.budget.spent:.4f})"
                     break
-                pending = _affordable(pending, self.budget, self.price_of)
+                pending = _affordable(pending, self.budget, self.price_of, cache_ttl(self.backend, True) or "5m")
                 if not pending:
                     self.summary.stopped = (
                         f"budget of ${self.budget.max:.2f} cannot cover another request at its worst case "
@@ -348,7 +362,8 @@ class Dispatch:
                     if result.response is not None:
                         model = request.model if request else self.cfg.model
                         cost = request_cost(result.response, self.price_of(model), batch=True)
-                        self.ledger.record_success(result.key, result.response, cost, "batch", batch["batch_id"])
+                        self.ledger.record_success(result.key, result.response, cost, "batch", batch["batch_id"],
+                                                   cache_ttl=cache_ttl(self.backend, batch=True))
                         self.budget.spent += cost or 0.0
                         self.summary.cost_usd += cost or 0.0
                         self.summary.succeeded += 1
@@ -368,14 +383,15 @@ class Dispatch:
                 interval = min(self.cfg.poll_max_interval_s, max(interval * 1.5, 0.01))
 
 
-def _affordable(pending: list[LLMRequest], budget: Budget, price_of: Callable[[str], Price | None]) -> list[LLMRequest]:
+def _affordable(pending: list[LLMRequest], budget: Budget, price_of: Callable[[str], Price | None],
+                ttl: str = "1h") -> list[LLMRequest]:
     """Submit only as many requests as the remaining budget can pay for at their worst case."""
     remaining = budget.remaining()
     if remaining == float("inf"):
         return pending
     chosen, total = [], 0.0
     for r in pending:
-        worst = worst_cost(r, price_of(r.model), batch=True)
+        worst = worst_cost(r, price_of(r.model), batch=True, ttl=ttl)
         if total + worst > remaining:
             break
         chosen.append(r)

@@ -4,6 +4,12 @@ It is the source of truth. A response is committed here before anything else rea
 crash at any instant loses at most requests that were in flight, and a rerun never pays twice
 for a recorded answer. Requests are keyed by a content hash of (model, params, system, prompt),
 so an unchanged spec maps to the same key on every run.
+
+Reuse across limits: a second key, `reuse_key`, hashes the same request without max_tokens. An
+answer that ended with end_turn under any limit is the answer a larger limit would have produced,
+so a request whose max_tokens is at least that answer's output_tokens takes it (`reuse_answers`)
+instead of being sent; the new row points at the paid one through `reused_from` and costs nothing.
+Each answer records the cache TTL it was sent with (`cache_ttl`) and its 1-hour cache writes.
 """
 
 from __future__ import annotations
@@ -46,6 +52,10 @@ CREATE TABLE IF NOT EXISTS requests (
     batch_id TEXT,
     mode TEXT,
     error TEXT,
+    reuse_key TEXT,
+    reused_from TEXT,
+    cache_ttl TEXT,
+    cache_creation_1h_tokens INTEGER,
     attempts INTEGER NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
@@ -73,6 +83,10 @@ CREATE TABLE IF NOT EXISTS batches (
     ended_at TEXT
 );
 """
+
+# columns added after the first ledgers were written: added to an older ledger when it is opened
+ADDED_COLUMNS = {"reuse_key": "TEXT", "reused_from": "TEXT", "cache_ttl": "TEXT", "cache_creation_1h_tokens": "INTEGER"}
+REUSABLE_STOPS = ("end_turn", "stop_sequence")  # the model finished: a larger limit would not change the answer
 
 USAGE_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens", "cost_usd")
 
@@ -114,6 +128,16 @@ class LLMRequest:
         blob = json.dumps([self.model, self.params, sha256(self.system), self.prompt], sort_keys=True)
         return sha256(blob)
 
+    @cached_property
+    def reuse_key(self) -> str:
+        """The key without max_tokens: requests that differ only in their limit share it."""
+        return reuse_key(self.model, self.params, sha256(self.system), self.prompt)
+
+
+def reuse_key(model: str, params: dict[str, Any], prefix_hash: str, prompt: str) -> str:
+    rest = {k: v for k, v in params.items() if k != "max_tokens"}
+    return sha256(json.dumps(["reuse", model, rest, prefix_hash, prompt], sort_keys=True))
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -121,6 +145,7 @@ class Usage:
     output_tokens: int = 0
     cache_creation_tokens: int = 0
     cache_read_tokens: int = 0
+    cache_creation_1h_tokens: int = 0  # the part of cache_creation_tokens written with the 1-hour TTL
 
 
 @dataclass(frozen=True)
@@ -150,11 +175,28 @@ class Ledger:
             # NORMAL is durable against process crashes (kill -9); only power loss can drop the tail.
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+            self._add_columns()
         except sqlite3.DatabaseError as e:
             raise ledger_error(path, e) from None
 
     def close(self) -> None:
         self.db.close()
+
+    def _add_columns(self) -> None:
+        """Bring a ledger written before reuse keys and TTLs up to date (its answers stay reusable)."""
+        have = {r["name"] for r in self.db.execute("PRAGMA table_info(requests)")}
+        missing = {c: t for c, t in ADDED_COLUMNS.items() if c not in have}
+        if not missing:
+            self.db.execute("CREATE INDEX IF NOT EXISTS requests_reuse ON requests(reuse_key)")
+            return
+        with self.transaction() as db:
+            for column, kind in missing.items():
+                db.execute(f"ALTER TABLE requests ADD COLUMN {column} {kind}")
+            rows = db.execute("SELECT key, model, params, prefix_hash, prompt FROM requests WHERE reuse_key IS NULL")
+            db.executemany("UPDATE requests SET reuse_key=? WHERE key=?", [
+                (reuse_key(r["model"], json.loads(r["params"]), r["prefix_hash"] or "", r["prompt"]), r["key"])
+                for r in rows.fetchall()])
+            db.execute("CREATE INDEX IF NOT EXISTS requests_reuse ON requests(reuse_key)")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -183,9 +225,9 @@ class Ledger:
                     db.execute("INSERT OR IGNORE INTO prefixes(hash, text) VALUES (?, ?)", (prefix, r.system))
                 db.execute(
                     "INSERT OR IGNORE INTO requests(key, purpose, spec_id, model, params, prompt_hash,"
-                    " prefix_hash, prompt, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    " prefix_hash, prompt, reuse_key, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     (r.key, r.purpose, r.spec_id, r.model, json.dumps(r.params), r.prompt_hash, prefix,
-                     r.prompt, stamp, stamp),
+                     r.prompt, r.reuse_key, stamp, stamp),
                 )
 
     def statuses(self, keys: Sequence[str]) -> dict[str, str]:
@@ -200,22 +242,54 @@ class Ledger:
     def get(self, key: str) -> sqlite3.Row | None:
         return self.db.execute("SELECT * FROM requests WHERE key = ?", (key,)).fetchone()
 
+    def paid(self, key: str) -> sqlite3.Row | None:
+        """The row that paid for a key's answer: the key's own row, or the one its answer was reused from."""
+        row = self.get(key)
+        if row is not None and row["reused_from"]:
+            return self.get(row["reused_from"]) or row
+        return row
+
+    def reusable(self, request: LLMRequest) -> sqlite3.Row | None:
+        """A finished answer to the same request under another limit that fits within this one's max_tokens."""
+        return self.db.execute(
+            f"SELECT * FROM requests WHERE reuse_key = ? AND key != ? AND status = 'ok' AND reused_from IS NULL"
+            f" AND stop_reason IN ({','.join('?' * len(REUSABLE_STOPS))}) AND output_tokens <= ?"
+            " ORDER BY output_tokens LIMIT 1",
+            (request.reuse_key, request.key, *REUSABLE_STOPS, request.max_tokens)).fetchone()
+
+    def reuse_answers(self, requests: Sequence[LLMRequest]) -> list[str]:
+        """Answer each request that has a `reusable` answer from it, at no cost; returns the keys answered."""
+        found = [(r, row) for r in requests if (row := self.reusable(r)) is not None]
+        if not found:
+            return []
+        stamp = now()
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE requests SET status='ok', response_text=?, stop_reason=?, input_tokens=0, output_tokens=0,"
+                " cache_creation_tokens=0, cache_read_tokens=0, cost_usd=0, mode='reused', reused_from=?,"
+                " error=NULL, updated_at=? WHERE key=? AND status != 'ok'",
+                [(row["response_text"], row["stop_reason"], row["key"], stamp, r.key) for r, row in found])
+            db.executemany("INSERT INTO attempts(key, mode, status, error, at) VALUES (?,?,?,?,?)",
+                           [(r.key, "reused", "ok", f"answer of {row['key']}", stamp) for r, row in found])
+        return [r.key for r, _ in found]
+
     def rows(self, purpose: str | None = None) -> list[sqlite3.Row]:
         if purpose is None:
             return self.db.execute("SELECT * FROM requests ORDER BY key").fetchall()
         return self.db.execute("SELECT * FROM requests WHERE purpose = ? ORDER BY key", (purpose,)).fetchall()
 
     def record_success(self, key: str, response: LLMResponse, cost: float | None, mode: str,
-                       batch_id: str | None = None) -> None:
+                       batch_id: str | None = None, cache_ttl: str | None = None) -> None:
         u = response.usage
         stamp = now()
         with self.transaction() as db:
             db.execute(
                 "UPDATE requests SET status='ok', response_text=?, stop_reason=?, input_tokens=?,"
-                " output_tokens=?, cache_creation_tokens=?, cache_read_tokens=?, cost_usd=?, mode=?,"
-                " batch_id=COALESCE(?, batch_id), error=NULL, attempts=attempts+1, updated_at=? WHERE key=?",
+                " output_tokens=?, cache_creation_tokens=?, cache_read_tokens=?, cache_creation_1h_tokens=?,"
+                " cost_usd=?, mode=?, cache_ttl=?, reused_from=NULL, batch_id=COALESCE(?, batch_id), error=NULL,"
+                " attempts=attempts+1, updated_at=? WHERE key=?",
                 (response.text, response.stop_reason, u.input_tokens, u.output_tokens, u.cache_creation_tokens,
-                 u.cache_read_tokens, cost, mode, batch_id, stamp, key),
+                 u.cache_read_tokens, u.cache_creation_1h_tokens, cost, mode, cache_ttl, batch_id, stamp, key),
             )
             db.execute("INSERT INTO attempts(key, mode, status, http_status, batch_id, at) VALUES (?,?,?,?,?,?)",
                        (key, mode, "ok", 200, batch_id, stamp))

@@ -90,14 +90,16 @@ def estimate_usage(catalog: Catalog, sections: Mapping[str, Section], specs: Seq
     """Tokens and cost of generating `specs`, from the rendered prompts; no API is called.
 
     The first request writes the prompt cache and the rest read it (the engine sends one request
-    alone before opening concurrency for exactly this reason). Output is the target length.
+    alone before opening concurrency for exactly this reason). Output is the target length. Cache
+    writes are priced at the TTL each mode would use ([llm].cache_ttl, else 1h for batches and 5m
+    for messages), as the engine prices the answers.
     Brainstorm and judge requests, when enabled, are estimated under "brainstorm" and "judge".
     """
     system_tokens = estimate_tokens(system)
     prompts = [estimate_tokens(document_request(catalog, s, sections[s["section_id"]], system, llm).prompt)
                for s in specs]
     outputs = [round(s["target_words"] * TOKENS_PER_WORD) + ENVELOPE_TOKENS for s in specs]
-    usage = _usage(system_tokens, prompts, outputs, price)
+    usage = _usage(system_tokens, prompts, outputs, price, llm)
     if plan.brainstorm:
         pairs = sorted({(s["section_id"], s["genre"]) for s in specs})
         idea_tokens = IDEA_TOKENS * plan.ideas_per_round
@@ -106,18 +108,19 @@ def estimate_usage(catalog: Catalog, sections: Mapping[str, Section], specs: Seq
                                                plan.ideas_per_round).prompt) + idea_tokens * r
             for sid, g in pairs for r in range(plan.brainstorm_rounds)
         ]
-        usage["brainstorm"] = _usage(system_tokens, brainstorm, [idea_tokens] * len(brainstorm), price)
+        usage["brainstorm"] = _usage(system_tokens, brainstorm, [idea_tokens] * len(brainstorm), price, llm)
     if judge.enabled:
         judged = [
             estimate_tokens(judge_request(catalog, {**s, "doc_id": "", "text": ""}, sections[s["section_id"]],
                                           system, judge, llm).prompt) + out
             for s, out in zip(specs, outputs, strict=True)
         ]
-        usage["judge"] = _usage(system_tokens, judged, [JUDGE_TOKENS] * len(judged), price)
+        usage["judge"] = _usage(system_tokens, judged, [JUDGE_TOKENS] * len(judged), price, llm)
     return usage
 
 
-def _usage(system_tokens: int, prompts: Sequence[int], outputs: Sequence[int], price: Price | None) -> dict:
+def _usage(system_tokens: int, prompts: Sequence[int], outputs: Sequence[int], price: Price | None,
+           llm: LLMConfig) -> dict:
     n = len(prompts)
     usage: dict[str, Any] = {
         "requests": n,
@@ -129,7 +132,8 @@ def _usage(system_tokens: int, prompts: Sequence[int], outputs: Sequence[int], p
     for key, batch in (("cost_usd", False), ("batch_cost_usd", True)):
         usage[key] = (
             price.cost(usage["input_tokens"], usage["output_tokens"], usage["cache_creation_tokens"],
-                       usage["cache_read_tokens"], batch)
+                       usage["cache_read_tokens"], batch,
+                       usage["cache_creation_tokens"] if llm.ttl(batch=batch) == "1h" else 0)
             if price else None
         )
     return usage

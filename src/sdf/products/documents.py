@@ -27,9 +27,10 @@ from sdf.llm.ledger import Ledger
 from sdf.llm.requests import brainstorm_request, document_request, estimate_usage, judge_request, new_ideas
 from sdf.products.context import Run
 from sdf.run import CORPUS_SCHEMA, DOCUMENT_SCHEMA, FILTERED_SCHEMA, TableWriter, iter_rows, reject_row
-from sdf.source.plan import genre_weights, plan_specs
+from sdf.source.plan import genre_weights, name_pools, plan_specs
 
 ENVELOPE = re.compile(r"<document>\s*(.*?)\s*</document>", re.DOTALL | re.IGNORECASE)
+OPENING_TAG = re.compile(r"<document>", re.IGNORECASE)
 JUDGE_CHUNK = 5000  # judge requests handed to the engine at a time: bounds the prompts held in memory
 
 # -- plan and generate ---------------------------------------------------------------------------
@@ -128,7 +129,9 @@ def extract_stage(run: Run) -> dict[str, int]:
             TableWriter(run.dir.documents, DOCUMENT_SCHEMA) as out:
         batch: list[dict] = []
         for spec in run.dir.read_specs():
-            rows = [r for r in (ledger.get(q.key) for q in _requests(run, spec)) if r is not None]
+            # an answer reused across max_tokens is read from the row that paid for it, so costs are right
+            paid = (ledger.paid(q.key) for q in _requests(run, spec))
+            rows = list({r["key"]: r for r in paid if r is not None}.values())
             doc, failure = document_from(spec, rows)
             if doc is not None:
                 batch.append(doc)
@@ -160,8 +163,17 @@ def document_from(spec: dict, rows: list) -> tuple[dict | None, dict]:
     if final["stop_reason"] == "max_tokens":
         return None, reject_row(paid, "generate", "max_tokens", "truncated at max_tokens, also after one retry")
     text = extract_document(final["response_text"])
+    salvaged = False
     if text is None:
-        return None, reject_row(paid, "generate", "missing_envelope", "no <document> envelope in the response")
+        response = final["response_text"] or ""
+        if OPENING_TAG.search(response):  # an envelope opened and never closed: the answer was cut short
+            return None, reject_row(paid, "generate", "missing_envelope", "a <document> envelope that is never closed")
+        if final["stop_reason"] != "end_turn":
+            return None, reject_row(paid, "generate", "missing_envelope",
+                                    f"no <document> envelope, and the answer stopped with {final['stop_reason']!r}")
+        # paid for and finished, only without the envelope: the whole text goes on, and the meta-commentary
+        # strip and the filters decide what of it is a document
+        text, salvaged = response.strip(), True
     if not text:
         return None, reject_row(paid, "generate", "empty", "the envelope was empty")
     doc = {k: v for k, v in spec.items() if k != "spec_id"}
@@ -176,8 +188,24 @@ def document_from(spec: dict, rows: list) -> tuple[dict | None, dict]:
         cache_creation_tokens=sum(r["cache_creation_tokens"] or 0 for r in answered),
         cost_usd=paid["cost_usd"],
         request_key=final["key"],
+        envelope_missing=salvaged,
     )
     return doc, {}
+
+
+def paid_specs(run: Run, specs: list[dict]) -> tuple[list[dict], float]:
+    """The specs whose document request the run's ledger already answered (or can answer from an answer
+    under another max_tokens), and what the ledger has spent in all; nothing is sent or written."""
+    if not run.dir.store.exists():
+        return [], 0.0
+    with _ledger(run) as ledger:
+        paid = []
+        for spec in specs:
+            first = _requests(run, spec)[0]
+            row = ledger.get(first.key)
+            if (row is not None and row["status"] == "ok") or ledger.reusable(first) is not None:
+                paid.append(spec)
+        return paid, ledger.spent()
 
 
 def usage_estimate(run: Run, specs: list[dict]) -> dict:
@@ -259,7 +287,7 @@ def dedup_stage(run: Run) -> dict:
     from sdf.steps.decontam.step import Decontaminate, contamination_summary
     from sdf.steps.dedup.clusters import find_duplicates
     from sdf.steps.dedup.minhash import minhash_signatures
-    from sdf.steps.diversity.caps import cap_features, decide_caps
+    from sdf.steps.diversity.caps import apply_edit, cap_features, decide_caps, renamed_names
     from sdf.steps.diversity.metrics import Sample, diversity_metrics, metric_row
 
     rd, cfg = run.dir, run.settings
@@ -288,11 +316,13 @@ def dedup_stage(run: Run) -> dict:
                 for i, (reason, detail, keeper) in duplicates.drops.items()}
         counts.add("dedup", len(table), len(table) - len(drop), [{"reason": d[1]} for d in drop.values()])
         unique = [r for r in table if r["doc_id"] not in drop]
-        caps = decide_caps(unique, cfg.diversity)
+        # over-cap names are replaced by unused names from the planner's pool, so the documents are kept
+        caps = decide_caps(unique, cfg.diversity, *name_pools(run.catalog, cfg.run.seed))
         counts.add("diversity", len(unique), len(unique) - len(caps.drops),
                    [{"reason": r} for r, _ in caps.drops.values()])
         drop.update((doc_id, ("diversity", reason, detail, None)) for doc_id, (reason, detail) in caps.drops.items())
-        names = {r["doc_id"]: r["names"] for r in unique if r["fiction"] and r["doc_id"] not in drop}
+        names = {r["doc_id"]: renamed_names(r["names"], caps.edits.get(r["doc_id"]))
+                 for r in unique if r["doc_id"] not in drop}
         passed = set(ids)  # the rest were decontaminated, and recorded in pass 1
         del table, unique
 
@@ -305,6 +335,7 @@ def dedup_stage(run: Run) -> dict:
                         stage, reason, detail, keeper = drop[doc["doc_id"]]
                         rejects.write(stage, [reject_row(doc, stage, reason, detail, duplicate_of=keeper)])
                     elif doc["doc_id"] in passed:
+                        doc = apply_edit(doc, caps.edits.get(doc["doc_id"]))
                         kept.append(doc)
                         sample.offer(doc["doc_id"], doc["text"])
                         final.append(metric_row(doc, cfg.diversity))
@@ -317,9 +348,11 @@ def dedup_stage(run: Run) -> dict:
         rows = rd.read_rejects(["stage", "reason", "detail"]).to_pylist()
         dedup["decontaminate"] = {"index": index.counts,
                                   **contamination_summary(r for r in rows if r["stage"] == "decontaminate")}
-    rd.update_metrics(stages=stages, dedup=dedup, caps=caps.caps, diversity=diversity)
+    caps_metrics = {**caps.caps, "renamed": caps.counts.get("renamed", 0),
+                    "opener_trimmed": caps.counts.get("opener_trimmed", 0)}
+    rd.update_metrics(stages=stages, dedup=dedup, caps=caps_metrics, diversity=diversity)
     first = stages.get("decontaminate", stages["dedup"])
-    return {"stages": stages, "input": first["input"], "corpus": len(final), "dedup": dedup, "caps": caps.caps}
+    return {"stages": stages, "input": first["input"], "corpus": len(final), "dedup": dedup, "caps": caps_metrics}
 
 
 # -- pack, report, checks ----------------------------------------------------------------------------

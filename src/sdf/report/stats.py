@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from sdf.errors import SdfError
 from sdf.llm.ledger import USAGE_COLUMNS, Ledger
@@ -172,7 +173,7 @@ def compute_stats(run: RunData) -> dict[str, Any]:
         "coverage": _coverage(run, order),
         "lengths": _lengths(run, order),
         "funnel": _funnel(run),
-        "rejections": _rejections(run),
+        "rejections": _rejections(run, cost["total"]["cost_usd"] if cost else None),
         "contamination": _contamination(run),
         "cost": cost,
         "dedup_clusters": _dedup_clusters(run),
@@ -234,7 +235,28 @@ def _summary(run: RunData, cost: dict[str, Any] | None) -> dict[str, Any]:
         "tokens": tokens,
         "tokens_source": tokens_source,
         "total_cost_usd": cost["total"]["cost_usd"] if cost else None,
+        # answers without a <document> envelope that were kept whole and left to the filters
+        "envelope_missing": _flagged(run.dir.documents, "envelope_missing"),
+        "envelope_missing_in_corpus": _flagged(run.dir.corpus, "envelope_missing"),
+        "renamed_in_corpus": _flagged(run.dir.corpus, "renamed"),
     }
+
+
+def _flagged(path: Path, column: str) -> int | None:
+    """Rows of a parquet artifact whose `column` is set (true, or not null); None without the artifact or
+    the column (runs written before it existed)."""
+    try:
+        if not path.exists() or column not in pq.ParquetFile(path).schema_arrow.names:
+            return None
+        values = [b.column(0) for b in iter_batches(path, [column])]
+    except READ_ERRORS:
+        return None
+    if not values:
+        return 0
+    column_values = pa.chunked_array(values)
+    if pa.types.is_boolean(column_values.type):
+        return int(pc.sum(pc.fill_null(column_values, False)).as_py() or 0)
+    return len(column_values) - column_values.null_count
 
 
 def _genre_mix(run: RunData) -> dict[str, Any] | None:
@@ -340,19 +362,34 @@ def _funnel(run: RunData) -> list[dict[str, Any]] | None:
     return [{"step": s, "label": label, "count": c} for s, label, c in steps]
 
 
-def _rejections(run: RunData) -> dict[str, Any] | None:
+def _rejections(run: RunData, run_cost: float | None) -> dict[str, Any] | None:
+    """Rejected documents by stage and reason, and paid-but-discarded: what generating them cost, in USD and
+    as a share of the run's whole cost (every request of the ledger, judge and brainstorm included)."""
     if run.rejects is None:
         return None
     rows = run.rejects.select(["stage", "reason", "cost_usd"]).to_pylist()
     total = len(rows)
     by_stage = Counter(r["stage"] for r in rows)
     by_reason = Counter((r["stage"], r["reason"]) for r in rows)
+    paid_stage: Counter[str] = Counter()
+    paid_reason: Counter[tuple[str, str]] = Counter()
+    for r in rows:
+        paid_stage[r["stage"]] += r["cost_usd"] or 0.0
+        paid_reason[(r["stage"], r["reason"])] += r["cost_usd"] or 0.0
+
+    def share(usd: float) -> float | None:
+        return round(usd / run_cost, 6) if run_cost else None
+
+    paid = sum(paid_stage.values())
     return {
         "total": total,
         # what the dropped documents cost to generate: paid for, then discarded
-        "paid_usd": round(sum(r["cost_usd"] or 0.0 for r in rows), 6),
-        "by_stage": [{"stage": s, "count": by_stage[s]} for s in STAGES if by_stage[s]],
-        "by_reason": [{"stage": s, "reason": r, "count": c, "share": round(c / total, 6)}
+        "paid_usd": round(paid, 6),
+        "paid_share": share(paid),
+        "by_stage": [{"stage": s, "count": by_stage[s], "paid_usd": round(paid_stage[s], 6),
+                      "paid_share": share(paid_stage[s])} for s in STAGES if by_stage[s]],
+        "by_reason": [{"stage": s, "reason": r, "count": c, "share": round(c / total, 6),
+                       "paid_usd": round(paid_reason[(s, r)], 6), "paid_share": share(paid_reason[(s, r)])}
                       for (s, r), c in sorted(by_reason.items(), key=lambda kv: (STAGES.index(kv[0][0]), -kv[1]))],
     }
 

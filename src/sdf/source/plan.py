@@ -1,10 +1,13 @@
 """Plan document specs: sections x genres x audience/persona x setting x tone x names x length.
 
-Everything is drawn from one seeded RNG, so the same inputs and seed give a byte-identical
-specs.parquet. Counts are exact: the genre mix and the per-section coverage are apportioned by
-largest remainder, then interleaved so every section sees a spread of genres. Attributes and
-names are dealt from shuffled decks (each item used once per pass) rather than drawn
-independently, which keeps any one persona or name from dominating.
+Prefix-stable: the plan for N documents is the first N of one seeded, unbounded sequence, so growing
+--docs or --tokens keeps every earlier spec, and the ledger pays only for the new ones. Slots are
+dealt to the section, then the genre, furthest behind its target share (`deal_slots`), so every
+prefix is within about one document of the fixed-size apportionment. The rest of a spec (audience,
+persona, setting, tone, names, length) is a function of (seed, section, genre, k), k counting that
+pair's earlier specs (`spec_attributes`): a changed genre weight or section selection keeps the
+prompt, hence the ledger answer, of every (section, genre, k) still in the plan. Within a pair,
+attributes and given names cycle through their lists, so no persona or name dominates.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
+
+import numpy as np
 
 from sdf.config import PlanConfig
 from sdf.errors import SdfError
@@ -232,8 +237,27 @@ def selection_notes(selection: Selection) -> list[str]:
     return lines
 
 
+def section_targets(sections: Sequence[Section], cfg: PlanConfig) -> tuple[dict[str, float], int]:
+    """Each eligible section's long-run share (normative text x weight, capped) and the floor each gets.
+
+    The same rule as `section_quotas`, in a form that does not depend on the plan size: a prefix of n
+    documents aims at `floor + (n - floor * sections) * share` documents per section once n covers
+    every floor, and at `n * share` before that.
+    """
+    weights = section_weights(sections, cfg)
+    base = {s.id: max(s.normative_tokens, 1) * weights.get(s.id, 1.0) for s in sections}
+    eligible = {k: w for k, w in base.items() if w > 0}
+    if not eligible:
+        raise SdfError("every section has weight 0 in [plan].section_weights; give at least one a positive weight")
+    cap = max(cfg.max_section_share or min(1.0, EVEN_SHARE_CAP / len(eligible)), 1 / len(eligible))
+    capped = capped_weights(eligible, cap)
+    total = sum(capped.values())
+    return {k: v / total for k, v in capped.items()}, cfg.min_docs_per_section
+
+
 class Deck:
-    """Deal items in shuffled passes: every item is used once before any is used twice."""
+    """Deal items in shuffled passes: every item is used once before any is used twice (the advice
+    product's scenarios deal from these; document specs use the prefix-stable `spec_attributes`)."""
 
     def __init__(self, items: Sequence[Any], rng: random.Random) -> None:
         if not items:
@@ -267,64 +291,148 @@ def eval_names(catalog: Catalog) -> frozenset[str]:
     return reserved_names(catalog.root)
 
 
-def plan_specs(sections: Sequence[Section], catalog: Catalog, cfg: PlanConfig, seed: int) -> list[dict]:
-    weights = genre_weights(catalog, cfg)
-    total = plan_size(catalog, cfg, weights)
-    rng = random.Random(seed)
+def deal_slots(sections: Sequence[Section], genres: dict[str, float], cfg: PlanConfig, seed: int,
+               total: int) -> list[tuple[str, str]]:
+    """The first `total` (section id, genre) slots of one seeded, unbounded sequence.
 
-    # Interleave genre slots evenly: slot i of a genre with n slots sits at (i + u) / n.
-    positions = []
-    for genre, n in apportion(total, weights).items():
-        offset = rng.random()
-        positions += [((i + offset) / n, genre) for i in range(n)]
-    genre_sequence = [g for _, g in sorted(positions)]
+    Each slot goes to the section furthest behind its target, and then to the genre furthest behind
+    its share (overall, and a little within that section, so a section sees a spread of genres).
+    Nothing depends on `total`, so a plan for N is the first N slots of a plan for 2N, and every
+    prefix is within about one document of the fixed-size apportionment of sections and genres.
+    """
+    shares, floor = section_targets(sections, cfg)
+    sids, gnames = list(shares), list(genres)
+    rng = np.random.default_rng([seed, 0x5D1])
+    # seeded tie-breaks far below one document, so equal deficits do not always go the same way
+    s_jitter, g_jitter = rng.random(len(sids)) * 1e-6, rng.random(len(gnames)) * 1e-6
+    share = np.array([shares[k] for k in sids])
+    weight = np.array([genres[g] for g in gnames])
+    s_count = np.zeros(len(sids))
+    g_count = np.zeros(len(gnames))
+    pair_count = np.zeros((len(sids), len(gnames)))
+    floors = floor * len(sids)
+    slots = []
+    for n in range(1, total + 1):
+        target = floor + (n - floors) * share if n >= floors else n * share
+        s = int(np.argmax(target - s_count + s_jitter))
+        within = weight * (s_count[s] + 1) - pair_count[s]  # this section's own genre deficit
+        g = int(np.argmax(weight * n - g_count + WITHIN_SECTION * within + g_jitter))
+        s_count[s] += 1
+        g_count[g] += 1
+        pair_count[s, g] += 1
+        slots.append((sids[s], gnames[g]))
+    return slots
 
-    quotas = section_quotas(sections, total, cfg.min_docs_per_section, section_weights(sections, cfg),
-                            cfg.max_section_share)
-    section_slots = [s for s in sections for _ in range(quotas[s.id])]
-    # Rotate so the first section does not always open with the same genre.
-    shift = rng.randrange(total)
-    genre_sequence = genre_sequence[shift:] + genre_sequence[:shift]
 
-    audiences, personas = Deck(catalog.audiences, rng), Deck(catalog.personas, rng)
-    settings, tones = Deck(catalog.settings, rng), Deck(catalog.tones, rng)
+WITHIN_SECTION = 0.3  # how much a section's own genre balance counts against the overall mix
+
+
+def _offset(*parts: Any) -> int:
+    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:8], "big")
+
+
+def _cycle(items: Sequence[Any], seed: int, key: str, k: int) -> Any:
+    """Item k of a seeded cycle over `items`, one cycle per key: a key's first len(items) uses are distinct."""
+    order = _permutation(len(items), seed, key)
+    return items[order[k % len(items)]]
+
+
+def _permutation(n: int, seed: int, key: str) -> list[int]:
+    order = list(range(n))
+    random.Random(_offset(seed, "perm", key)).shuffle(order)
+    return order
+
+
+@dataclass(frozen=True)
+class People:
+    """The names a plan deals from: given names in a seeded order, and surnames by culture."""
+
+    given: list[tuple[str, str]]  # (name, culture), in the order pairs start from
+    surnames: list[tuple[str, str]]  # (name, culture), in a seeded order: the rename pool's order too
+    by_culture: dict[str, list[tuple[str, str]]]
+    reserved: frozenset[str] = frozenset()  # lower-cased eval names: never dealt, alone or as a full name
+
+
+def people_to_deal(catalog: Catalog, seed: int) -> People:
+    """The catalog's given names and surnames, each in one seeded order (built once per plan)."""
+    if not catalog.given_names or not catalog.surnames:
+        raise SdfError("cannot plan: the catalog's given-name or surname list is empty")
     reserved = eval_names(catalog)
-    given = Deck([g for g in catalog.given_names if g[0].lower() not in reserved], rng)
+    given = [catalog.given_names[i] for i in _permutation(len(catalog.given_names), seed, "given")]
+    given = [g for g in given if g[0].lower() not in reserved]
+    surnames = [catalog.surnames[i] for i in _permutation(len(catalog.surnames), seed, "surnames")]
     by_culture: dict[str, list[tuple[str, str]]] = {}
     for name, culture in catalog.surnames:
         by_culture.setdefault(culture, []).append((name, culture))
-    surnames_by_culture = {c: Deck(items, rng) for c, items in sorted(by_culture.items())}
-    all_surnames = Deck(catalog.surnames, rng)
+    return People(given, surnames, by_culture, reserved)
 
+
+def name_pools(catalog: Catalog, seed: int) -> tuple[list[str], list[str]]:
+    """The planner's given names and surnames in their seeded order: where the diversity step takes
+    replacements for a name the model overused (it skips names the corpus already has)."""
+    names = people_to_deal(catalog, seed)
+    return [n for n, _ in names.given], [n for n, _ in names.surnames if n.lower() not in names.reserved]
+
+
+def spec_attributes(catalog: Catalog, genre: Genre, section_id: str, k: int, seed: int,
+                    names: People | None = None) -> dict[str, Any]:
+    """Everything planned for the k-th document of (section, genre), as a function of those and the seed.
+
+    Because neither the plan size nor the position in the plan enters, a (section, genre, k) that stays
+    in a changed plan renders the same prompt, so its ledger answer is reused. Each pair starts at its
+    own place in the given names and walks on, so one spec's people are distinct.
+    """
+    names = names or people_to_deal(catalog, seed)
+    pair = f"{section_id}\x00{genre.name}"
+    rng = random.Random(_offset(seed, pair, k))
+    n_names = NAMES_PER_SPEC[genre.fiction]
+    start = _offset(seed, "names", pair) % len(names.given)
+    cast = []
+    for j in range(n_names):
+        first, culture = names.given[(start + k * n_names + j) % len(names.given)]
+        own = names.by_culture.get(culture)
+        pool = own if own and rng.random() < SAME_CULTURE_SURNAME else names.surnames
+        last = rng.choice(pool)[0]
+        for _ in range(20):  # never an eval's character, such as "Kyle Johnson"
+            if f"{first} {last}".lower() not in names.reserved:
+                break
+            last = rng.choice(names.surnames)[0]
+        cast.append(f"{first} {last}")
+    return {
+        "audience": _cycle(catalog.audiences, seed, "audience:" + pair, k),
+        "persona": _cycle(catalog.personas, seed, "persona:" + pair, k),
+        "setting": _cycle(catalog.settings, seed, "setting:" + pair, k),
+        "tone": _cycle(catalog.tones, seed, "tone:" + pair, k),
+        "names": cast,
+        "target_words": int(round(rng.randint(genre.min_words, genre.max_words), -1)),
+        "seed": rng.getrandbits(63),
+    }
+
+
+def plan_specs(sections: Sequence[Section], catalog: Catalog, cfg: PlanConfig, seed: int) -> list[dict]:
+    """The first N specs of the run's seeded sequence (N from --docs or --tokens): see `deal_slots`."""
+    weights = genre_weights(catalog, cfg)
+    total = plan_size(catalog, cfg, weights)
+    for name in ("audiences", "personas", "settings", "tones"):
+        if not getattr(catalog, name):
+            raise SdfError(f"cannot plan: the catalog's {name} list is empty")
+    by_id = {s.id: s for s in sections}
+    names = people_to_deal(catalog, seed)
+    occurrence: Counter[tuple[str, str]] = Counter()
     specs = []
-    for index, (section, genre_name) in enumerate(zip(section_slots, genre_sequence, strict=True)):
-        genre = catalog.genres[genre_name]
-        people = []
-        for first, culture in given.deal_distinct(NAMES_PER_SPEC[genre.fiction], key=lambda x: x[0]):
-            deck = surnames_by_culture.get(culture)
-            use_own = deck is not None and rng.random() < SAME_CULTURE_SURNAME
-            last, _ = (deck if use_own else all_surnames).deal()
-            for _ in range(20):  # never an eval's character, such as "Kyle Johnson"
-                if f"{first} {last}".lower() not in reserved:
-                    break
-                last, _ = all_surnames.deal()
-            people.append(f"{first} {last}")
-        target = rng.randint(genre.min_words, genre.max_words)
+    for index, (section_id, genre_name) in enumerate(deal_slots(sections, weights, cfg, seed, total)):
+        section, genre = by_id[section_id], catalog.genres[genre_name]
+        k = occurrence[(section_id, genre_name)]
+        occurrence[(section_id, genre_name)] += 1
+        attrs = spec_attributes(catalog, genre, section_id, k, seed, names)
         spec = {
             "section_id": section.id,
             "section_title": section.title,
             "genre": genre_name,
-            "audience": audiences.deal(),
-            "persona": personas.deal(),
-            "setting": settings.deal(),
-            "tone": tones.deal(),
-            "names": people,
-            "target_words": int(round(target, -1)),
-            "seed": rng.getrandbits(63),
+            **{key: attrs[key] for key in ("audience", "persona", "setting", "tone", "names", "target_words", "seed")},
             "idea": "",
         }
         digest = hashlib.sha256(f"{seed}:{index}:{sorted(spec.items())}".encode()).hexdigest()[:10]
-        # Added after the digest, so spec ids stay what they were before sections had attributes.
         spec["section_attrs"] = json.dumps(section.attrs, ensure_ascii=False, sort_keys=True)
         specs.append({"spec_id": f"{index:06d}-{digest}", **spec})
     return specs

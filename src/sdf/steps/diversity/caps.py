@@ -1,19 +1,29 @@
-"""Caps on repeated character names and openings, decided on the per-document table (no texts).
+"""Caps on repeated names and openings, decided on the per-document table (no texts): fix, don't drop.
 
-Cap rule (names and openers alike): a cap applies only when the population it is a share of has at
-least ``min_docs`` documents (fiction documents for names, all documents for openers). Then
+Names: measured over every document (every genre that names people), given names and surnames alike.
+A name may appear in at most
 
-    cap = max(min_cap, floor(share * population))
+    name cap = max(min_cap, floor(name_share * documents))
 
-documents may carry the same given name (or open with the same first ``opener_words`` normalised
-words). Documents are visited best first (highest ``quality_score``, missing = 0; then smallest
-doc_id); a document is dropped when its opener or one of its names has already reached its cap, so
-the same input always drops the same documents. Names come from ``sdf.steps.diversity.names``.
+documents, at any corpus size. Documents are visited best first (highest ``quality_score``, missing =
+0; then smallest doc_id). The first documents up to the cap keep the name; in each later one the name
+is replaced, consistently in every form (alone, possessive, with a surname), by a name from the
+planner's pool that no document of the corpus uses yet, recorded in the ``renamed`` column. A document
+is dropped (reason ``name_cap``) only when the rename cannot be done safely: the name is also an
+ordinary lower-case word in it, or the pool has no unused name left.
+
+Openers: the first ``opener_words`` normalised words, over all documents; the opener cap applies once
+there are ``min_docs`` documents: ``max(min_cap, floor(opener_share * documents))``. A document over
+it whose first sentence is a stock sentence (the same sentence opens more documents than the cap)
+keeps its text without that sentence (``trim``); any other is dropped with reason ``opener_cap``.
+The same input always makes the same decisions.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -22,28 +32,37 @@ from sdf.config import DiversityConfig
 from sdf.run import quality_of, reject_row
 from sdf.steps import GenreLike
 from sdf.steps.dedup.minhash import normalize_text
-from sdf.steps.diversity.names import person_names
+from sdf.steps.diversity.names import people
+
+FIRST_SENTENCE = re.compile(r"\s*(.{12,300}?[.!?])(?=\s)", re.DOTALL)
+MIN_WORDS_AFTER_TRIM = 40  # a stock opener is trimmed only when a document remains behind it
 
 
 class DiversityResult(NamedTuple):
     kept: list[dict[str, Any]]
     rejected: list[dict[str, Any]]
     counts: dict[str, int]
-    names: dict[str, list[str]]  # doc_id -> given names found, for kept fiction documents
+    names: dict[str, list[str]]  # doc_id -> given names found (after renames), for kept documents
     caps: dict[str, int | None]  # {"name": cap, "opener": cap}; None where the population is too small
 
 
 class CapDecision(NamedTuple):
     drops: dict[str, tuple[str, str]]  # doc_id -> (reason, detail)
+    edits: dict[str, dict[str, Any]]  # doc_id -> {"renamed": {old: new}, "trim": characters cut at the start}
     counts: dict[str, int]
     caps: dict[str, int | None]
 
 
 def cap_for(share: float, population: int, cfg: DiversityConfig) -> int | None:
-    """Documents allowed per name/opener, or None when the population is too small for a share."""
+    """Documents allowed per opener, or None when the population is too small for a share."""
     if population < cfg.min_docs:
         return None
     return max(cfg.min_cap, math.floor(share * population))
+
+
+def name_cap(documents: int, cfg: DiversityConfig) -> int:
+    """Documents allowed per given name or surname: a share of the corpus, at any corpus size."""
+    return max(cfg.min_cap, math.floor(cfg.name_share * documents))
 
 
 def opener(text: str, words: int = 4) -> str:
@@ -51,62 +70,173 @@ def opener(text: str, words: int = 4) -> str:
     return " ".join(normalize_text(text[: 40 * words]).split()[:words])
 
 
+def first_sentence(text: str) -> tuple[str, int]:
+    """(the normalised first sentence, how many characters to cut to remove it), or ("", 0)."""
+    match = FIRST_SENTENCE.match(text)
+    if not match:
+        return "", 0
+    return normalize_text(match.group(1)), match.end()
+
+
 def is_fiction(doc: Mapping[str, Any], genres: Mapping[str, GenreLike]) -> bool:
     return bool(getattr(genres.get(str(doc.get("genre"))), "fiction", False))
 
 
+def _word(name: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![\w'’-]){re.escape(name)}(?![\w-])", re.IGNORECASE)
+
+
 def cap_features(batch: Sequence[Mapping[str, Any]], genres: Mapping[str, GenreLike], cfg: DiversityConfig
                  ) -> list[dict[str, Any]]:
-    """The per-document row the caps decide on: doc_id, score, fiction, opener and (fiction only) names."""
-    fiction = [is_fiction(d, genres) for d in batch]
-    idx = [i for i, f in enumerate(fiction) if f]
-    found = person_names([str(batch[i].get("text") or "") for i in idx], cfg) if idx else []
-    names = dict(zip(idx, found, strict=True))
-    return [{"doc_id": str(d["doc_id"]), "quality_score": quality_of(d), "fiction": fiction[i],
-             "opener": opener(str(d.get("text") or ""), cfg.opener_words), "names": names.get(i, [])}
-            for i, d in enumerate(batch)]
+    """The per-document row the caps decide on: doc_id, score, fiction, opener, its first sentence and what
+    follows it, names and surnames, and the names that cannot be renamed safely (also ordinary words)."""
+    texts = [str(d.get("text") or "") for d in batch]
+    found = people(texts, cfg) if texts else []
+    rows = []
+    for d, text, (given, surnames) in zip(batch, texts, found, strict=True):
+        sentence, cut = first_sentence(text)
+        rest = text[cut:]
+        rows.append({
+            "doc_id": str(d["doc_id"]), "quality_score": quality_of(d), "fiction": is_fiction(d, genres),
+            "opener": opener(text, cfg.opener_words), "first_sentence": sentence, "trim": cut,
+            "next_opener": opener(rest.lstrip(), cfg.opener_words) if cut else "",
+            "words_after_trim": len(rest.split()) if cut else 0,
+            "names": given, "surnames": surnames,
+            "unsafe": sorted(n for n in {*given, *surnames} if _lowercase_use(text, n)),
+        })
+    return rows
 
 
-def decide_caps(table: Sequence[Mapping[str, Any]], cfg: DiversityConfig) -> CapDecision:
-    """Which documents of the feature table go over a name or opener cap (rule in the module docstring)."""
-    n_fiction = sum(1 for r in table if r["fiction"])
-    name_cap = cap_for(cfg.name_share, n_fiction, cfg)
+def _lowercase_use(text: str, name: str) -> bool:
+    """The name is also an ordinary word in the text (Hope, Grace, Will): a rename would change its meaning."""
+    return any(m.group(0)[0].islower() for m in _word(name).finditer(text))
+
+
+def decide_caps(table: Sequence[Mapping[str, Any]], cfg: DiversityConfig, given_pool: Sequence[str] = (),
+                surname_pool: Sequence[str] = ()) -> CapDecision:
+    """Which documents of the feature table are renamed, trimmed or dropped (rule in the module docstring).
+
+    ``given_pool`` and ``surname_pool`` are replacement names in the order to use them (the planner's);
+    names some document already uses are skipped.
+    """
+    cap_names = name_cap(len(table), cfg)
     opener_cap = cap_for(cfg.opener_share, len(table), cfg)
-    name_uses: Counter[str] = Counter()
+    used = {n for r in table for n in (*r["names"], *r.get("surnames", ()))}
+    pools = {"names": _unused(given_pool, used), "surnames": _unused(surname_pool, used)}
+    stock = Counter(r["first_sentence"] for r in table if r.get("first_sentence"))
+    uses: dict[str, Counter[str]] = {"names": Counter(), "surnames": Counter()}
     opener_uses: Counter[str] = Counter()
     drops: dict[str, tuple[str, str]] = {}
+    edits: dict[str, dict[str, Any]] = {}
     for row in sorted(table, key=lambda r: (-r["quality_score"], r["doc_id"])):
-        op, names = row["opener"], row["names"]
+        op, edit = row["opener"], {}
         if opener_cap is not None and op and opener_uses[op] >= opener_cap:
-            drops[row["doc_id"]] = ("opener_cap", f"opener {op!r} already opens {opener_cap} documents (the cap)")
+            sentence = row.get("first_sentence")
+            if sentence and stock[sentence] > opener_cap and row.get("words_after_trim", 0) >= MIN_WORDS_AFTER_TRIM:
+                edit["trim"], op = row["trim"], row["next_opener"]
+            else:
+                drops[row["doc_id"]] = ("opener_cap", f"opener {op!r} already opens {opener_cap} documents (the cap)"
+                                        " and its first sentence is not a stock sentence that could be cut")
+                continue
+        renamed, problem = _renames(row, uses, pools, cap_names, len(table))
+        if problem:
+            drops[row["doc_id"]] = ("name_cap", problem)
+            for kind, new in renamed.values():  # hand back what this document took from the pools
+                pools[kind].insert(0, new)
             continue
-        full = [n for n in names if name_cap is not None and name_uses[n] >= name_cap]
-        if full:
-            drops[row["doc_id"]] = ("name_cap", f"given name {full[0]!r} already in {name_cap} fiction documents "
-                                                f"(cap {name_cap} of {n_fiction})")
-            continue
-        opener_uses[op] += 1
-        name_uses.update(names)
-    counts = Counter(input=len(table), fiction=n_fiction)
+        for kind in ("names", "surnames"):
+            uses[kind].update(n for n in row.get(kind, ()) if n not in renamed)
+        uses["names"].update(new for kind, new in renamed.values() if kind == "names")
+        uses["surnames"].update(new for kind, new in renamed.values() if kind == "surnames")
+        if renamed:
+            edit["renamed"] = {old: new for old, (_, new) in renamed.items()}
+        if op:
+            opener_uses[op] += 1
+        if edit:
+            edits[row["doc_id"]] = edit
+    counts = Counter(input=len(table), fiction=sum(1 for r in table if r["fiction"]))
     counts.update(reason for reason, _ in drops.values())
+    counts["renamed"] = sum(1 for e in edits.values() if "renamed" in e)
+    counts["opener_trimmed"] = sum(1 for e in edits.values() if "trim" in e)
     counts["kept"] = len(table) - len(drops)
-    return CapDecision(drops, dict(counts), {"name": name_cap, "opener": opener_cap})
+    return CapDecision(drops, edits, dict(counts), {"name": cap_names, "opener": opener_cap})
+
+
+def _unused(pool: Iterable[str], used: set[str]) -> list[str]:
+    return [n for n in dict.fromkeys(pool) if n not in used]
+
+
+def _renames(row: Mapping[str, Any], uses: Mapping[str, Counter[str]], pools: dict[str, list[str]], cap: int,
+             documents: int) -> tuple[dict[str, tuple[str, str]], str]:
+    """{old: (kind, new)} for this document's names already at the cap, or why one cannot be renamed."""
+    renamed: dict[str, tuple[str, str]] = {}
+    for kind, what in (("names", "given name"), ("surnames", "surname")):
+        for name in row.get(kind, ()):
+            if uses[kind][name] < cap or name in renamed:
+                continue
+            over = f"{what} {name!r} already in {cap} documents (cap {cap} of {documents})"
+            if name in row.get("unsafe", ()):
+                return renamed, f"{over}; not renamed: it is also an ordinary word in this document"
+            if not pools[kind]:
+                return renamed, f"{over}; no unused {what} left in the pool to rename it to"
+            renamed[name] = (kind, pools[kind].pop(0))
+    return renamed, ""
+
+
+def apply_edit(doc: Mapping[str, Any], edit: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The document with its stock opening sentence cut and its over-cap names replaced, `renamed` set."""
+    out = dict(doc)
+    if not edit:
+        return out
+    text = str(out.get("text") or "")
+    if edit.get("trim"):
+        text = text[edit["trim"]:].lstrip()
+    # a name that only the cut sentence carried is no longer there to rename
+    mapping = {old: new for old, new in (edit.get("renamed") or {}).items() if _word(old).search(text)}
+    if mapping:
+        text = rename_people(text, mapping)
+        out["renamed"] = json.dumps(mapping, ensure_ascii=False, sort_keys=True)
+    out["text"] = text
+    return out
+
+
+def rename_people(text: str, mapping: Mapping[str, str]) -> str:
+    """Replace each name by its new one as a whole word, in every form (alone, possessive, with a surname),
+    keeping its case (Elara, ELARA). Names are replaced together, so a swap never chains."""
+    if not mapping:
+        return text
+    lookup = {old.lower(): new for old, new in mapping.items()}
+    pattern = re.compile(r"(?<![\w'’-])(" + "|".join(re.escape(o) for o in sorted(mapping, key=len, reverse=True))
+                         + r")(?![\w-])", re.IGNORECASE)
+
+    def swap(match: re.Match[str]) -> str:
+        old, new = match.group(0), lookup[match.group(0).lower()]
+        return new.upper() if old.isupper() and len(old) > 1 else new
+
+    return pattern.sub(swap, text)
 
 
 def apply_caps(docs: Iterable[Mapping[str, Any]], genres: Mapping[str, GenreLike],
-               cfg: DiversityConfig | None = None) -> DiversityResult:
+               cfg: DiversityConfig | None = None, given_pool: Sequence[str] = (),
+               surname_pool: Sequence[str] = ()) -> DiversityResult:
     """`decide_caps` over documents held in memory (the stage streams instead); kept ones keep their
-    order, dropped ones become rejected rows with stage "diversity"."""
+    order, with their edits applied; dropped ones become rejected rows with stage "diversity"."""
     cfg = cfg or DiversityConfig()
     docs = list(docs)
     table = cap_features(docs, genres, cfg)
-    decision = decide_caps(table, cfg)
+    decision = decide_caps(table, cfg, given_pool, surname_pool)
     kept, rejected, names = [], [], {}
     for doc, row in zip(docs, table, strict=True):
         if row["doc_id"] in decision.drops:
             rejected.append(reject_row(doc, "diversity", *decision.drops[row["doc_id"]]))
             continue
-        kept.append(dict(doc))
-        if row["fiction"]:
-            names[row["doc_id"]] = row["names"]
+        edit = decision.edits.get(row["doc_id"], {})
+        kept.append(apply_edit(doc, edit))
+        names[row["doc_id"]] = renamed_names(row["names"], edit)
     return DiversityResult(kept, rejected, decision.counts, names, decision.caps)
+
+
+def renamed_names(names: Sequence[str], edit: Mapping[str, Any] | None) -> list[str]:
+    """A document's given names after its renames."""
+    mapping = (edit or {}).get("renamed") or {}
+    return sorted({mapping.get(n, n) for n in names})

@@ -74,9 +74,25 @@ def _given_name(words: Sequence[str]) -> str | None:
     return None
 
 
-def _heuristic_names(doc: Any) -> set[str]:
-    """First words of capitalised runs that do not start a sentence, or that follow a title (Dr., ...)."""
+def _surname(words: Sequence[str]) -> str | None:
+    """The last word of a name of two or more words (titles aside), without a possessive."""
+    core = [w.strip(".,'’\"") for w in words]
+    core = [w for w in core if w and w.lower() not in _TITLES]
+    if len(core) < 2:
+        return None
+    last = core[-1]
+    for tail in ("'s", "’s"):
+        last = last.removesuffix(tail)
+    if last.isalpha() and last[0].isupper() and len(last) > 1 and last.lower() not in _NOT_NAMES:
+        return last[0] + last[1:].lower()
+    return None
+
+
+def _heuristic_people(doc: Any) -> tuple[set[str], set[str]]:
+    """First words of capitalised runs that do not start a sentence, or that follow a title (Dr., ...);
+    and, as surnames, the capitalised words that follow such a first word."""
     found: set[str] = set()
+    surnames: set[str] = set()
     prev = None
     in_name = False  # the previous token was part of a name, so this one is a surname
     for tok in doc:
@@ -86,26 +102,38 @@ def _heuristic_names(doc: Any) -> set[str]:
         name = _given_name([tok.text]) if capitalised and (after_title or not sentence_start) else None
         if name and not in_name:
             found.add(name)
+        elif in_name and capitalised and tok.text.lower() not in _NOT_NAMES:
+            surnames.add(tok.text[0] + tok.text[1:].lower())
         in_name = bool(name) or (in_name and capitalised)
         prev = tok
-    return found
+    return found, surnames
+
+
+def _heuristic_names(doc: Any) -> set[str]:
+    return _heuristic_people(doc)[0]
 
 
 def person_names(texts: Sequence[str], cfg: DiversityConfig | None = None) -> list[list[str]]:
     """Given names of the people each text mentions (sorted, unique per text)."""
+    return [given for given, _ in people(texts, cfg)]
+
+
+def people(texts: Sequence[str], cfg: DiversityConfig | None = None) -> list[tuple[list[str], list[str]]]:
+    """(given names, surnames) of the people each text mentions, each sorted and unique per text."""
     cfg = cfg or DiversityConfig()
     nlp, why_fallback = load_ner(cfg.spacy_model, cfg.ner_fallback)
     if why_fallback:
         warnings.warn(f"names from a capitalised-word heuristic, not NER: {why_fallback}", RuntimeWarning,
                       stacklevel=2)
-    out: list[list[str]] = []
+    out: list[tuple[list[str], list[str]]] = []
     clipped = (t[: cfg.ner_max_chars] for t in texts)
     docs = nlp.pipe(clipped, batch_size=cfg.ner_batch_size)
     for doc in tqdm(docs, total=len(texts), desc="names (NER)", unit="doc", disable=None, leave=False):
         if why_fallback is None:
-            names = {_given_name(ent.text.split()) for ent in doc.ents if ent.label_ == "PERSON"}
-            names.discard(None)
+            persons = [ent.text.split() for ent in doc.ents if ent.label_ == "PERSON"]
+            names = {_given_name(words) for words in persons}
+            surnames = {_surname(words) for words in persons}
         else:
-            names = _heuristic_names(doc)
-        out.append(sorted(n for n in names if n))
+            names, surnames = _heuristic_people(doc)
+        out.append((sorted(n for n in names if n), sorted(n for n in surnames if n and n not in names)))
     return out
