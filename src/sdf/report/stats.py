@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 
 from sdf.errors import SdfError
 from sdf.llm.ledger import USAGE_COLUMNS, Ledger
-from sdf.run import CORPUS_SCHEMA, SPEC_SCHEMA, STAGES, RunDir, count_rows, iter_batches, iter_rows
+from sdf.report.rejects import contamination, rejections
+from sdf.run import CORPUS_SCHEMA, SPEC_SCHEMA, STAGES, RunDir, count_rows, iter_batches
 
 SAMPLES_PER_GENRE = 2
 SAMPLE_CHARS = 900
@@ -173,8 +174,8 @@ def compute_stats(run: RunData) -> dict[str, Any]:
         "coverage": _coverage(run, order),
         "lengths": _lengths(run, order),
         "funnel": _funnel(run),
-        "rejections": _rejections(run, cost["total"]["cost_usd"] if cost else None),
-        "contamination": _contamination(run),
+        "rejections": rejections(run, cost["total"]["cost_usd"] if cost else None),
+        "contamination": contamination(run),
         "cost": cost,
         "dedup_clusters": _dedup_clusters(run),
         "diversity": _diversity(run),
@@ -360,62 +361,6 @@ def _funnel(run: RunData) -> list[dict[str, Any]] | None:
     if all(count is None for _, _, count in steps):
         return None
     return [{"step": s, "label": label, "count": c} for s, label, c in steps]
-
-
-def _rejections(run: RunData, run_cost: float | None) -> dict[str, Any] | None:
-    """Rejected documents by stage and reason, and paid-but-discarded: what generating them cost, in USD and
-    as a share of the run's whole cost (every request of the ledger, judge and brainstorm included)."""
-    if run.rejects is None:
-        return None
-    rows = run.rejects.select(["stage", "reason", "cost_usd"]).to_pylist()
-    total = len(rows)
-    by_stage = Counter(r["stage"] for r in rows)
-    by_reason = Counter((r["stage"], r["reason"]) for r in rows)
-    paid_stage: Counter[str] = Counter()
-    paid_reason: Counter[tuple[str, str]] = Counter()
-    for r in rows:
-        paid_stage[r["stage"]] += r["cost_usd"] or 0.0
-        paid_reason[(r["stage"], r["reason"])] += r["cost_usd"] or 0.0
-
-    def share(usd: float) -> float | None:
-        return round(usd / run_cost, 6) if run_cost else None
-
-    paid = sum(paid_stage.values())
-    return {
-        "total": total,
-        # what the dropped documents cost to generate: paid for, then discarded
-        "paid_usd": round(paid, 6),
-        "paid_share": share(paid),
-        "by_stage": [{"stage": s, "count": by_stage[s], "paid_usd": round(paid_stage[s], 6),
-                      "paid_share": share(paid_stage[s])} for s in STAGES if by_stage[s]],
-        "by_reason": [{"stage": s, "reason": r, "count": c, "share": round(c / total, 6),
-                       "paid_usd": round(paid_reason[(s, r)], 6), "paid_share": share(paid_reason[(s, r)])}
-                      for (s, r), c in sorted(by_reason.items(), key=lambda kv: (STAGES.index(kv[0][0]), -kv[1]))],
-    }
-
-
-def _contamination(run: RunData, samples: int = 3) -> dict[str, Any] | None:
-    """Decontamination drops by reason and by eval file, with a few excerpts of what was caught."""
-    from sdf.steps.decontam.step import eval_of
-
-    path = run.dir.rejects("decontaminate")
-    if run.rejects is None or not path.is_file():
-        return None
-    rows = [r for batch in iter_rows(path, ["doc_id", "reason", "detail", "genre"]) for r in batch]
-    by_file: Counter[str] = Counter()
-    for r in rows:
-        source = eval_of(r["detail"]) or "(unknown)"
-        by_file[source.rsplit(":", 1)[0] if source[-1:].isdigit() and ":" in source else source] += 1
-    excerpts = []
-    for batch in iter_batches(path, columns=["doc_id", "genre", "reason", "detail", "text"], batch_size=samples):
-        excerpts = [{**r, "text": _clip(r["text"] or "", SAMPLE_CHARS // 2)} for r in batch.to_pylist()]
-        break
-    return {"total": len(rows), "by_reason": dict(Counter(r["reason"] for r in rows).most_common()),
-            "by_eval": dict(by_file.most_common()), "samples": excerpts}
-
-
-def _clip(text: str, n: int) -> str:
-    return text if len(text) <= n else text[:n].rsplit(None, 1)[0] + " …"
 
 
 def _usage_row(groups: Sequence[dict[str, Any]]) -> dict[str, Any]:
