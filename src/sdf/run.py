@@ -71,19 +71,22 @@ SPEC_SCHEMA = pa.schema(
         ("idea", pa.string()),
     ]
 )
+_ANSWER_FIELDS = [  # what the ledger says of the answer an item was made from
+    ("model", pa.string()),
+    ("stop_reason", pa.string()),
+    ("input_tokens", pa.int64()),
+    ("output_tokens", pa.int64()),
+    ("cache_read_tokens", pa.int64()),
+    ("cache_creation_tokens", pa.int64()),
+    ("cost_usd", pa.float64()),
+    ("request_key", pa.string()),
+]
 DOCUMENT_SCHEMA = pa.schema(
     [
         ("doc_id", pa.string()),
         *[f for f in SPEC_SCHEMA if f.name != "spec_id"],
         ("text", pa.string()),
-        ("model", pa.string()),
-        ("stop_reason", pa.string()),
-        ("input_tokens", pa.int64()),
-        ("output_tokens", pa.int64()),
-        ("cache_read_tokens", pa.int64()),
-        ("cache_creation_tokens", pa.int64()),
-        ("cost_usd", pa.float64()),
-        ("request_key", pa.string()),
+        *_ANSWER_FIELDS,
         ("envelope_missing", pa.bool_()),  # the answer had no <document> envelope; its whole text was kept
         ("renamed", pa.string()),  # JSON {"old name": "new name"} of the diversity step's renames, or null
     ]
@@ -143,14 +146,7 @@ CHAT_SCHEMA = pa.schema([
     ("original_answer", pa.string()),  # rewrite: the final turn as it came in
     ("original_tool_calls", pa.string()),
     ("text", pa.string()),  # user, deliberation and answer together: what shared steps and rejects read
-    ("model", pa.string()),
-    ("stop_reason", pa.string()),
-    ("input_tokens", pa.int64()),
-    ("output_tokens", pa.int64()),
-    ("cache_read_tokens", pa.int64()),
-    ("cache_creation_tokens", pa.int64()),
-    ("cost_usd", pa.float64()),
-    ("request_key", pa.string()),
+    *_ANSWER_FIELDS,
 ])
 CHAT_FILTERED_SCHEMA = CHAT_SCHEMA.append(pa.field("quality_score", pa.float64())).append(
     pa.field("judge_score", pa.float64()))
