@@ -111,6 +111,34 @@ def run_steps(rd: RunDir, source: Path, target: Path, schema: pa.Schema, steps: 
     return counts
 
 
+def extract_answers(rd: RunDir, target: Path, schema: pa.Schema,
+                    item_from: Callable[[dict[str, Any]], tuple[dict[str, Any] | None, dict[str, Any]]],
+                    ) -> dict[str, int]:
+    """Every planned spec becomes an item of `target` or a generate reject, streaming.
+
+    `item_from(spec)` returns (item, {}) or (None, its reject row). Returns {"specs", "documents"
+    (items, under the key the CLI's verdict reads), "no_answer"}: specs the API never answered
+    (api_error, not_generated), which a rerun sends again."""
+    counts = StageCounts()
+    with Rejects(rd, ["generate"]) as rejects, TableWriter(target, schema) as out:
+        batch: list[dict[str, Any]] = []
+        for spec in rd.read_specs():
+            item, failure = item_from(spec)
+            if item is not None:
+                batch.append(item)
+            else:
+                rejects.write("generate", [failure])
+            counts.add("generate", 1, item is not None, [failure] if failure else [])
+            if len(batch) >= BATCH_ROWS:
+                out.write(batch)
+                batch = []
+        out.write(batch)
+    rd.update_metrics(stages=counts.as_dict())
+    stage = counts.as_dict().get("generate", {"kept": 0, "input": 0, "dropped": {}})
+    no_answer = sum(n for reason, n in stage["dropped"].items() if reason in ("api_error", "not_generated"))
+    return {"specs": stage["input"], "documents": stage["kept"], "no_answer": no_answer}
+
+
 def columnar(step: Step) -> Callable[[dict[str, list]], dict[str, list]]:
     """The step as a function of a column batch, for `datasets.Dataset.map(batched=True)` or Ray's
     `map_batches`: dropped records simply leave the batch."""

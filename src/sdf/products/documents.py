@@ -20,7 +20,7 @@ import numpy as np
 
 from sdf.config import Settings
 from sdf.errors import SdfError
-from sdf.executor import BATCH_ROWS, Rejects, StageCounts, apply_steps, run_steps
+from sdf.executor import BATCH_ROWS, Rejects, StageCounts, apply_steps, extract_answers, run_steps
 from sdf.llm import Backend
 from sdf.llm.engine import RunSummary, run_requests
 from sdf.llm.ledger import Ledger
@@ -124,28 +124,13 @@ def extract_stage(run: Run) -> dict[str, int]:
 
     Returns {"specs", "documents", "no_answer"}: no_answer counts specs the API never answered
     (api_error, not_generated), which a rerun sends again."""
-    counts = StageCounts()
-    with _ledger(run) as ledger, Rejects(run.dir, ["generate"]) as rejects, \
-            TableWriter(run.dir.documents, DOCUMENT_SCHEMA) as out:
-        batch: list[dict] = []
-        for spec in run.dir.read_specs():
+    with _ledger(run) as ledger:
+        def item_from(spec: dict) -> tuple[dict | None, dict]:
             # an answer reused across max_tokens is read from the row that paid for it, so costs are right
             paid = (ledger.paid(q.key) for q in _requests(run, spec))
-            rows = list({r["key"]: r for r in paid if r is not None}.values())
-            doc, failure = document_from(spec, rows)
-            if doc is not None:
-                batch.append(doc)
-            else:
-                rejects.write("generate", [failure])
-            counts.add("generate", 1, doc is not None, [failure] if failure else [])
-            if len(batch) >= BATCH_ROWS:
-                out.write(batch)
-                batch = []
-        out.write(batch)
-    stage = counts.as_dict().get("generate", {"kept": 0, "input": 0, "dropped": {}})
-    run.dir.update_metrics(stages=counts.as_dict())
-    no_answer = sum(n for reason, n in stage["dropped"].items() if reason in ("api_error", "not_generated"))
-    return {"specs": stage["input"], "documents": stage["kept"], "no_answer": no_answer}
+            return document_from(spec, list({r["key"]: r for r in paid if r is not None}.values()))
+
+        return extract_answers(run.dir, run.dir.documents, DOCUMENT_SCHEMA, item_from)
 
 
 def document_from(spec: dict, rows: list) -> tuple[dict | None, dict]:

@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 
 from sdf.errors import SdfError
-from sdf.executor import BATCH_ROWS, Rejects, StageCounts, apply_steps, run_steps
+from sdf.executor import BATCH_ROWS, Rejects, StageCounts, apply_steps, extract_answers, run_steps
 from sdf.llm import Backend
 from sdf.llm.engine import RunSummary, run_requests
 from sdf.llm.ledger import Ledger, LLMRequest
 from sdf.products.context import Run
 from sdf.products.scenarios import deployment_block, deployment_of, plan_scenarios, read_transcripts
-from sdf.run import CHAT_FILTERED_SCHEMA, CHAT_SCHEMA, TableWriter, iter_rows, reject_row
+from sdf.run import CHAT_FILTERED_SCHEMA, CHAT_SCHEMA, iter_rows, reject_row
 from sdf.source.catalog import AdviceCatalog, load_advice_catalog
 from sdf.source.plan import TOKENS_PER_WORD
 
@@ -284,25 +284,9 @@ def assemble_stage(run: Run) -> dict[str, int]:
 
     Returns {"specs", "documents" (chats, under the key the CLI's verdict reads), "no_answer"}.
     """
-    counts, reqs = StageCounts(), Requests(run)
-    with closing(run.ledger()) as ledger, Rejects(run.dir, ["generate"]) as rejects, \
-            TableWriter(run.dir.chats, CHAT_SCHEMA) as out:
-        batch: list[dict] = []
-        for spec in run.dir.read_specs():
-            chat, failure = chat_from(spec, ledger, reqs)
-            if chat is not None:
-                batch.append(chat)
-            else:
-                rejects.write("generate", [failure])
-            counts.add("generate", 1, chat is not None, [failure] if failure else [])
-            if len(batch) >= BATCH_ROWS:
-                out.write(batch)
-                batch = []
-        out.write(batch)
-    run.dir.update_metrics(stages=counts.as_dict())
-    stage = counts.as_dict().get("generate", {"kept": 0, "input": 0, "dropped": {}})
-    no_answer = sum(n for reason, n in stage["dropped"].items() if reason in ("api_error", "not_generated"))
-    return {"specs": stage["input"], "documents": stage["kept"], "no_answer": no_answer}
+    reqs = Requests(run)
+    with closing(run.ledger()) as ledger:
+        return extract_answers(run.dir, run.dir.chats, CHAT_SCHEMA, lambda spec: chat_from(spec, ledger, reqs))
 
 
 def _failure(spec: dict[str, Any], row: Any, what: str) -> dict[str, Any]:
