@@ -264,16 +264,17 @@ def _judge_filter(run: Run, ledger: Ledger) -> Any:
 def dedup_stage(run: Run) -> dict:
     """Decontaminate, drop exact and near duplicates, apply diversity caps; writes corpus.parquet.
 
-    Pass 1 streams filtered.parquet through decontamination and builds the per-document table (id,
-    score, exact key, MinHash signature, opener, names); the duplicate and cap decisions are made on
-    that table; pass 2 streams the kept documents into corpus.parquet and each drop into its rejects.
+    Pass 1 streams filtered.parquet through decontamination and builds the per-document table without
+    texts (a `CapRow`, a MinHash signature and an exact key per document: about 1 KB); the duplicate
+    and cap decisions are made on that table, which is then freed; pass 2 streams the kept documents
+    into corpus.parquet, each drop into its rejects, and the final corpus into the metrics' tally.
     """
     from sdf.steps.decontam.index import build_index
     from sdf.steps.decontam.step import Decontaminate, contamination_summary
     from sdf.steps.dedup.clusters import find_duplicates
     from sdf.steps.dedup.minhash import minhash_signatures
-    from sdf.steps.diversity.caps import apply_edit, cap_features, decide_caps, renamed_names
-    from sdf.steps.diversity.metrics import Sample, diversity_metrics, metric_row
+    from sdf.steps.diversity.caps import CapRow, apply_edit, cap_features, decide_caps, renamed_names
+    from sdf.steps.diversity.metrics import Tally, diversity_metrics
 
     rd, cfg = run.dir, run.settings
     source = rd.require(rd.filtered, "filter")
@@ -281,37 +282,43 @@ def dedup_stage(run: Run) -> dict:
                         [n for n, _ in (*run.catalog.given_names, *run.catalog.surnames)])
     steps = [Decontaminate(index)] if index is not None else []
     counts = StageCounts()
-    table: list[dict] = []  # per document: no text
+    table: list[CapRow] = []  # per document: no text
     keys: list[np.ndarray] = []
     signatures: list[np.ndarray] = []
+    removed: set[str] = set()  # decontaminated in pass 1 (and recorded there)
     with Rejects(rd, ["decontaminate", "dedup", "diversity"]) as rejects:
         for batch in iter_rows(source, batch_size=BATCH_ROWS):
-            batch = apply_steps(batch, steps, rejects, counts)
-            sig, key = minhash_signatures([d["text"] for d in batch], cfg.dedup)
+            kept = apply_steps(batch, steps, rejects, counts)
+            if len(kept) < len(batch):
+                still = {d["doc_id"] for d in kept}
+                removed.update(d["doc_id"] for d in batch if d["doc_id"] not in still)
+            sig, key = minhash_signatures([d["text"] for d in kept], cfg.dedup)
             keys.append(key)
             signatures.append(sig)
-            table += cap_features(batch, run.catalog.genres, cfg.diversity)
-        ids = [r["doc_id"] for r in table]
+            table += cap_features(kept, run.catalog.genres, cfg.diversity)
+        ids = [r.doc_id for r in table]
         duplicates = find_duplicates(
             ids, np.concatenate(keys) if keys else np.zeros(0, np.uint64),
             np.concatenate(signatures) if signatures else np.zeros((0, cfg.dedup.num_perm), np.uint32),
-            [r["quality_score"] for r in table], cfg.dedup)
+            np.fromiter((r.quality_score for r in table), dtype=np.float64, count=len(table)), cfg.dedup)
         del keys, signatures
         drop = {ids[i]: ("dedup", reason, detail, ids[keeper])
                 for i, (reason, detail, keeper) in duplicates.drops.items()}
+        del ids
         counts.add("dedup", len(table), len(table) - len(drop), [{"reason": d[1]} for d in drop.values()])
-        unique = [r for r in table if r["doc_id"] not in drop]
+        unique = [r for r in table if r.doc_id not in drop]
+        del table
         # over-cap names are replaced by unused names from the planner's pool, so the documents are kept
         caps = decide_caps(unique, cfg.diversity, *name_pools(run.catalog, cfg.run.seed))
         counts.add("diversity", len(unique), len(unique) - len(caps.drops),
                    [{"reason": r} for r, _ in caps.drops.values()])
         drop.update((doc_id, ("diversity", reason, detail, None)) for doc_id, (reason, detail) in caps.drops.items())
-        names = {r["doc_id"]: renamed_names(r["names"], caps.edits.get(r["doc_id"]))
-                 for r in unique if r["doc_id"] not in drop}
-        passed = set(ids)  # the rest were decontaminated, and recorded in pass 1
-        del table, unique
+        tally = Tally(cfg.diversity)
+        for r in unique:
+            if r.doc_id not in drop:
+                tally.add_names(renamed_names(r.names, caps.edits.get(r.doc_id)))
+        del unique
 
-        sample, final = Sample(cfg.diversity.metrics_sample), []
         with TableWriter(rd.corpus, CORPUS_SCHEMA) as out:
             for batch in iter_rows(source, batch_size=BATCH_ROWS):
                 kept = []
@@ -319,14 +326,13 @@ def dedup_stage(run: Run) -> dict:
                     if doc["doc_id"] in drop:
                         stage, reason, detail, keeper = drop[doc["doc_id"]]
                         rejects.write(stage, [reject_row(doc, stage, reason, detail, duplicate_of=keeper)])
-                    elif doc["doc_id"] in passed:
+                    elif doc["doc_id"] not in removed:
                         doc = apply_edit(doc, caps.edits.get(doc["doc_id"]))
                         kept.append(doc)
-                        sample.offer(doc["doc_id"], doc["text"])
-                        final.append(metric_row(doc, cfg.diversity))
+                        tally.add(doc)
                 out.write(kept)
     stages = counts.as_dict()
-    diversity = diversity_metrics(final, sample.texts(), genre_weights(run.catalog, cfg.plan), names, cfg.diversity)
+    diversity = diversity_metrics(tally, genre_weights(run.catalog, cfg.plan))
     dedup = {"cluster_sizes": duplicates.cluster_sizes,
              **{k: duplicates.counts.get(k, 0) for k in ("candidate_pairs", "merged_pairs")}}
     if index is not None:  # contamination by reason and by eval, and what the index held
@@ -337,7 +343,8 @@ def dedup_stage(run: Run) -> dict:
                     "opener_trimmed": caps.counts.get("opener_trimmed", 0)}
     rd.update_metrics(stages=stages, dedup=dedup, caps=caps_metrics, diversity=diversity)
     first = stages.get("decontaminate", stages["dedup"])
-    return {"stages": stages, "input": first["input"], "corpus": len(final), "dedup": dedup, "caps": caps_metrics}
+    return {"stages": stages, "input": first["input"], "corpus": tally.documents, "dedup": dedup,
+            "caps": caps_metrics}
 
 
 # -- pack, report, checks ----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -413,7 +414,7 @@ def dedup_stage(run: Run) -> dict[str, Any]:
     from sdf.steps.decontam.step import Decontaminate, contamination_summary
     from sdf.steps.dedup.clusters import find_duplicates
     from sdf.steps.dedup.minhash import minhash_signatures
-    from sdf.steps.diversity.caps import decide_caps, opener
+    from sdf.steps.diversity.caps import CapRow, decide_caps, opener
     from sdf.steps.diversity.names import person_names
     from sdf.writers.chat import SftWriter
 
@@ -424,22 +425,26 @@ def dedup_stage(run: Run) -> dict[str, Any]:
     steps = [Decontaminate(index)] if index is not None else []
     rewrite = bool(cfg.advice.rewrite)  # the user's own prompts are theirs to keep: only replies are compared
     counts = StageCounts()
-    table: list[dict] = []
+    table: list[CapRow] = []
     parts: dict[str, tuple[list, list]] = {"user": ([], []), "reply": ([], [])}
+    removed: set[str] = set()  # decontaminated in pass 1 (and recorded there)
     with Rejects(rd, ["decontaminate", "dedup", "diversity"]) as rejects:
-        for batch in iter_rows(source, batch_size=BATCH_ROWS):
-            batch = apply_steps(batch, steps, rejects, counts)
+        for rows in iter_rows(source, batch_size=BATCH_ROWS):
+            batch = apply_steps(rows, steps, rejects, counts)
+            if len(batch) < len(rows):
+                still = {c["doc_id"] for c in batch}
+                removed.update(c["doc_id"] for c in rows if c["doc_id"] not in still)
             for part, texts in (("user", [c["user"] for c in batch]),
                                 ("reply", [c["deliberation"] + "\n\n" + c["answer"] for c in batch])):
                 sig, key = minhash_signatures(texts, cfg.dedup)
                 parts[part][0].append(sig)
                 parts[part][1].append(key)
             names = person_names([c["user"] + "\n\n" + c["answer"] for c in batch], cfg.diversity)
-            table += [{"doc_id": c["doc_id"], "quality_score": c["quality_score"] or 0.0, "fiction": True,
-                       "opener": "" if rewrite else opener(c["user"], cfg.diversity.opener_words), "names": n}
-                      for c, n in zip(batch, names, strict=True)]
-        ids = [r["doc_id"] for r in table]
-        scores = [r["quality_score"] for r in table]
+            table += [CapRow(c["doc_id"], c["quality_score"] or 0.0, True,
+                             "" if rewrite else sys.intern(opener(c["user"], cfg.diversity.opener_words)),
+                             tuple(sys.intern(x) for x in n)) for c, n in zip(batch, names, strict=True)]
+        ids = [r.doc_id for r in table]
+        scores = [r.quality_score for r in table]
         drop: dict[str, tuple[str, str, str, str | None]] = {}
         sizes: list[int] = []
         for part in ("reply",) if rewrite else ("user", "reply"):
@@ -452,20 +457,19 @@ def dedup_stage(run: Run) -> dict[str, Any]:
                 drop.setdefault(ids[i], ("dedup", reason, f"{part}: {detail}", ids[keeper]))
         del parts
         counts.add("dedup", len(table), len(table) - len(drop), [{"reason": d[1]} for d in drop.values()])
-        unique = [r for r in table if r["doc_id"] not in drop]
+        unique = [r for r in table if r.doc_id not in drop]
         caps = decide_caps(unique, cfg.diversity)
         counts.add("diversity", len(unique), len(unique) - len(caps.drops),
                    [{"reason": r} for r, _ in caps.drops.values()])
         drop.update((i, ("diversity", reason, detail, None)) for i, (reason, detail) in caps.drops.items())
-        passed = set(ids)
-        del table, unique
+        del table, unique, ids
         with SftWriter(rd) as out:
             for batch in iter_rows(source, batch_size=BATCH_ROWS):
                 for chat in batch:
                     if chat["doc_id"] in drop:
                         stage, reason, detail, keeper = drop[chat["doc_id"]]
                         rejects.write(stage, [reject_row(chat, stage, reason, detail, duplicate_of=keeper)])
-                    elif chat["doc_id"] in passed:
+                    elif chat["doc_id"] not in removed:
                         out.write(chat)
     stages = counts.as_dict()
     dedup: dict[str, Any] = {"cluster_sizes": sorted(sizes, reverse=True)}

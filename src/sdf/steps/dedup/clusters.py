@@ -96,45 +96,55 @@ def estimated_jaccard(signatures: np.ndarray, pairs: np.ndarray, chunk: int = 65
     return out
 
 
-def _find(parent: list[int], i: int) -> int:
-    while parent[i] != i:
-        parent[i] = parent[parent[i]]
-        i = parent[i]
+def _find(up: dict[int, int], i: int) -> int:
+    """Root of ``i`` in a union-find forest held as a dict (only merged rows have an entry)."""
+    while i in up:
+        j = up[i]
+        if j in up:
+            up[i] = up[j]  # path halving
+        i = up[i]
     return i
 
 
 def find_duplicates(ids: Sequence[str], keys: np.ndarray, signatures: np.ndarray, scores: Sequence[float],
                     cfg: DedupConfig | None = None) -> Duplicates:
-    """Which rows of the per-document table are exact or near duplicates, and of which keeper."""
+    """Which rows of the per-document table are exact or near duplicates, and of which keeper.
+
+    All per-row state is numpy arrays (a few integers a row); Python objects exist only for the rows
+    that merge, so the cost stays a few bytes a document at any corpus size.
+    """
     cfg = cfg or DedupConfig()
     n = len(ids)
     counts: Counter[str] = Counter(input=n)
-    parent = list(range(n))
-    if cfg.exact:
-        first_with_key: dict[int, int] = {}
-        for i, k in enumerate(keys.tolist()):
-            parent[i] = first_with_key.setdefault(k, i)  # the first copy is a representative
+    rows = np.arange(n, dtype=np.int64)
+    root = rows.copy()
+    if cfg.exact and n:
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        root = first[inverse.reshape(-1)].astype(np.int64)  # each copy points at its first copy
     if cfg.near:
-        representatives = np.flatnonzero(np.arange(n) == np.array(parent, dtype=np.int64))
+        representatives = np.flatnonzero(root == rows)
         pairs = representatives[candidate_pairs(signatures[representatives], cfg)] if n else np.empty((0, 2), int)
         merged = pairs[estimated_jaccard(signatures, pairs) >= cfg.threshold]
         counts["candidate_pairs"] = len(pairs)
         counts["merged_pairs"] = len(merged)
+        up: dict[int, int] = {}
         for a, b in merged.tolist():
-            ra, rb = _find(parent, a), _find(parent, b)
+            ra, rb = _find(up, a), _find(up, b)
             if ra != rb:
-                parent[ra] = rb
+                up[ra] = rb
+        if up:
+            top = rows.copy()
+            top[np.fromiter(up, dtype=np.int64, count=len(up))] = [_find(up, i) for i in up]
+            root = top[root]
 
-    clusters: dict[int, list[int]] = {}
-    for i in range(n):
-        clusters.setdefault(_find(parent, i), []).append(i)
+    order = np.argsort(root, kind="stable")  # rows grouped by cluster, ascending within each
+    starts = np.flatnonzero(np.r_[True, root[order][1:] != root[order][:-1]]) if n else np.zeros(0, np.int64)
+    sizes = np.diff(np.r_[starts, n])
+    clusters = [order[s : s + k].tolist() for s, k in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist(),
+                                                           strict=True)]
     drops: dict[int, tuple[str, str, int]] = {}
-    sizes: list[int] = []
-    for members in clusters.values():
-        if len(members) < 2:
-            continue
-        sizes.append(len(members))
-        keeper = min(members, key=lambda i: (-scores[i], str(ids[i])))
+    for members in sorted(clusters):  # by first member, so the output never depends on the roots
+        keeper = min(members, key=lambda i: (-float(scores[i]), str(ids[i])))
         for i in members:
             if i == keeper:
                 continue
@@ -144,9 +154,9 @@ def find_duplicates(ids: Sequence[str], keys: np.ndarray, signatures: np.ndarray
                 sim = float((signatures[i] == signatures[keeper]).mean())
                 drops[i] = ("near_duplicate", f"estimated jaccard {sim:.2f} with {ids[keeper]}", keeper)
             counts[drops[i][0]] += 1
-    counts["clusters"] = len(sizes)
+    counts["clusters"] = len(clusters)
     counts["kept"] = n - len(drops)
-    return Duplicates(drops, dict(counts), sorted(sizes, reverse=True))
+    return Duplicates(drops, dict(counts), sorted((len(m) for m in clusters), reverse=True))
 
 
 def deduplicate(docs: Iterable[dict[str, Any]], cfg: DedupConfig | None = None) -> DedupResult:

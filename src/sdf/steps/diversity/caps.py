@@ -24,9 +24,13 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
+
+import numpy as np
+import xxhash
 
 from sdf.config import DiversityConfig
 from sdf.run import quality_of, reject_row
@@ -46,9 +50,34 @@ class DiversityResult(NamedTuple):
     caps: dict[str, int | None]  # {"name": cap, "opener": cap}; None where the population is too small
 
 
+class CapRow(NamedTuple):
+    """One document of the table the caps decide on, without its text: a tuple, its strings interned
+    (a repeated opener or name is held once) and its first sentence kept only as a 64-bit hash, so the
+    table costs a few hundred bytes a document."""
+
+    doc_id: str
+    quality_score: float
+    fiction: bool
+    opener: str
+    names: tuple[str, ...] = ()
+    surnames: tuple[str, ...] = ()
+    unsafe: tuple[str, ...] = ()  # names that are also ordinary lower-case words in the text: never renamed
+    sentence: int = 0  # xxh64 of the normalised first sentence; 0 when there is none
+    trim: int = 0  # characters to cut to remove that sentence
+    next_opener: str = ""  # the opener once it is cut
+    words_after_trim: int = 0
+
+
+class Edit(NamedTuple):
+    """What the caps change in a kept document: characters cut at its start, and names replaced."""
+
+    trim: int = 0
+    renamed: tuple[tuple[str, str], ...] = ()  # (old, new), sorted
+
+
 class CapDecision(NamedTuple):
     drops: dict[str, tuple[str, str]]  # doc_id -> (reason, detail)
-    edits: dict[str, dict[str, Any]]  # doc_id -> {"renamed": {old: new}, "trim": characters cut at the start}
+    edits: dict[str, Edit]  # doc_id -> its edit, for edited documents only
     counts: dict[str, int]
     caps: dict[str, int | None]
 
@@ -86,24 +115,26 @@ def _word(name: str) -> re.Pattern[str]:
     return re.compile(rf"(?<![\w'’-]){re.escape(name)}(?![\w-])", re.IGNORECASE)
 
 
+def _names(names: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sys.intern(n) for n in names)
+
+
 def cap_features(batch: Sequence[Mapping[str, Any]], genres: Mapping[str, GenreLike], cfg: DiversityConfig
-                 ) -> list[dict[str, Any]]:
-    """The per-document row the caps decide on: doc_id, score, fiction, opener, its first sentence and what
-    follows it, names and surnames, and the names that cannot be renamed safely (also ordinary words)."""
+                 ) -> list[CapRow]:
+    """The per-document rows the caps decide on: doc_id, score, fiction, opener, its first sentence and
+    what follows it, names and surnames, and the names that cannot be renamed safely (also ordinary words)."""
     texts = [str(d.get("text") or "") for d in batch]
     found = people(texts, cfg) if texts else []
     rows = []
     for d, text, (given, surnames) in zip(batch, texts, found, strict=True):
         sentence, cut = first_sentence(text)
         rest = text[cut:]
-        rows.append({
-            "doc_id": str(d["doc_id"]), "quality_score": quality_of(d), "fiction": is_fiction(d, genres),
-            "opener": opener(text, cfg.opener_words), "first_sentence": sentence, "trim": cut,
-            "next_opener": opener(rest.lstrip(), cfg.opener_words) if cut else "",
-            "words_after_trim": len(rest.split()) if cut else 0,
-            "names": given, "surnames": surnames,
-            "unsafe": sorted(n for n in {*given, *surnames} if _lowercase_use(text, n)),
-        })
+        rows.append(CapRow(
+            str(d["doc_id"]), quality_of(d), is_fiction(d, genres), sys.intern(opener(text, cfg.opener_words)),
+            _names(given), _names(surnames), _names(sorted(n for n in {*given, *surnames} if _lowercase_use(text, n))),
+            sentence=xxhash.xxh64_intdigest(sentence.encode()) or 1 if sentence else 0, trim=cut,
+            next_opener=sys.intern(opener(rest.lstrip(), cfg.opener_words)) if cut else "",
+            words_after_trim=len(rest.split()) if cut else 0))
     return rows
 
 
@@ -112,7 +143,16 @@ def _lowercase_use(text: str, name: str) -> bool:
     return any(m.group(0)[0].islower() for m in _word(name).finditer(text))
 
 
-def decide_caps(table: Sequence[Mapping[str, Any]], cfg: DiversityConfig, given_pool: Sequence[str] = (),
+def _stock_sentences(table: Sequence[CapRow], cap: int | None) -> set[int]:
+    """Hashes of first sentences that open more than ``cap`` documents (counted in numpy, not a dict)."""
+    if cap is None:
+        return set()
+    hashes = np.fromiter((r.sentence for r in table), dtype=np.uint64, count=len(table))
+    values, counts = np.unique(hashes[hashes != 0], return_counts=True)
+    return set(values[counts > cap].tolist())
+
+
+def decide_caps(table: Sequence[CapRow], cfg: DiversityConfig, given_pool: Sequence[str] = (),
                 surname_pool: Sequence[str] = ()) -> CapDecision:
     """Which documents of the feature table are renamed, trimmed or dropped (rule in the module docstring).
 
@@ -121,43 +161,42 @@ def decide_caps(table: Sequence[Mapping[str, Any]], cfg: DiversityConfig, given_
     """
     cap_names = name_cap(len(table), cfg)
     opener_cap = cap_for(cfg.opener_share, len(table), cfg)
-    used = {n for r in table for n in (*r["names"], *r.get("surnames", ()))}
+    used = {n for r in table for n in (*r.names, *r.surnames)}
     pools = {"names": _unused(given_pool, used), "surnames": _unused(surname_pool, used)}
-    stock = Counter(r["first_sentence"] for r in table if r.get("first_sentence"))
+    del used
+    stock = _stock_sentences(table, opener_cap)
     uses: dict[str, Counter[str]] = {"names": Counter(), "surnames": Counter()}
     opener_uses: Counter[str] = Counter()
     drops: dict[str, tuple[str, str]] = {}
-    edits: dict[str, dict[str, Any]] = {}
-    for row in sorted(table, key=lambda r: (-r["quality_score"], r["doc_id"])):
-        op, edit = row["opener"], {}
+    edits: dict[str, Edit] = {}
+    for i in sorted(range(len(table)), key=lambda i: (-table[i].quality_score, table[i].doc_id)):
+        row = table[i]
+        op, trim = row.opener, 0
         if opener_cap is not None and op and opener_uses[op] >= opener_cap:
-            sentence = row.get("first_sentence")
-            if sentence and stock[sentence] > opener_cap and row.get("words_after_trim", 0) >= MIN_WORDS_AFTER_TRIM:
-                edit["trim"], op = row["trim"], row["next_opener"]
+            if row.sentence in stock and row.words_after_trim >= MIN_WORDS_AFTER_TRIM:
+                trim, op = row.trim, row.next_opener
             else:
-                drops[row["doc_id"]] = ("opener_cap", f"opener {op!r} already opens {opener_cap} documents (the cap)"
-                                        " and its first sentence is not a stock sentence that could be cut")
+                drops[row.doc_id] = ("opener_cap", f"opener {op!r} already opens {opener_cap} documents (the cap)"
+                                     " and its first sentence is not a stock sentence that could be cut")
                 continue
         renamed, problem = _renames(row, uses, pools, cap_names, len(table))
         if problem:
-            drops[row["doc_id"]] = ("name_cap", problem)
+            drops[row.doc_id] = ("name_cap", problem)
             for kind, new in renamed.values():  # hand back what this document took from the pools
                 pools[kind].insert(0, new)
             continue
-        for kind in ("names", "surnames"):
-            uses[kind].update(n for n in row.get(kind, ()) if n not in renamed)
+        uses["names"].update(n for n in row.names if n not in renamed)
+        uses["surnames"].update(n for n in row.surnames if n not in renamed)
         uses["names"].update(new for kind, new in renamed.values() if kind == "names")
         uses["surnames"].update(new for kind, new in renamed.values() if kind == "surnames")
-        if renamed:
-            edit["renamed"] = {old: new for old, (_, new) in renamed.items()}
         if op:
             opener_uses[op] += 1
-        if edit:
-            edits[row["doc_id"]] = edit
-    counts = Counter(input=len(table), fiction=sum(1 for r in table if r["fiction"]))
+        if trim or renamed:
+            edits[row.doc_id] = Edit(trim, tuple(sorted((old, new) for old, (_, new) in renamed.items())))
+    counts = Counter(input=len(table), fiction=sum(1 for r in table if r.fiction))
     counts.update(reason for reason, _ in drops.values())
-    counts["renamed"] = sum(1 for e in edits.values() if "renamed" in e)
-    counts["opener_trimmed"] = sum(1 for e in edits.values() if "trim" in e)
+    counts["renamed"] = sum(1 for e in edits.values() if e.renamed)
+    counts["opener_trimmed"] = sum(1 for e in edits.values() if e.trim)
     counts["kept"] = len(table) - len(drops)
     return CapDecision(drops, edits, dict(counts), {"name": cap_names, "opener": opener_cap})
 
@@ -166,16 +205,16 @@ def _unused(pool: Iterable[str], used: set[str]) -> list[str]:
     return [n for n in dict.fromkeys(pool) if n not in used]
 
 
-def _renames(row: Mapping[str, Any], uses: Mapping[str, Counter[str]], pools: dict[str, list[str]], cap: int,
+def _renames(row: CapRow, uses: Mapping[str, Counter[str]], pools: dict[str, list[str]], cap: int,
              documents: int) -> tuple[dict[str, tuple[str, str]], str]:
     """{old: (kind, new)} for this document's names already at the cap, or why one cannot be renamed."""
     renamed: dict[str, tuple[str, str]] = {}
     for kind, what in (("names", "given name"), ("surnames", "surname")):
-        for name in row.get(kind, ()):
+        for name in getattr(row, kind):
             if uses[kind][name] < cap or name in renamed:
                 continue
             over = f"{what} {name!r} already in {cap} documents (cap {cap} of {documents})"
-            if name in row.get("unsafe", ()):
+            if name in row.unsafe:
                 return renamed, f"{over}; not renamed: it is also an ordinary word in this document"
             if not pools[kind]:
                 return renamed, f"{over}; no unused {what} left in the pool to rename it to"
@@ -183,16 +222,16 @@ def _renames(row: Mapping[str, Any], uses: Mapping[str, Counter[str]], pools: di
     return renamed, ""
 
 
-def apply_edit(doc: Mapping[str, Any], edit: Mapping[str, Any] | None) -> dict[str, Any]:
+def apply_edit(doc: Mapping[str, Any], edit: Edit | None) -> dict[str, Any]:
     """The document with its stock opening sentence cut and its over-cap names replaced, `renamed` set."""
     out = dict(doc)
     if not edit:
         return out
     text = str(out.get("text") or "")
-    if edit.get("trim"):
-        text = text[edit["trim"]:].lstrip()
+    if edit.trim:
+        text = text[edit.trim:].lstrip()
     # a name that only the cut sentence carried is no longer there to rename
-    mapping = {old: new for old, new in (edit.get("renamed") or {}).items() if _word(old).search(text)}
+    mapping = {old: new for old, new in edit.renamed if _word(old).search(text)}
     if mapping:
         text = rename_people(text, mapping)
         out["renamed"] = json.dumps(mapping, ensure_ascii=False, sort_keys=True)
@@ -227,16 +266,16 @@ def apply_caps(docs: Iterable[Mapping[str, Any]], genres: Mapping[str, GenreLike
     decision = decide_caps(table, cfg, given_pool, surname_pool)
     kept, rejected, names = [], [], {}
     for doc, row in zip(docs, table, strict=True):
-        if row["doc_id"] in decision.drops:
-            rejected.append(reject_row(doc, "diversity", *decision.drops[row["doc_id"]]))
+        if row.doc_id in decision.drops:
+            rejected.append(reject_row(doc, "diversity", *decision.drops[row.doc_id]))
             continue
-        edit = decision.edits.get(row["doc_id"], {})
+        edit = decision.edits.get(row.doc_id)
         kept.append(apply_edit(doc, edit))
-        names[row["doc_id"]] = renamed_names(row["names"], edit)
+        names[row.doc_id] = renamed_names(row.names, edit)
     return DiversityResult(kept, rejected, decision.counts, names, decision.caps)
 
 
-def renamed_names(names: Sequence[str], edit: Mapping[str, Any] | None) -> list[str]:
+def renamed_names(names: Sequence[str], edit: Edit | None) -> list[str]:
     """A document's given names after its renames."""
-    mapping = (edit or {}).get("renamed") or {}
+    mapping = dict(edit.renamed) if edit else {}
     return sorted({mapping.get(n, n) for n in names})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import sys
 import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -35,21 +36,46 @@ class Sample:
         return [text for _, _, text in sorted(self._heap, reverse=True)]
 
 
-def metric_row(doc: Mapping[str, Any], cfg: DiversityConfig) -> dict[str, Any]:
-    """What the metrics need of each final document besides the sample's texts."""
-    return {"doc_id": str(doc["doc_id"]), "genre": doc.get("genre"),
-            "opener": opener(str(doc.get("text") or ""), cfg.opener_words)}
+class Tally:
+    """What the metrics need of the final corpus, counted as its documents stream past: how many, by
+    genre and by opener, the given names of each (when the caller knows them; else NER over the sample
+    finds them) and the sample's texts. It grows with the distinct genres, openers and names, never with
+    a row per document."""
+
+    def __init__(self, cfg: DiversityConfig) -> None:
+        self.cfg, self.documents = cfg, 0
+        self.sample = Sample(cfg.metrics_sample)
+        self.genres: Counter[str] = Counter()
+        self.openers: Counter[str] = Counter()
+        self.names: Counter[str] | None = None  # documents per given name, once any names are counted
+
+    def add(self, doc: Mapping[str, Any]) -> None:
+        text = str(doc.get("text") or "")
+        self.documents += 1
+        self.genres[sys.intern(str(doc.get("genre")))] += 1
+        self.openers[sys.intern(opener(text, self.cfg.opener_words))] += 1
+        self.sample.offer(str(doc["doc_id"]), text)
+
+    def add_names(self, names: Sequence[str]) -> None:
+        """One document's given names (from the caps' table, after renames)."""
+        if self.names is None:
+            self.names = Counter()
+        self.names.update(set(names))
 
 
 def corpus_metrics(docs: Sequence[Mapping[str, Any]], genre_targets: Mapping[str, float],
                    names: Mapping[str, Sequence[str]] | None = None, cfg: DiversityConfig | None = None
                    ) -> dict[str, Any]:
-    """`diversity_metrics` of documents held in memory (the stage streams the same rows and sample)."""
-    cfg = cfg or DiversityConfig()
-    sample = Sample(cfg.metrics_sample)
+    """`diversity_metrics` of documents held in memory (the stage streams them into the same tally);
+    ``names`` is doc_id -> given names, or None to find names by NER over the sample."""
+    tally = Tally(cfg or DiversityConfig())
+    if names is not None:
+        tally.names = Counter()
+        for doc_names in names.values():
+            tally.add_names(doc_names)
     for d in docs:
-        sample.offer(str(d["doc_id"]), str(d.get("text") or ""))
-    return diversity_metrics([metric_row(d, cfg) for d in docs], sample.texts(), genre_targets, names, cfg)
+        tally.add(d)
+    return diversity_metrics(tally, genre_targets)
 
 
 def _distinct_n(texts: Sequence[str], n: int, word_counts: np.ndarray) -> float | None:
@@ -86,15 +112,9 @@ def _entropy_bits(counts: Counter[str]) -> float:
     return round(float(-(p * np.log2(p)).sum()), 4)
 
 
-def diversity_metrics(
-    table: Sequence[Mapping[str, Any]],
-    sample: Sequence[str],
-    genre_targets: Mapping[str, float],
-    names: Mapping[str, Sequence[str]] | None = None,
-    cfg: DiversityConfig | None = None,
-) -> dict[str, Any]:
-    """Diversity numbers for metrics.json (JSON-ready), from the final per-document table (doc_id,
-    genre, opener) and the texts of a sample of at most ``metrics_sample`` documents (``sample_key``).
+def diversity_metrics(tally: Tally, genre_targets: Mapping[str, float]) -> dict[str, Any]:
+    """Diversity numbers for metrics.json (JSON-ready), from the tally of the final corpus (documents
+    by genre and opener, names) and the texts of its sample of at most ``metrics_sample`` documents.
 
     - distinct_n {"1".."4"}: unique n-grams / all n-grams of normalised words (Li et al. 2016), pooled
       over the sample;
@@ -102,37 +122,36 @@ def diversity_metrics(
       repetitive (zlib's 32 KB window sees repetition between nearby documents only);
     - self_repetition: over the sample, the mean share of each document's distinct 4-grams that occur
       in at least one other document;
-    - name_entropy (bits) and top_names [[name, documents]]: given names per document, from ``names``
-      (doc_id -> names) or, if None, NER over the sample;
+    - name_entropy (bits) and top_names [[name, documents]]: documents per given name, from the
+      tally's names or, if it counted none, NER over the sample;
     - top_openers [[opener, documents]] over all documents;
     - genre_mix {genre: {target, actual, count}}: targets normalised to shares.
     """
-    cfg = cfg or DiversityConfig()
-    texts = list(sample)
+    cfg, texts = tally.cfg, tally.sample.texts()
     _, word_offsets = shingle_hashes(texts, 1)
     word_counts = np.diff(word_offsets)
     joined = "\n\n".join(texts).encode("utf-8")
 
-    if names is None:
-        names = {str(i): n for i, n in enumerate(person_names(texts, cfg) if texts else [])}
-    name_docs: Counter[str] = Counter()
-    for doc_names in names.values():
-        name_docs.update(set(doc_names))
-    openers = Counter(str(r["opener"]) for r in table)
+    name_docs = tally.names
+    if name_docs is None:
+        name_docs = Counter()
+        for doc_names in person_names(texts, cfg) if texts else []:
+            name_docs.update(set(doc_names))
+    openers = Counter(tally.openers)
     openers.pop("", None)
 
-    genre_counts = Counter(str(r.get("genre")) for r in table)
+    genre_counts, documents = tally.genres, tally.documents
     total_weight = sum(w for w in genre_targets.values() if w > 0)
     mix = {
         g: {
             "target": round(genre_targets.get(g, 0.0) / total_weight, 4) if total_weight else None,
-            "actual": round(genre_counts[g] / len(table), 4) if table else 0.0,
+            "actual": round(genre_counts[g] / documents, 4) if documents else 0.0,
             "count": genre_counts[g],
         }
         for g in sorted(set(genre_targets) | set(genre_counts))
     }
     return {
-        "documents": len(table),
+        "documents": documents,
         "sample_documents": len(texts),
         "distinct_n": {str(n): _distinct_n(texts, n, word_counts) for n in range(1, 5)},
         "compression_ratio": round(len(joined) / len(zlib.compress(joined, 6)), 4) if joined else None,

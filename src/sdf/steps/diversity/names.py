@@ -127,13 +127,16 @@ def people(texts: Sequence[str], cfg: DiversityConfig | None = None) -> list[tup
                       stacklevel=2)
     out: list[tuple[list[str], list[str]]] = []
     clipped = (t[: cfg.ner_max_chars] for t in texts)
-    docs = nlp.pipe(clipped, batch_size=cfg.ner_batch_size)
-    for doc in tqdm(docs, total=len(texts), desc="names (NER)", unit="doc", disable=None, leave=False):
-        if why_fallback is None:
-            persons = [ent.text.split() for ent in doc.ents if ent.label_ == "PERSON"]
-            names = {_given_name(words) for words in persons}
-            surnames = {_surname(words) for words in persons}
-        else:
-            names, surnames = _heuristic_people(doc)
-        out.append((sorted(n for n in names if n), sorted(n for n in surnames if n and n not in names)))
+    # spaCy keeps every new word it meets in its vocab, which grows with the corpus; a memory zone
+    # forgets this call's words when it ends (only plain strings leave it)
+    with nlp.memory_zone():
+        docs = nlp.pipe(clipped, batch_size=cfg.ner_batch_size)
+        for doc in tqdm(docs, total=len(texts), desc="names (NER)", unit="doc", disable=None, leave=False):
+            if why_fallback is None:
+                persons = [ent.text.split() for ent in doc.ents if ent.label_ == "PERSON"]
+                names = {_given_name(words) for words in persons}
+                surnames = {_surname(words) for words in persons}
+            else:
+                names, surnames = _heuristic_people(doc)
+            out.append((sorted(n for n in names if n), sorted(n for n in surnames if n and n not in names)))
     return out
