@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from sdf.config import DedupConfig
-from sdf.steps.dedup.clusters import candidate_pairs, candidate_probability, deduplicate, estimated_jaccard
+from sdf.steps.dedup.clusters import (
+    candidate_pairs,
+    candidate_probability,
+    deduplicate,
+    estimated_jaccard,
+    find_duplicates,
+)
 from sdf.steps.dedup.minhash import minhash_signatures, normalize_text, shingle_hashes
 
 VOCAB = [f"w{i}" for i in range(5000)]
@@ -195,3 +201,60 @@ def test_hashing_in_bounded_chunks_gives_the_same_hashes(monkeypatch) -> None:
     assert np.array_equal(whole[0], chunked[0]) and np.array_equal(whole[1], chunked[1])
     sig2, keys2 = minhash_signatures(texts)
     assert np.array_equal(sig, sig2) and np.array_equal(keys, keys2)
+
+
+def _reference_drops(ids: list[str], keys: np.ndarray, sigs: np.ndarray, scores: list[float],
+                     cfg: DedupConfig) -> dict[int, tuple[str, int]]:
+    """The plain-Python union-find the numpy version replaced: row -> (reason, keeper row)."""
+    parent = list(range(len(ids)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    first: dict[int, int] = {}
+    for i, k in enumerate(keys.tolist()):
+        parent[i] = first.setdefault(k, i)
+    reps = np.flatnonzero(np.arange(len(ids)) == np.array(parent))
+    pairs = reps[candidate_pairs(sigs[reps], cfg)]
+    for a, b in pairs[estimated_jaccard(sigs, pairs) >= cfg.threshold].tolist():
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[ra] = rb
+    clusters: dict[int, list[int]] = {}
+    for i in range(len(ids)):
+        clusters.setdefault(find(i), []).append(i)
+    out = {}
+    for members in clusters.values():
+        keeper = min(members, key=lambda i: (-scores[i], ids[i]))
+        for i in members:
+            if i != keeper:
+                out[i] = ("exact_duplicate" if keys[i] == keys[keeper] else "near_duplicate", keeper)
+    return out
+
+
+def test_clusters_match_a_plain_union_find_through_chains_and_exact_copies() -> None:
+    """Chains (a~b~c with a and c too far apart to merge directly), exact copies of chain members,
+    and singletons, shuffled: the same drops and keepers as the plain algorithm."""
+    rng = random.Random(11)
+    texts: list[str] = []
+    for _ in range(30):
+        a = base_words(rng)
+        b = edited(a, 0.85, rng)
+        c = edited(b, 0.85, rng)
+        texts += [" ".join(a), " ".join(b), " ".join(c)]
+        if rng.random() < 0.5:
+            texts.append(" ".join(rng.choice([a, b, c])).upper())  # an exact copy, in other case
+    texts += [" ".join(base_words(rng)) for _ in range(40)]
+    rng.shuffle(texts)
+    ids = [f"d{i:03d}" for i in range(len(texts))]
+    scores = [rng.choice([0.0, 0.5, 1.0]) for _ in texts]
+    cfg = DedupConfig()
+    sigs, keys = minhash_signatures(texts, cfg)
+    found = find_duplicates(ids, keys, sigs, np.array(scores), cfg)
+    expected = _reference_drops(ids, keys, sigs, scores, cfg)
+    assert {i: (reason, keeper) for i, (reason, _, keeper) in found.drops.items()} == expected
+    assert any(reason == "exact_duplicate" for reason, _ in expected.values())
+    assert max(found.cluster_sizes) >= 3  # chains merged transitively
+    assert found.counts["kept"] == len(texts) - len(expected)
