@@ -214,36 +214,54 @@ def quality_of(row: Mapping[str, Any]) -> float:
 
 
 class TableWriter:
-    """Stream record batches into a parquet artifact; the file appears only on a clean close."""
+    """Stream record batches into a parquet artifact; the file appears only on a clean close.
 
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
-        self.path, self.schema, self.rows = Path(path), schema, 0
+    Rows given as dicts are buffered into row groups of about ``group_rows`` rows, so a caller that
+    writes one row at a time (a reject here and there) still makes a few large row groups, and the
+    footer's metadata (one entry per row group and column, held until close) stays small.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema, group_rows: int = 1024) -> None:
+        self.path, self.schema, self.rows, self.group_rows = Path(path), schema, 0, group_rows
         self._tmp = self.path.with_name(self.path.name + ".tmp")
+        self._buffer: list[dict[str, Any]] = []
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
             self._tmp, schema, compression="zstd", write_statistics=False)
 
     def write(self, rows: Sequence[Mapping[str, Any]] | pa.Table | pa.RecordBatch) -> None:
+        assert self._writer is not None, "write after close"
         if isinstance(rows, (pa.Table, pa.RecordBatch)):
+            self._flush()
             table = pa.Table.from_batches([rows]) if isinstance(rows, pa.RecordBatch) else rows
             table = table.select(self.schema.names).cast(self.schema)
-        else:
-            if not rows:
-                return
-            table = pa.Table.from_pylist([{k: r.get(k) for k in self.schema.names} for r in rows],
-                                         schema=self.schema)
-        assert self._writer is not None, "write after close"
-        self._writer.write_table(table)
-        self.rows += table.num_rows
+            self._writer.write_table(table)
+            self.rows += table.num_rows
+            return
+        self._buffer += ({k: r.get(k) for k in self.schema.names} for r in rows)
+        self.rows += len(rows)
+        if len(self._buffer) >= self.group_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer and self._writer is not None:
+            self._writer.write_table(pa.Table.from_pylist(self._buffer, schema=self.schema))
+        self._buffer = []
 
     def close(self) -> None:
         if self._writer is not None:
+            try:
+                self._flush()
+            except BaseException:
+                self.abort()
+                raise
             self._writer.close()
             self._writer = None
             os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
         if self._writer is not None:
+            self._buffer = []
             self._writer.close()
             self._writer = None
             self._tmp.unlink(missing_ok=True)

@@ -26,7 +26,7 @@ from sdf.llm.engine import RunSummary, run_requests
 from sdf.llm.ledger import Ledger
 from sdf.llm.requests import brainstorm_request, document_request, estimate_usage, judge_request, new_ideas
 from sdf.products.context import Run
-from sdf.run import CORPUS_SCHEMA, DOCUMENT_SCHEMA, FILTERED_SCHEMA, TableWriter, iter_rows, reject_row
+from sdf.run import CORPUS_SCHEMA, DOCUMENT_SCHEMA, FILTERED_SCHEMA, TableWriter, count_rows, iter_rows, reject_row
 from sdf.source.plan import genre_weights, name_pools, plan_specs
 
 ENVELOPE = re.compile(r"<document>\s*(.*?)\s*</document>", re.DOTALL | re.IGNORECASE)
@@ -272,7 +272,7 @@ def dedup_stage(run: Run) -> dict:
     from sdf.steps.decontam.index import build_index
     from sdf.steps.decontam.step import Decontaminate, contamination_summary
     from sdf.steps.dedup.clusters import find_duplicates
-    from sdf.steps.dedup.minhash import minhash_signatures
+    from sdf.steps.dedup.minhash import SignatureTable
     from sdf.steps.diversity.caps import CapRow, apply_edit, cap_features, decide_caps, renamed_names
     from sdf.steps.diversity.metrics import Tally, diversity_metrics
 
@@ -283,8 +283,7 @@ def dedup_stage(run: Run) -> dict:
     steps = [Decontaminate(index)] if index is not None else []
     counts = StageCounts()
     table: list[CapRow] = []  # per document: no text
-    keys: list[np.ndarray] = []
-    signatures: list[np.ndarray] = []
+    signatures = SignatureTable(count_rows(source), cfg.dedup)
     removed: set[str] = set()  # decontaminated in pass 1 (and recorded there)
     with Rejects(rd, ["decontaminate", "dedup", "diversity"]) as rejects:
         for batch in iter_rows(source, batch_size=BATCH_ROWS):
@@ -292,16 +291,13 @@ def dedup_stage(run: Run) -> dict:
             if len(kept) < len(batch):
                 still = {d["doc_id"] for d in kept}
                 removed.update(d["doc_id"] for d in batch if d["doc_id"] not in still)
-            sig, key = minhash_signatures([d["text"] for d in kept], cfg.dedup)
-            keys.append(key)
-            signatures.append(sig)
+            signatures.add([d["text"] for d in kept])
             table += cap_features(kept, run.catalog.genres, cfg.diversity)
         ids = [r.doc_id for r in table]
         duplicates = find_duplicates(
-            ids, np.concatenate(keys) if keys else np.zeros(0, np.uint64),
-            np.concatenate(signatures) if signatures else np.zeros((0, cfg.dedup.num_perm), np.uint32),
+            ids, signatures.keys, signatures.signatures,
             np.fromiter((r.quality_score for r in table), dtype=np.float64, count=len(table)), cfg.dedup)
-        del keys, signatures
+        del signatures
         drop = {ids[i]: ("dedup", reason, detail, ids[keeper])
                 for i, (reason, detail, keeper) in duplicates.drops.items()}
         del ids

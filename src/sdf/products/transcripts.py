@@ -20,8 +20,6 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from sdf.errors import SdfError
 from sdf.executor import BATCH_ROWS, Rejects, StageCounts, apply_steps, extract_answers, run_steps
 from sdf.llm import Backend
@@ -29,7 +27,7 @@ from sdf.llm.engine import RunSummary, run_requests
 from sdf.llm.ledger import Ledger, LLMRequest
 from sdf.products.context import Run
 from sdf.products.scenarios import deployment_block, deployment_of, plan_scenarios, read_transcripts
-from sdf.run import CHAT_FILTERED_SCHEMA, CHAT_SCHEMA, iter_rows, reject_row
+from sdf.run import CHAT_FILTERED_SCHEMA, CHAT_SCHEMA, count_rows, iter_rows, reject_row
 from sdf.source.catalog import AdviceCatalog, load_advice_catalog
 from sdf.source.plan import TOKENS_PER_WORD
 
@@ -413,7 +411,7 @@ def dedup_stage(run: Run) -> dict[str, Any]:
     from sdf.steps.decontam.index import build_index
     from sdf.steps.decontam.step import Decontaminate, contamination_summary
     from sdf.steps.dedup.clusters import find_duplicates
-    from sdf.steps.dedup.minhash import minhash_signatures
+    from sdf.steps.dedup.minhash import SignatureTable
     from sdf.steps.diversity.caps import CapRow, decide_caps, opener
     from sdf.steps.diversity.names import person_names
     from sdf.writers.chat import SftWriter
@@ -426,7 +424,8 @@ def dedup_stage(run: Run) -> dict[str, Any]:
     rewrite = bool(cfg.advice.rewrite)  # the user's own prompts are theirs to keep: only replies are compared
     counts = StageCounts()
     table: list[CapRow] = []
-    parts: dict[str, tuple[list, list]] = {"user": ([], []), "reply": ([], [])}
+    capacity = count_rows(source)
+    parts = {"user": SignatureTable(capacity, cfg.dedup), "reply": SignatureTable(capacity, cfg.dedup)}
     removed: set[str] = set()  # decontaminated in pass 1 (and recorded there)
     with Rejects(rd, ["decontaminate", "dedup", "diversity"]) as rejects:
         for rows in iter_rows(source, batch_size=BATCH_ROWS):
@@ -436,9 +435,7 @@ def dedup_stage(run: Run) -> dict[str, Any]:
                 removed.update(c["doc_id"] for c in rows if c["doc_id"] not in still)
             for part, texts in (("user", [c["user"] for c in batch]),
                                 ("reply", [c["deliberation"] + "\n\n" + c["answer"] for c in batch])):
-                sig, key = minhash_signatures(texts, cfg.dedup)
-                parts[part][0].append(sig)
-                parts[part][1].append(key)
+                parts[part].add(texts)
             names = person_names([c["user"] + "\n\n" + c["answer"] for c in batch], cfg.diversity)
             table += [CapRow(c["doc_id"], c["quality_score"] or 0.0, True,
                              "" if rewrite else sys.intern(opener(c["user"], cfg.diversity.opener_words)),
@@ -448,10 +445,7 @@ def dedup_stage(run: Run) -> dict[str, Any]:
         drop: dict[str, tuple[str, str, str, str | None]] = {}
         sizes: list[int] = []
         for part in ("reply",) if rewrite else ("user", "reply"):
-            sigs, keys = parts[part]
-            found = find_duplicates(
-                ids, np.concatenate(keys) if keys else np.zeros(0, np.uint64),
-                np.concatenate(sigs) if sigs else np.zeros((0, cfg.dedup.num_perm), np.uint32), scores, cfg.dedup)
+            found = find_duplicates(ids, parts[part].keys, parts[part].signatures, scores, cfg.dedup)
             sizes += found.cluster_sizes
             for i, (reason, detail, keeper) in found.drops.items():
                 drop.setdefault(ids[i], ("dedup", reason, f"{part}: {detail}", ids[keeper]))

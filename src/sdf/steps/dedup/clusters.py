@@ -65,10 +65,22 @@ def _band_hashes(band: np.ndarray) -> np.ndarray:
     return h
 
 
-def candidate_pairs(signatures: np.ndarray, cfg: DedupConfig | None = None) -> np.ndarray:
-    """(m, 2) row pairs i<j that share at least one band, sorted; rows without words take no part."""
+def _with_words(signatures: np.ndarray, among: np.ndarray | None, chunk: int = 65536) -> np.ndarray:
+    """Rows (of ``among``, or all) whose text had words: not every slot is MAX32. Checked in chunks, so
+    no copy of the signature table is made."""
+    rows = np.arange(len(signatures)) if among is None else np.asarray(among, dtype=np.int64)
+    keep = np.empty(len(rows), dtype=bool)
+    for s in range(0, len(rows), chunk):
+        keep[s : s + chunk] = (signatures[rows[s : s + chunk]] != MAX32).any(axis=1)
+    return rows[keep]
+
+
+def candidate_pairs(signatures: np.ndarray, cfg: DedupConfig | None = None, among: np.ndarray | None = None
+                    ) -> np.ndarray:
+    """(m, 2) row pairs i<j that share at least one band, sorted; only rows in ``among`` (default all)
+    take part, and rows without words never do."""
     cfg = cfg or DedupConfig()
-    rows = np.flatnonzero((signatures != MAX32).any(axis=1))
+    rows = _with_words(signatures, among)
     n = len(signatures)
     codes: list[np.ndarray] = []
     for b in range(cfg.bands):
@@ -123,7 +135,7 @@ def find_duplicates(ids: Sequence[str], keys: np.ndarray, signatures: np.ndarray
         root = first[inverse.reshape(-1)].astype(np.int64)  # each copy points at its first copy
     if cfg.near:
         representatives = np.flatnonzero(root == rows)
-        pairs = representatives[candidate_pairs(signatures[representatives], cfg)] if n else np.empty((0, 2), int)
+        pairs = candidate_pairs(signatures, cfg, among=representatives)
         merged = pairs[estimated_jaccard(signatures, pairs) >= cfg.threshold]
         counts["candidate_pairs"] = len(pairs)
         counts["merged_pairs"] = len(merged)

@@ -211,3 +211,30 @@ def minhash_signatures(texts: Sequence[str], cfg: DedupConfig | None = None) -> 
         sigs[s : s + len(sig)] = sig
         keys[s : s + len(key)] = key
     return sigs, keys
+
+
+class SignatureTable:
+    """Signatures and exact keys of up to ``capacity`` documents, filled batch by batch into arrays
+    allocated once: the table never exists twice, as it would if per-batch arrays were concatenated."""
+
+    def __init__(self, capacity: int, cfg: DedupConfig) -> None:
+        self.cfg, self.rows = cfg, 0
+        self._sigs = np.empty((capacity, cfg.num_perm), dtype=np.uint32)
+        self._keys = np.empty(capacity, dtype=_U64)
+
+    def add(self, texts: Sequence[str]) -> None:
+        sig, key = minhash_signatures(texts, self.cfg)
+        end = self.rows + len(texts)
+        if end > len(self._keys):
+            raise ValueError(f"signature table holds {len(self._keys)} documents; {end} were added")
+        self._sigs[self.rows : end] = sig
+        self._keys[self.rows : end] = key
+        self.rows = end
+
+    @property
+    def signatures(self) -> np.ndarray:
+        return self._sigs[: self.rows]
+
+    @property
+    def keys(self) -> np.ndarray:
+        return self._keys[: self.rows]
