@@ -9,6 +9,7 @@ tokenizer plus a capitalised-word heuristic stands in, with a warning.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Sequence
 from functools import lru_cache
@@ -118,6 +119,9 @@ def person_names(texts: Sequence[str], cfg: DiversityConfig | None = None) -> li
     return [given for given, _ in people(texts, cfg)]
 
 
+_WARM: set[int] = set()  # pipelines whose tokenizer cache a first call has filled
+
+
 def people(texts: Sequence[str], cfg: DiversityConfig | None = None) -> list[tuple[list[str], list[str]]]:
     """(given names, surnames) of the people each text mentions, each sorted and unique per text."""
     cfg = cfg or DiversityConfig()
@@ -128,8 +132,11 @@ def people(texts: Sequence[str], cfg: DiversityConfig | None = None) -> list[tup
     out: list[tuple[list[str], list[str]]] = []
     clipped = (t[: cfg.ner_max_chars] for t in texts)
     # spaCy keeps every new word it meets in its vocab, which grows with the corpus; a memory zone
-    # forgets this call's words when it ends (only plain strings leave it)
-    with nlp.memory_zone():
+    # forgets this call's words when it ends (only plain strings leave it). Inside a zone the tokenizer
+    # cache is not filled, so the first call fills it outside one: the cost is that call's words, once.
+    zone = nlp.memory_zone() if id(nlp) in _WARM else contextlib.nullcontext()
+    _WARM.add(id(nlp))
+    with zone:
         docs = nlp.pipe(clipped, batch_size=cfg.ner_batch_size)
         for doc in tqdm(docs, total=len(texts), desc="names (NER)", unit="doc", disable=None, leave=False):
             if why_fallback is None:
