@@ -412,7 +412,7 @@ def dedup_stage(run: Run) -> dict[str, Any]:
     from sdf.steps.decontam.step import Decontaminate, contamination_summary
     from sdf.steps.dedup.clusters import find_duplicates
     from sdf.steps.dedup.minhash import SignatureTable
-    from sdf.steps.diversity.caps import CapRow, decide_caps, opener
+    from sdf.steps.diversity.caps import CapRow, decide_caps, interned, opener
     from sdf.steps.diversity.names import person_names
     from sdf.writers.chat import SftWriter
 
@@ -439,7 +439,7 @@ def dedup_stage(run: Run) -> dict[str, Any]:
             names = person_names([c["user"] + "\n\n" + c["answer"] for c in batch], cfg.diversity)
             table += [CapRow(c["doc_id"], c["quality_score"] or 0.0, True,
                              "" if rewrite else sys.intern(opener(c["user"], cfg.diversity.opener_words)),
-                             tuple(sys.intern(x) for x in n)) for c, n in zip(batch, names, strict=True)]
+                             interned(n)) for c, n in zip(batch, names, strict=True)]
         ids = [r.doc_id for r in table]
         scores = [r.quality_score for r in table]
         drop: dict[str, tuple[str, str, str, str | None]] = {}

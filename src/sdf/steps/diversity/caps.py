@@ -115,8 +115,14 @@ def _word(name: str) -> re.Pattern[str]:
     return re.compile(rf"(?<![\w'’-]){re.escape(name)}(?![\w-])", re.IGNORECASE)
 
 
-def _names(names: Iterable[str]) -> tuple[str, ...]:
+def interned(names: Iterable[str]) -> tuple[str, ...]:
+    """Names as a tuple of interned strings: a name many documents share is held once."""
     return tuple(sys.intern(n) for n in names)
+
+
+def sentence_key(sentence: str) -> int:
+    """A nonzero 64-bit hash of a normalised first sentence; 0 stands for no sentence."""
+    return (xxhash.xxh64_intdigest(sentence.encode()) or 1) if sentence else 0
 
 
 def cap_features(batch: Sequence[Mapping[str, Any]], genres: Mapping[str, GenreLike], cfg: DiversityConfig
@@ -131,8 +137,9 @@ def cap_features(batch: Sequence[Mapping[str, Any]], genres: Mapping[str, GenreL
         rest = text[cut:]
         rows.append(CapRow(
             str(d["doc_id"]), quality_of(d), is_fiction(d, genres), sys.intern(opener(text, cfg.opener_words)),
-            _names(given), _names(surnames), _names(sorted(n for n in {*given, *surnames} if _lowercase_use(text, n))),
-            sentence=xxhash.xxh64_intdigest(sentence.encode()) or 1 if sentence else 0, trim=cut,
+            interned(given), interned(surnames),
+            interned(sorted(n for n in {*given, *surnames} if _lowercase_use(text, n))),
+            sentence=sentence_key(sentence), trim=cut,
             next_opener=sys.intern(opener(rest.lstrip(), cfg.opener_words)) if cut else "",
             words_after_trim=len(rest.split()) if cut else 0))
     return rows
@@ -169,8 +176,7 @@ def decide_caps(table: Sequence[CapRow], cfg: DiversityConfig, given_pool: Seque
     opener_uses: Counter[str] = Counter()
     drops: dict[str, tuple[str, str]] = {}
     edits: dict[str, Edit] = {}
-    for i in sorted(range(len(table)), key=lambda i: (-table[i].quality_score, table[i].doc_id)):
-        row = table[i]
+    for row in sorted(table, key=lambda r: (-r.quality_score, r.doc_id)):
         op, trim = row.opener, 0
         if opener_cap is not None and op and opener_uses[op] >= opener_cap:
             if row.sentence in stock and row.words_after_trim >= MIN_WORDS_AFTER_TRIM:
