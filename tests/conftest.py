@@ -18,13 +18,17 @@ from fake_anthropic import FakeAnthropic  # noqa: E402
 FIXTURE_CONSTITUTION = ROOT / "tests" / "data" / "fixture_constitution.md"
 TEST_KEY = "fake-test-key-0123456789abcdefghijklmnopqrstuvwxyz"
 
-# Fast, small settings for end-to-end runs against the fake server.
+# Fast, small settings for end-to-end runs against the fake server. The plan sends one document request
+# per spec (no pool extensions, no ideas requests) so that tests can count requests; tests/test_briefs.py
+# builds with the default plan.
 FAST_TOML = """
 [run]
 seed = 7
 variables = {{model_name = "Orin"}}
 [plan]
 docs = {docs}
+brainstorm = false
+expand_pools = false
 [llm]
 model = "claude-haiku-4-5"
 concurrency = 4

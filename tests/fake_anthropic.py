@@ -34,6 +34,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any
@@ -230,6 +231,7 @@ _SENTENCE_TEMPLATES = (
 )
 
 _TOPIC_TEMPLATES = tuple(t for t in _SENTENCE_TEMPLATES if "{topic}" in t)
+_PLAIN_TEMPLATES = tuple(t for t in _SENTENCE_TEMPLATES if "{topic}" not in t)
 _PREAMBLES = (
     "Here is the {genre} you asked for:",
     "Certainly! Below is the requested {genre}.",
@@ -296,13 +298,17 @@ def _sentence(rng: random.Random, topics: list[str], templates: tuple[str, ...] 
 
 
 def _document_body(rng: random.Random, topics: list[str], target_words: int) -> str:
-    """Paragraphs of 3-6 sentences, each opening on the next topic in turn, stopping near target_words."""
+    """Paragraphs of 3-6 sentences, each of the first ones opening on the next topic in turn, stopping near
+    target_words. Past the first two rounds of topics, sentences leave the topics alone: a long document
+    that kept returning to the same phrases would fail the repetition filters, as template text should."""
     paragraphs: list[str] = []
     words = 0
     while words < target_words:
         topic = topics[len(paragraphs) % len(topics)]
-        sentences = [_sentence(rng, [topic], _TOPIC_TEMPLATES)]
-        sentences += [_sentence(rng, topics) for _ in range(rng.randint(2, 5))]
+        fresh = len(paragraphs) < 2 * len(topics)
+        sentences = [_sentence(rng, [topic], _TOPIC_TEMPLATES)] if fresh else []
+        sentences += [_sentence(rng, topics, _SENTENCE_TEMPLATES if fresh else _PLAIN_TEMPLATES)
+                      for _ in range(rng.randint(3 - fresh, 6 - fresh))]
         kept = []
         for sentence in sentences:
             if words >= target_words:
@@ -345,17 +351,82 @@ def _advice_reply(rng: random.Random, topics: list[str], answer: str | None = No
     return f"<deliberation>\n{deliberation}\n</deliberation>\n<answer>\n{answer}\n</answer>"
 
 
+# The documents product's brief requests, recognised by the line each template starts with.
+EXPAND_MARKER = "Task: extend a list."
+IDEAS_MARKER = "Task: propose ideas for commissions."
+_PLACES = _choices("""
+Tromso|Oaxaca|Daegu|Ibadan|Tartu|Hobart|Cusco|Lviv|Kochi|Tangier|Valparaiso|Bergen|Jaipur|Mombasa|Leipzig
+Sapporo|Cork|Porto Alegre|Izmir|Chiang Mai|Halifax|Tamale|Graz|Nablus|Cebu|Rosario|Kraków|Windhoek|Ghent""")
+_AGES = ("in her twenties", "in his forties", "in their sixties", "aged nineteen", "in her fifties",
+         "in his seventies", "in their thirties", "aged fourteen", "nearing retirement", "two years into the job")
+
+
+def _pool_items(rng: random.Random, prompt: str) -> str:
+    """An expand answer: distinct phrases built from the word pools, shaped like a pool item."""
+    count = re.search(r"Write\s+(\d+)\s+more", prompt)
+    items: list[str] = []
+    while len(items) < (int(count.group(1)) if count else 20):
+        item = (f"a {rng.choice(_VOCAB['adjective'])} "
+                f"{rng.choice(_VOCAB['role'])} {rng.choice(_AGES)} who keeps the {rng.choice(_VOCAB['noun'])} "
+                f"{rng.choice(_VOCAB['preposition'])} the {rng.choice(_VOCAB['noun'])} in {rng.choice(_PLACES)}")
+        if item not in items:
+            items.append(item)
+    return "<items>\n" + "\n".join(f"<item>{i}</item>" for i in items) + "\n</items>"
+
+
+def _ideas(rng: random.Random, prompt: str, unsuitable: float = 0.0) -> str:
+    """An ideas answer: one idea per numbered brief, each built from that brief's own lines."""
+    briefs = re.split(r"^Brief (\d+)$", prompt, flags=re.MULTILINE)
+    lines = []
+    for number, body in zip(briefs[1::2], briefs[2::2], strict=True):
+        topics = _topics(body)
+        if rng.random() < unsuitable:
+            lines.append(f'<idea n="{number}">UNSUITABLE: the form and the audience do not fit together</idea>')
+        else:
+            idea = " ".join(_sentence(rng, topics, _TOPIC_TEMPLATES) for _ in range(2))
+            lines.append(f'<idea n="{number}">{idea}</idea>')
+    return "\n".join(lines)
+
+
+@lru_cache(maxsize=1)
+def _genre_titles() -> dict[str, str]:
+    from sdf.source.catalog import load_catalog
+
+    return {g.title: g.name for g in load_catalog().genres.values()}
+
+
+def document_genre(params: dict[str, Any]) -> str | None:
+    """The genre of a document request, from its "Commission: <title>, about N words" line; None otherwise."""
+    found = re.search(r"^Commission: (.+?), about [\d,]+ words", last_user_text(params), flags=re.MULTILINE)
+    return _genre_titles().get(found.group(1)) if found else None
+
+
+def unsuitable_responder(ideas: float = 0.0, documents: float = 0.0, seed: int = 0) -> Responder:
+    """The default responder, except that a share of briefs is called unsuitable: in the ideas answer, or
+    instead of the document. Drawn from the request content, so a replay answers the same."""
+
+    def respond(params: dict[str, Any]) -> str:
+        prompt = last_user_text(params)
+        rng = random.Random(f"{seed}:{content_hash(params)}")
+        if IDEAS_MARKER in prompt:
+            return _ideas(rng, prompt, ideas)
+        if "<document>" in prompt and "<unsuitable>" in prompt and rng.random() < documents:
+            return "<unsuitable>a children's story cannot be written for this audience</unsuitable>"
+        return synthetic_reply(params)
+
+    return respond
+
+
 def _between(text: str, tag: str) -> str | None:
     found = re.search(f"<{tag}>\\n?(.*?)\\n?</{tag}>", text, flags=re.DOTALL)
     return found.group(1) if found else None
 
 
 def synthetic_reply(params: dict[str, Any]) -> str:
-    """The default responder: a judge verdict, an idea list, an advice chat's user message or reply, a rewrite
-    (the original turn kept as it was) or a document, chosen by what the prompt asks for.
+    """The default responder: a judge verdict, a pool extension, ideas for briefs, an advice chat's user message
+    or reply, a rewrite (the original turn kept as it was) or a document, chosen by what the prompt asks for.
 
-    Output depends only on the request content. The document check comes before the idea check because a
-    document prompt may quote its idea in <idea> tags.
+    Output depends only on the request content.
     """
     prompt = last_user_text(params)
     rng = random.Random(content_hash(params))
@@ -374,16 +445,13 @@ def synthetic_reply(params: dict[str, Any]) -> str:
             f"The text stays with {rng.choice(topics)}; the {good} details help, but the ending is {weak}."
         )
         return f"{verdict}\n<score>{rng.randint(2, 5)}</score>"
-    if "<idea>" in prompt and "<document>" not in prompt:
-        count = re.search(r"\b(\d{1,3})\b[^.\n]{0,40}?\bideas?\b", prompt, flags=re.IGNORECASE)
-        ideas: list[str] = []
-        while len(ideas) < (int(count.group(1)) if count else 5):
-            idea = _sentence(rng, topics)
-            if idea not in ideas:
-                ideas.append(idea)
-        return "<ideas>\n" + "\n".join(f"<idea>{idea}</idea>" for idea in ideas) + "\n</ideas>"
-    target = re.search(r"Target length:\s*about\s+(\d+)\s+words", prompt, flags=re.IGNORECASE)
-    text = f"<document>\n{_document_body(rng, topics, int(target.group(1)) if target else 300)}\n</document>"
+    if EXPAND_MARKER in prompt:
+        return _pool_items(rng, prompt)
+    if IDEAS_MARKER in prompt:
+        return _ideas(rng, prompt)
+    target = re.search(r"\babout\s+([\d,]+)\s+words", prompt, flags=re.IGNORECASE)
+    words = int(target.group(1).replace(",", "")) if target else 300
+    text = f"<document>\n{_document_body(rng, topics, words)}\n</document>"
     genre = _spec_fields(prompt).get("genre", "document")
     if rng.random() < 0.35:
         text = rng.choice(_PREAMBLES).format(genre=genre) + "\n\n" + text

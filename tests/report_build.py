@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import FIXTURE_CONSTITUTION, fast_config, run_sdf, sdf_env
-from fake_anthropic import FakeAnthropic, last_user_text, synthetic_reply
+from fake_anthropic import FakeAnthropic, document_genre, synthetic_reply
 
 DOCS = 60
 GENRE_WEIGHTS = {"admirable_ai_story": 2.0, "advice_column": 2.0}
@@ -23,16 +23,12 @@ UNWRAPPED_GENRE = "speech"  # answered without the <document> envelope: salvaged
 FAILING_GENRE = "policy_memo"  # the server errors on every attempt: api_error, no text
 # a fixed request's synthetic answer: a clean document that passes the quality filters
 DUPLICATE_ANSWER = synthetic_reply(
-    {"messages": [{"role": "user", "content": "Genre: faq\nTarget length: about 700 words"}]})
+    {"messages": [{"role": "user", "content": "Commission: FAQ page, about 700 words"}]})
 
 
 def genre_of(params: dict[str, Any]) -> str | None:
     """The genre of a document request; None for judge and brainstorm requests."""
-    prompt = last_user_text(params)
-    if "Target length:" not in prompt or "<score>" in prompt:
-        return None
-    found = re.search(r"^Genre: (\S+)$", prompt, flags=re.MULTILINE)
-    return found.group(1) if found else None
+    return document_genre(params)
 
 
 def responder(params: dict[str, Any]) -> str:

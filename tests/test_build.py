@@ -63,12 +63,12 @@ def test_plan_and_dry_run_call_no_api(tmp_path: Path) -> None:
     plan = run_sdf("plan", "--constitution", FIXTURE_CONSTITUTION, "--config", config, "--out", tmp_path / "p",
                    cwd=tmp_path, env=env)
     assert plan.returncode == 0, plan.stderr
-    assert "estimated cost with claude-haiku-4-5 (generation): $" in plan.stdout
+    assert "estimated cost with claude-haiku-4-5 (documents): $" in plan.stdout
     assert "genre" in plan.stdout and "section" in plan.stdout
     extras = run_sdf("plan", "--constitution", FIXTURE_CONSTITUTION, "--config", config, "--out", tmp_path / "p",
                      "--judge", "--brainstorm", cwd=tmp_path, env=env)
-    assert "+ brainstorm:" in extras.stdout and "+ judge: 30 requests" in extras.stdout
-    assert "(generation + brainstorm + judge)" in extras.stdout
+    assert "+ ideas: 4 requests" in extras.stdout and "+ judge: 30 requests" in extras.stdout
+    assert "(documents + ideas + judge)" in extras.stdout
     dry = run_sdf("build", "--constitution", FIXTURE_CONSTITUTION, "--config", config, "--out", tmp_path / "d",
                   "--dry-run", cwd=tmp_path, env=env)
     assert dry.returncode == 0, dry.stderr

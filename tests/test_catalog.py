@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import unicodedata
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, run_sdf, sdf_env
 
 from sdf.errors import SdfError
-from sdf.source.catalog import document_prompt, load_catalog, system_prompt
+from sdf.source.brief import document_prompt, system_prompt
+from sdf.source.catalog import load_catalog
 from sdf.source.constitution import load_constitution
 
 REQUIRED_GENRES = {
@@ -37,10 +39,17 @@ def test_catalog_has_the_required_genres_with_real_instructions(catalog) -> None
 
 
 def test_pools_meet_their_sizes_without_duplicates(catalog) -> None:
-    assert len(catalog.audiences) >= 6 and len(catalog.personas) >= 50 and len(catalog.settings) >= 40
-    assert len(catalog.tones) >= 5
-    for pool in (catalog.audiences, catalog.personas, catalog.settings, catalog.tones):
-        assert len(set(pool)) == len(pool)
+    sizes = {name: sum(len(k.items) for k in pool.kinds.values()) for name, pool in catalog.pools.items()}
+    assert sizes["audiences"] >= 100 and sizes["narrators"] >= 100 and sizes["settings"] >= 100, sizes
+    assert sizes["situations"] >= 60 and len(catalog.tones) >= 5 and len(catalog.considerations) >= 25
+    for pool in catalog.pools.values():
+        for kind in pool.kinds.values():
+            assert len(kind.items) >= 10 and len(set(kind.items)) == len(kind.items), (pool.name, kind.name)
+    # every genre deals only kinds that exist, and narrators that say where they write from
+    for genre in catalog.genres.values():
+        for pool, kinds in genre.kinds.items():
+            assert set(kinds) <= set(catalog.pools[pool].kinds), (genre.name, pool)
+    assert all(k.settings for k in catalog.pools["narrators"].kinds.values())
     given = [n for n, _ in catalog.given_names]
     surnames = [n for n, _ in catalog.surnames]
     assert len(given) >= 500 and len(surnames) >= 300
@@ -57,11 +66,13 @@ def test_every_genre_renders_a_complete_prompt_with_braces_safe(catalog) -> None
     section = constitution.sections[0]
     for genre in catalog.genres:
         spec = {"genre": genre, "target_words": 700, "section_id": section.id, "section_title": "T {x}",
-                "audience": "a", "persona": "p {y}", "setting": "s", "tone": "t", "names": ["Ada {z}"], "idea": ""}
-        prompt = document_prompt(catalog, spec, section.text + " {not_a_var}", " > ".join(section.path))
-        assert f"Genre: {genre}" in prompt and "Target length: about 700 words" in prompt
-        assert "{not_a_var}" in prompt and "Ada {z}" in prompt and "<document>" in prompt
-        unfilled = [v for v in ("genre", "section_text", "names", "idea", "persona") if "{" + v + "}" in prompt]
+                "audience": "a", "persona": "p {y}", "setting": "s", "tone": "t", "names": ["Ada {z}"], "idea": "",
+                "considerations": ["honesty"], "reasoning": "r {w}", "language": "en"}
+        braced = replace(section, text=section.text + " {not_a_var}")
+        prompt = document_prompt(catalog, spec, braced)
+        assert f"Commission: {catalog.genres[genre].title}, about 700 words" in prompt
+        assert "{not_a_var}" in prompt and "Ada {z}" in prompt and "<document>" in prompt and "r {w}" in prompt
+        unfilled = [v for v in ("genre_title", "section_text", "names", "idea", "persona") if "{" + v + "}" in prompt]
         assert not unfilled
 
 
@@ -69,6 +80,8 @@ def test_catalog_command_lists_genres_and_pools(tmp_path: Path) -> None:
     result = run_sdf("catalog", cwd=tmp_path, env=sdf_env())
     assert result.returncode == 0, result.stderr
     assert "admirable_ai_story" in result.stdout and "name pools:" in result.stdout
+    assert "narrators:" in result.stdout and "children" in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80  # fits an 80-column terminal
 
 
 def test_preview_prints_the_exact_prompt_deterministically(tmp_path: Path) -> None:
@@ -78,7 +91,7 @@ def test_preview_prints_the_exact_prompt_deterministically(tmp_path: Path) -> No
     second = run_sdf(*args, cwd=tmp_path, env=sdf_env(key=None))
     assert first.returncode == 0, first.stderr
     assert first.stdout == second.stdout
-    assert "===== system" in first.stdout and "Genre: advice_column" in first.stdout
+    assert "===== system" in first.stdout and "Commission: Advice column" in first.stdout
     other = run_sdf(*args[:-1], "10", cwd=tmp_path, env=sdf_env(key=None))
     assert other.stdout != first.stdout
     bad = run_sdf("preview", "--constitution", ROOT / "constitutions" / "claude.md", "--genre", "limerick",

@@ -14,7 +14,7 @@ from sdf.config import DedupConfig, PlanConfig
 from sdf.errors import SdfError
 from sdf.source.catalog import load_catalog
 from sdf.source.constitution import Section
-from sdf.source.plan import plan_specs
+from sdf.source.deal import plan_specs
 from sdf.steps.decontam.evals import EvalPrompt, load_builtin, load_evals, reserved_names
 from sdf.steps.decontam.index import EvalIndex, build_index
 from sdf.steps.decontam.step import Decontaminate, contamination_summary, decontaminate, eval_of

@@ -299,16 +299,17 @@ def test_documents_for_different_prompts_are_not_near_duplicates(fake: FakeAnthr
     assert worst < 0.3
 
 
-def test_brainstorm_prompt_gets_distinct_ideas(fake: FakeAnthropic) -> None:
-    prompt = "Genre: story\nSection: Honesty\nPropose 7 ideas, each inside <idea></idea> tags within <ideas>."
-    text = (
-        client_for(fake)
-        .messages.create(model=MODEL, max_tokens=4000, messages=[{"role": "user", "content": prompt}])
-        .content[0]
-        .text
-    )
-    ideas = re.findall(r"<idea>(.*?)</idea>", text)
-    assert text.startswith("<ideas>") and len(ideas) == 7 and len(set(ideas)) == 7
+def test_ideas_and_pool_requests_get_answers_in_their_formats(fake: FakeAnthropic) -> None:
+    def ask(prompt: str) -> str:
+        message = client_for(fake).messages.create(model=MODEL, max_tokens=4000,
+                                                   messages=[{"role": "user", "content": prompt}])
+        return message.content[0].text
+
+    briefs = "\n\n".join(f"Brief {i}\n- Form: Essay\n- Written by: a ferry pilot number {i}" for i in (1, 2, 3))
+    ideas = re.findall(r'<idea n="(\d)">(.*?)</idea>', ask(f"Task: propose ideas for commissions.\n\n{briefs}"))
+    assert [n for n, _ in ideas] == ["1", "2", "3"] and len({i for _, i in ideas}) == 3
+    items = re.findall(r"<item>(.*?)</item>", ask("Task: extend a list.\n- a seed\nWrite 25 more, each different."))
+    assert len(items) == 25 == len(set(items))
 
 
 def test_judge_prompt_gets_a_deterministic_score(fake: FakeAnthropic) -> None:

@@ -11,13 +11,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import FIXTURE_CONSTITUTION, ROOT, TEST_KEY
-from fake_anthropic import FakeAnthropic, Faults, last_user_text, synthetic_reply
+from fake_anthropic import FakeAnthropic, Faults, document_genre, last_user_text, synthetic_reply
 
 from sdf.config import load_settings
 from sdf.llm.anthropic import AnthropicBackend
 from sdf.products.context import create_run
 from sdf.products.documents import (
-    brainstorm_stage,
     dedup_stage,
     extract_stage,
     filter_stage,
@@ -36,7 +35,8 @@ def make_run(tmp_path: Path, fake: FakeAnthropic, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("ANTHROPIC_API_KEY", TEST_KEY)
     base = {"run.seed": 3, "plan.docs": 12, "llm.model": "claude-haiku-4-5", "llm.backoff_base_s": 0.01,
             "llm.backoff_max_s": 0.02, "llm.poll_interval_s": 0.01, "llm.max_tokens": 8192,
-            "llm.truncation_retry_max_tokens": 16384, "run.variables": {"model_name": "Orin"}}
+            "llm.truncation_retry_max_tokens": 16384, "run.variables": {"model_name": "Orin"},
+            "plan.brainstorm": False, "plan.expand_pools": False}  # one request per spec; see the ideas test
     settings = load_settings(None, {**base, **overrides})
     run = create_run(settings, constitution, tmp_path / "run")
     plan_stage(run)
@@ -76,10 +76,9 @@ def test_truncation_is_retried_once_with_a_larger_limit(tmp_path, monkeypatch) -
 
 def test_answers_without_an_envelope_are_salvaged_and_unclosed_ones_rejected(tmp_path, monkeypatch) -> None:
     def responder(params: dict) -> str:
-        prompt = last_user_text(params)
-        if "Genre: essay" in prompt:
+        if document_genre(params) == "essay":
             return "I would rather not."
-        if "Genre: faq" in prompt:
+        if document_genre(params) == "faq":
             return "<document>\nQ: Is this cut short?\nA: It is"
         return synthetic_reply(params)
 
@@ -129,23 +128,27 @@ def test_rerun_over_a_complete_ledger_is_byte_identical_and_free(fake, tmp_path,
     assert run.dir.documents.read_bytes() == first
 
 
-def test_brainstormed_ideas_are_distinct_cached_and_feed_the_specs(fake, tmp_path, monkeypatch) -> None:
-    run, backend = make_run(tmp_path, fake, monkeypatch, **{"plan.docs": 6, "plan.brainstorm": True,
-                                                            "plan.brainstorm_rounds": 2, "plan.ideas_per_round": 3})
-    brainstorm_stage(run, backend, progress=False)
+def test_pools_and_ideas_are_cached_and_feed_the_document_prompts(fake, tmp_path, monkeypatch) -> None:
+    run, backend = make_run(tmp_path, fake, monkeypatch, **{"plan.docs": 10, "plan.brainstorm": True,
+                                                            "plan.expand_pools": True, "plan.ideas_per_request": 4})
+    generate_stage(run, backend, progress=False)
     specs = rows(run.dir.specs)
     assert all(s["idea"] for s in specs)
     ledger = run.ledger()
-    prompts = [r["prompt"] for r in ledger.rows("brainstorm")]
-    assert len(prompts) == 2 * len({(s["section_id"], s["genre"]) for s in specs})
-    second_round = [p for p in prompts if "(none yet)" not in p]
-    assert second_round
-    assert any(s["idea"] in p for s in specs for p in second_round)  # round two lists round one's ideas
+    ideas = ledger.rows("ideas")
+    assert len(ideas) == 3  # 10 specs, 4 briefs a request: the last one also asks for the 2 specs beyond the plan
+    assert all(len(re.findall(r"^Brief \d+$", r["prompt"], re.MULTILINE)) == 4 for r in ideas)
+    expanded = {r["prompt"] for r in ledger.rows("expand")}
+    assert expanded and all("Task: extend a list." in p for p in expanded)
+    # the dealt narrators come from the extended lists, not only the seeds
+    seeds = {i for kind in run.catalog.pools["narrators"].kinds.values() for i in kind.items}
+    assert any(s["persona"] not in seeds for s in specs)
+    for spec in specs:
+        (document,) = [r for r in ledger.rows("generate") if r["spec_id"] == spec["spec_id"]]
+        assert spec["idea"] in document["prompt"] and spec["persona"] in document["prompt"]
     sent = len(fake.log)
-    brainstorm_stage(run, backend, progress=False)
-    assert len(fake.log) == sent and rows(run.dir.specs) == specs
     generate_stage(run, backend, progress=False)
-    assert all(s["idea"] in r["prompt"] for s in specs for r in ledger.rows("generate") if r["spec_id"] == s["spec_id"])
+    assert len(fake.log) == sent and rows(run.dir.specs) == specs
 
 
 def test_judge_scores_are_kept_and_low_scores_rejected(fake, tmp_path, monkeypatch) -> None:
@@ -177,7 +180,8 @@ def defect_kind(prompt: str) -> str:
         return "refusal"
     if roll < 0.50:
         return "near_duplicate"
-    return "favourite_name" if "Genre: admirable_ai_story" in prompt and roll < 0.8 else "clean"
+    story = "Commission: Short story of an admirable AI," in prompt
+    return "favourite_name" if story and roll < 0.8 else "clean"
 
 
 def defect_responder(params: dict) -> str:
@@ -248,7 +252,8 @@ def test_a_model_answering_with_every_defect_leaves_a_clean_corpus(tmp_path, mon
     stats = compute_stats(load_run(run.dir.path))
     rej, total = stats["rejections"], stats["cost"]["total"]["cost_usd"]
     dropped_cost = sum(r["cost_usd"] or 0.0 for r in rejected)
-    assert rej["paid_usd"] == pytest.approx(dropped_cost, abs=1e-6) and 0.3 < rej["paid_share"] < 0.7
+    # (the planted defects are short fixed texts, so their share of the cost is below their share of specs)
+    assert rej["paid_usd"] == pytest.approx(dropped_cost, abs=1e-6) and 0.15 < rej["paid_share"] < 0.7
     assert rej["paid_share"] == pytest.approx(dropped_cost / total, abs=1e-5)
     assert sum(r["paid_usd"] for r in rej["by_reason"]) == pytest.approx(rej["paid_usd"], abs=1e-5)
     assert {r["stage"] for r in rej["by_stage"]} >= {"quality", "dedup"}

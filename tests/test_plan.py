@@ -14,12 +14,12 @@ from sdf.errors import SdfError
 from sdf.run import SPEC_SCHEMA, write_rows
 from sdf.source.catalog import load_catalog
 from sdf.source.constitution import load_constitution, parse_constitution
+from sdf.source.deal import plan_specs
 from sdf.source.plan import (
     TOKENS_PER_WORD,
     apportion,
     capped_weights,
     genre_weights,
-    plan_specs,
     plan_warnings,
     section_quotas,
     section_weights,
@@ -104,9 +104,14 @@ def test_name_draws_stay_spread_over_10k_specs(catalog, claude) -> None:
     assert count / len(specs) <= 0.005, f"{worst} appears in {count} of {len(specs)} specs"
     assert all(len(set(s["names"])) == len(s["names"]) for s in specs)
     personas = Counter(s["persona"] for s in specs)
-    # each (section, genre) deals its own cycle of personas, so the whole plan is even only roughly
-    assert len(personas) == len(catalog.personas)
-    assert max(personas.values()) <= 1.5 * len(specs) / len(catalog.personas)
+    # each kind's narrators are dealt in one cycle over the whole plan: all are used, and evenly
+    seeds = {i for kind in catalog.pools["narrators"].kinds.values() for i in kind.items}
+    assert set(personas) == seeds
+    per_kind = Counter(s["narrator_kind"] for s in specs)
+    for kind, n in per_kind.items():
+        size = len(catalog.pools["narrators"].kinds[kind].items)
+        used = [personas[i] for i in catalog.pools["narrators"].kinds[kind].items]
+        assert max(used) - min(used) <= 1 or n < size, kind
     lengths = [s["target_words"] for s in specs]
     assert len(set(lengths)) > 50
 
@@ -125,28 +130,20 @@ def test_a_plan_is_a_prefix_of_every_larger_plan(catalog, claude) -> None:
         assert all(abs(sections[k] - q) <= 1 for k, q in quotas.items())
 
 
-def _prompt_attrs(spec: dict) -> tuple:
-    return tuple(spec[k] if k != "names" else tuple(spec[k]) for k in (
-        "section_id", "genre", "audience", "persona", "setting", "tone", "names", "target_words"))
-
-
-def test_a_changed_weight_or_selection_keeps_every_spec_still_in_the_plan(catalog, claude) -> None:
+def test_a_changed_weight_deals_a_new_sequence_from_the_same_seed(catalog, claude) -> None:
+    """Spec n depends on the specs before it (the pools are walked by counters), so another genre mix is
+    another plan; `sdf plan` on the run says how many requests that makes new before anything is paid."""
     before = plan_specs(claude.sections, catalog, PlanConfig(docs=300), seed=9)
-    pairs_before = Counter((s["section_id"], s["genre"]) for s in before)
-    for cfg, sections in ((PlanConfig(docs=300, genre_weights={"essay": 4.0}), claude.sections),
-                          (PlanConfig(docs=300), claude.sections[: len(claude.sections) // 2])):
-        after = plan_specs(sections, catalog, cfg, seed=9)
-        pairs_after = Counter((s["section_id"], s["genre"]) for s in after)
-        # the k-th spec of a (section, genre) pair is the same spec in both plans, so its prompt is too
-        still = sum((pairs_before & pairs_after).values())
-        same = Counter(map(_prompt_attrs, before)) & Counter(map(_prompt_attrs, after))
-        assert still > 0 and sum(same.values()) == still
+    after = plan_specs(claude.sections, catalog, PlanConfig(docs=300, genre_weights={"essay": 4.0}), seed=9)
+    assert Counter(s["genre"] for s in after)["essay"] > Counter(s["genre"] for s in before)["essay"]
+    assert plan_specs(claude.sections, catalog, PlanConfig(docs=300), seed=9) == before
 
 
 def test_fiction_gets_a_cast(catalog, claude) -> None:
-    cfg = replace(PlanConfig(docs=40), genres=["admirable_ai_story", "essay"])
+    cfg = replace(PlanConfig(docs=40), genres=["admirable_ai_story", "debate"])
     for spec in plan_specs(claude.sections, catalog, cfg, seed=2):
-        assert len(spec["names"]) == (3 if catalog.genres[spec["genre"]].fiction else 2)
+        low, high = catalog.genres[spec["genre"]].cast
+        assert 2 <= low <= len(spec["names"]) <= high
 
 
 # -- selection, fair quotas and the warnings of `sdf plan` ---------------------------------------
@@ -230,7 +227,8 @@ def test_plan_warnings_name_what_costs_money_and_what_is_left_out(catalog, chart
     assert "the system prompt is about 61,000 tokens" in text and "about 47% of the estimated cost" in text
     assert "--exclude-section" in text
     assert f"{len(sections) - 4} of {len(sections)} sections get no document" in text
-    assert "section 'bibliography': looks non-normative" in text
+    # non-normative sections are out of the plan by default, and `sdf plan` says so
+    assert chosen.excluded["bibliography"].startswith("non-normative (")
     covered = plan_specs(sections, catalog, PlanConfig(docs=60), 1)
     quiet = plan_warnings(chosen, covered, PlanConfig(docs=60), 9_000, 0.1)
     assert not any("system prompt" in w or "get no document" in w for w in quiet)
@@ -260,7 +258,7 @@ def test_sdf_plan_prints_full_ids_selection_and_warnings(tmp_path: Path) -> None
     assert "excluded 'part-3': matches exclude pattern 'part-3*'" in out
     assert "the system prompt is about" in out and "of the estimated cost per document" in out
     assert "sections get no document with 10 planned" in out
-    assert "section 'acknowledgements': looks non-normative" in out
+    assert "excluded 'acknowledgements': non-normative (acknowledgements)" in out
     sections = [json.loads(line) for line in (tmp_path / "out" / "big" / "sections.jsonl").read_text().splitlines()]
     assert "part-3" not in {s["id"] for s in sections} and "part-30" not in {s["id"] for s in sections}
 
@@ -277,7 +275,8 @@ def test_sdf_preview_takes_a_raw_id_and_shows_labels_and_authority(tmp_path: Pat
     section = user.split("<section>")[1]
     assert section.lstrip().startswith("Authority: root (rules that cannot be overridden by developers or users")
     assert "[BAD: drops a developer rule because the user asked]" in section
-    assert "Reference id (bookkeeping only; never mention it in the document): chain_of_command" in user
+    assert "chain_of_command" not in user  # ids are bookkeeping: they never reach the model
+    assert 'centre of the piece is "Follow the chain of command"' in user
     skipped = run_sdf("preview", "--constitution", DATA / "spec_fixture.md", "--genre", "essay",
                       "--section", "editorial-notes", cwd=tmp_path)
     assert skipped.returncode == 2 and "excluded from the run (marked {.skip})" in skipped.stderr

@@ -21,7 +21,7 @@ from report_build import DUPLICATE_GENRES, FAILING_GENRE, GENRE_WEIGHTS, MARKUP,
 from sdf.errors import SdfError
 from sdf.inspect import format_document, iter_documents, show_documents
 from sdf.report import collect_stats, write_report
-from sdf.report.html import SECTIONS
+from sdf.report.html import SECTIONS, usd
 from sdf.report.plots import PLOTS
 from sdf.report.stats import PLOTTED_LENGTHS
 from sdf.run import CORPUS_SCHEMA, RunDir
@@ -88,7 +88,7 @@ def test_samples_show_the_first_two_documents_of_each_genre(built_run: Path, rep
 def test_report_shows_the_numbers_of_the_stats(built_run: Path, report: str) -> None:
     stats = json.loads((built_run / "stats.json").read_text())
     assert f"<b>{stats['run']['corpus_docs']:,}</b>" in report
-    assert f"${stats['cost']['total']['cost_usd']:.3f}" in report
+    assert usd(stats["cost"]["total"]["cost_usd"]) in report  # as the page rounds it
     for step in stats["funnel"]:
         assert f'<td>{step["label"]}</td><td class="n">{step["count"]:,}</td>' in report
     for row in stats["rejections"]["by_reason"]:
@@ -275,7 +275,8 @@ def test_unreadable_artifacts_are_reported_not_raised(copy: Path) -> None:
 def test_a_directory_without_artifacts_reports_every_part_missing(tmp_path: Path) -> None:
     stats = collect_stats(tmp_path)
     assert set(stats["unavailable"]) == {"genre_mix", "coverage", "lengths", "funnel", "rejections",
-                                         "contamination", "cost", "dedup_clusters", "diversity", "packing"}
+                                         "contamination", "cost", "dedup_clusters", "briefs", "diversity",
+                                         "packing"}
     assert set(stats["artifacts"].values()) == {"missing"}
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 from conftest import FIXTURE_CONSTITUTION, fast_config, run_sdf, sdf_env
-from fake_anthropic import FakeAnthropic, synthetic_reply
+from fake_anthropic import FakeAnthropic, document_genre, synthetic_reply
 
 from sdf.config import Price
 
@@ -56,8 +56,10 @@ def test_a_changed_pack_setting_or_a_larger_limit_sends_nothing(tmp_path: Path, 
     (tmp_path / "sdf.toml").write_text(repacked.replace("seq_len = 256", "seq_len = 128"))
     build(tmp_path, fake, tmp_path / "sdf.toml")
     assert sent(fake, mark) == 0
-    # answers that ended with end_turn under 8192 tokens are the answers a limit of 4096 or 16000 gives
-    for limit in (16000, 4096):
+    # answers that ended with end_turn under 8192 tokens are the answers a limit of 16000 gives, or any
+    # smaller limit that still holds the longest of them
+    longest = max(r["output_tokens"] for r in ledger_rows(tmp_path))
+    for limit in (16000, longest + 8):
         out = build(tmp_path, fake, fast_config(tmp_path, docs=6, max_tokens=limit)).stdout
         assert sent(fake, mark) == 0, out
     rows = ledger_rows(tmp_path)
@@ -124,7 +126,7 @@ def _json(path: Path) -> dict:
 def test_an_answer_without_the_envelope_is_kept_and_counted(tmp_path: Path) -> None:
     def responder(params: dict) -> str:
         reply = synthetic_reply(params)
-        if "Genre: essay" not in params["messages"][0]["content"]:
+        if document_genre(params) != "essay":
             return reply
         body = reply.split("<document>")[1].split("</document>")[0].strip()
         return body  # a clean document, only without its envelope

@@ -69,9 +69,13 @@ class PlanConfig:
     section_weights: dict[str, float] = field(default_factory=dict)  # glob -> weight; 0 keeps it as context only
     min_section_chars: int = 300  # less normative text than this is a stub, merged into its parent or next section
     max_section_share: float = 0.0  # cap on one section's share of documents; 0 = three times an even share
-    brainstorm: bool = False
-    brainstorm_rounds: int = 2
-    ideas_per_round: int = 5
+    brainstorm: bool = True  # one request per ideas_per_request specs proposes a concrete idea for each
+    ideas_per_request: int = 8
+    expand_pools: bool = True  # the model extends the seed lists of audiences, narrators, settings, situations
+    pool_items: int = 60  # new items asked of each expansion request (one per pool kind the plan uses)
+    max_redeals: int = 2  # briefs the model calls unsuitable are dealt anew at most this often, then dropped
+    languages: dict[str, float] = field(default_factory=dict)  # e.g. {en = 0.8, fr = 0.2}; empty = English only
+    ai_self_stakes: float = 0.0  # share of admirable-AI stories whose AI has its own stakes (flagged in the corpus)
 
     def __post_init__(self) -> None:
         if self.docs < 1 and self.tokens <= 0:
@@ -94,8 +98,21 @@ class PlanConfig:
             raise ValueError("min_section_chars: must not be negative")
         if not 0.0 <= self.max_section_share <= 1.0:
             raise ValueError("max_section_share: must be between 0 and 1")
-        if self.brainstorm_rounds < 1 or self.ideas_per_round < 1:
-            raise ValueError("brainstorm_rounds: rounds and ideas_per_round must be at least 1")
+        if not 1 <= self.ideas_per_request <= 32:
+            raise ValueError("ideas_per_request: must be between 1 and 32")
+        if not 1 <= self.pool_items <= 200:
+            raise ValueError("pool_items: must be between 1 and 200")
+        if not 0 <= self.max_redeals <= 5:
+            raise ValueError("max_redeals: must be between 0 and 5")
+        for code, weight in self.languages.items():
+            if not re.fullmatch(r"[a-z]{2,3}(?:-[A-Za-z]{2,4})?", code):
+                raise ValueError(f"languages: '{code}' is not a language code such as en, fr or pt-BR")
+            if not (weight >= 0 and math.isfinite(weight)):
+                raise ValueError(f"languages: weight of '{code}' must be a finite number >= 0")
+        if self.languages and not sum(self.languages.values()) > 0:
+            raise ValueError("languages: at least one language needs a positive weight")
+        if not 0.0 <= self.ai_self_stakes <= 1.0:
+            raise ValueError("ai_self_stakes: must be a share between 0 and 1")
 
 
 CACHE_WRITE_RATE = {"5m": 1.25, "1h": 2.0}  # cache writes per TTL, as multiples of the input price
@@ -105,8 +122,8 @@ CACHE_WRITE_RATE = {"5m": 1.25, "1h": 2.0}  # cache writes per TTL, as multiples
 class LLMConfig:
     provider: str = "anthropic"  # "anthropic" or "langchain"
     model: str = DEFAULT_MODEL
-    max_tokens: int = 4096
-    truncation_retry_max_tokens: int = 8192  # a max_tokens stop is retried once with this limit
+    max_tokens: int = 8192  # a 4,000-word long form is about 5,600 tokens
+    truncation_retry_max_tokens: int = 16384  # a max_tokens stop is retried once with this limit
     temperature: float | None = None  # unset: the model's default (current Claude models take no sampling params)
     concurrency: int = 16
     requests_per_minute: int = 0  # 0 = no client-side rate limit

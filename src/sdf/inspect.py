@@ -20,8 +20,8 @@ from sdf.run import STAGES, RunDir, iter_batches
 # Columns worth carrying from documents.parquet onto corpus rows and rejects (the rest is already there).
 PROVENANCE = (
     "doc_id", "genre", "section_id", "section_title", "audience", "persona", "setting", "tone", "names",
-    "target_words", "idea", "model", "stop_reason", "input_tokens", "output_tokens", "cache_read_tokens",
-    "cache_creation_tokens", "cost_usd", "quality_score", "judge_score",
+    "target_words", "idea", "considerations", "redeals", "model", "stop_reason", "input_tokens", "output_tokens",
+    "cache_read_tokens", "cache_creation_tokens", "cost_usd", "quality_score", "judge_score",
 )  # fmt: skip
 REJECT_FIELDS = ("stage", "reason", "detail", "duplicate_of")
 
@@ -160,6 +160,8 @@ def format_document(doc: dict[str, Any], *, color: bool = False, max_chars: int 
         (("audience", doc.get("audience")), ("persona", doc.get("persona"))),
         (("setting", doc.get("setting")), ("tone", doc.get("tone")), ("names", names)),
         (("idea", doc.get("idea")), ("target words", doc.get("target_words"))),
+        (("considerations", "; ".join(doc.get("considerations") or []) or None),
+         ("re-deals", doc.get("redeals") or None)),
         (("model", doc.get("model")), ("tokens", tokens), ("cost", cost), ("scores", scores)),
     ):
         text = line(*pairs)

@@ -62,13 +62,24 @@ SPEC_SCHEMA = pa.schema(
         ("section_attrs", pa.string()),  # the section's heading attributes, JSON-encoded (see Section.attrs)
         ("genre", pa.string()),
         ("audience", pa.string()),
-        ("persona", pa.string()),
+        ("persona", pa.string()),  # the narrator or author
         ("setting", pa.string()),
+        ("situation", pa.string()),  # the spark an idea starts from
         ("tone", pa.string()),
         ("names", pa.list_(pa.string())),
+        ("considerations", pa.list_(pa.string())),  # the one or two the brief foregrounds (prompts/considerations.toml)
+        ("reasoning", pa.string()),  # how the reasoning shows itself
         ("target_words", pa.int32()),
+        ("language", pa.string()),
+        ("audience_kind", pa.string()),  # the pool kinds the brief was dealt from (prompts/pools/)
+        ("narrator_kind", pa.string()),
+        ("setting_kind", pa.string()),
+        ("situation_kind", pa.string()),
+        ("ai_self_stakes", pa.bool_()),  # an AI story whose AI has stakes of its own ([plan].ai_self_stakes)
         ("seed", pa.int64()),
         ("idea", pa.string()),
+        ("redeals", pa.int32()),  # how often the brief was dealt anew because the model called it unsuitable
+        ("unsuitable", pa.string()),  # why the last brief was called unsuitable, when the spec was dropped
     ]
 )
 _ANSWER_FIELDS = [  # what the ledger says of the answer an item was made from

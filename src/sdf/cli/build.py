@@ -43,6 +43,7 @@ def echo_plan(run: Any, specs: list[dict]) -> None:
                    f"{summary.by_section.get(section.id, 0):>6}")
         for line in lines[1:]:
             click.echo(f"  {line}")
+    echo_briefs(run, specs)
     usage = usage_estimate(run, specs)
     model = run.settings.llm.model
     click.echo(f"\nestimated tokens: input {usage['input_tokens']:,} + cache write {usage['cache_creation_tokens']:,}"
@@ -51,13 +52,13 @@ def echo_plan(run: Any, specs: list[dict]) -> None:
     if usage["cost_usd"] is None:
         click.echo(f"estimated cost: unknown (no price for {model}; add [pricing.\"{model}\"] to sdf.toml)")
     else:
-        extras = [(k, usage[k]) for k in ("brainstorm", "judge") if k in usage]
+        extras = [(k, usage[k]) for k in ("expand", "ideas", "judge") if k in usage]
         for name, part in extras:
             click.echo(f"  + {name}: {part['requests']:,} requests, ${part['cost_usd']:.2f} (messages), "
                        f"${part['batch_cost_usd']:.2f} (--batch)")
         total = usage["cost_usd"] + sum(p["cost_usd"] for _, p in extras)
         total_batch = usage["batch_cost_usd"] + sum(p["batch_cost_usd"] for _, p in extras)
-        what = "generation" + "".join(f" + {name}" for name, _ in extras)
+        what = "documents" + "".join(f" + {name}" for name, _ in extras)
         click.echo(f"estimated cost with {model} ({what}): ${total:.2f} (messages), ${total_batch:.2f} (--batch)")
     echo_increment(run, specs)
     system_cost = price.cost(0, 0, usage["cache_creation_tokens"], usage["cache_read_tokens"]) if price else None
@@ -76,6 +77,29 @@ def echo_plan(run: Any, specs: list[dict]) -> None:
             click.echo(f"  - {warning}")
 
 
+def echo_briefs(run: Any, specs: list[dict]) -> None:
+    """How the briefs will be dealt: from extended or seed pools, with or without ideas, and what that sends."""
+    from sdf.products.briefs import expansions, pools_for_plan
+
+    pools, missing = pools_for_plan(run)
+    cfg = run.settings.plan
+    sizes = ", ".join(f"{k} {v:,}" for k, v in pools.sizes().items())
+    wanted = len(expansions(run))
+    if not cfg.expand_pools:
+        click.echo(f"\npools: the seed lists only ([plan].expand_pools = false): {sizes}")
+    elif missing:
+        click.echo(f"\npools: seed lists ({sizes}); the build first sends {len(missing)} of {wanted} pool "
+                   "extensions, then deals the briefs again from the extended lists")
+    else:
+        click.echo(f"\npools: extended, from the ledger ({sizes})")
+    if cfg.brainstorm:
+        click.echo(f"ideas: one request per {cfg.ideas_per_request} specs ({-(-len(specs) // cfg.ideas_per_request)} "
+                   "requests); a brief the model calls unsuitable is dealt anew, at most "
+                   f"{cfg.max_redeals} times")
+    else:
+        click.echo("ideas: off ([plan].brainstorm = false): each writer chooses its own premise")
+
+
 def echo_increment(run: Any, specs: list[dict]) -> None:
     """On an existing run: how many document requests the ledger already holds, and what the rest cost."""
     from sdf.products.documents import paid_specs, usage_estimate
@@ -92,7 +116,7 @@ def echo_increment(run: Any, specs: list[dict]) -> None:
         click.echo(f"increment: {len(new)} requests, cost unknown (no price for {run.settings.llm.model})")
     else:
         click.echo(f"increment: {len(new)} requests, ${usage['cost_usd']:.2f} (messages), "
-                   f"${usage['batch_cost_usd']:.2f} (--batch), before brainstorm and judge")
+                   f"${usage['batch_cost_usd']:.2f} (--batch), before pool extensions, ideas and judge")
 
 
 @cli.command()
@@ -147,12 +171,8 @@ def generation_verdict(summary: Any, extracted: dict) -> tuple[int, str | None]:
 
 
 def run_generation(run: Any, backend: Any, progress: bool) -> Any:
-    from sdf.products.documents import brainstorm_stage, generate_stage
+    from sdf.products.documents import generate_stage
 
-    if run.settings.plan.brainstorm:
-        ideas = brainstorm_stage(run, backend, progress=progress)
-        if ideas.stopped:
-            return ideas
     return generate_stage(run, backend, progress=progress)
 
 

@@ -49,7 +49,8 @@ def settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--seed", type=int, default=None, help="Seed for planning and packing."),
         click.option("--genre", "genres", multiple=True, help="Restrict to this genre (repeatable)."),
         *section_options(),
-        click.option("--brainstorm/--no-brainstorm", default=None, help="Brainstorm ideas per section and genre."),
+        click.option("--brainstorm/--no-brainstorm", default=None,
+                     help="Ask the model for one concrete idea per brief before writing (default on)."),
         click.option("--judge/--no-judge", default=None, help="Score documents with the LLM judge."),
     ]
     for option in reversed(options):

@@ -58,31 +58,42 @@ def status(run_dir: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @friendly
 def catalog(prompts: Path | None, as_json: bool) -> None:
-    """List genres, audiences, personas, settings, tones and name pools."""
+    """List the genres (with the kinds of audience and narrator that suit each), the pools, tones and names."""
+    import textwrap
+
     from sdf.source.catalog import load_catalog
 
     cat = load_catalog(prompts)
     data = {
-        "genres": {g.name: {"title": g.title, "fiction": g.fiction, "words": [g.min_words, g.max_words],
-                            "weight": g.weight} for g in cat.genres.values()},
-        "audiences": len(cat.audiences), "personas": len(cat.personas), "settings": len(cat.settings),
-        "tones": len(cat.tones), "given_names": len(cat.given_names), "surnames": len(cat.surnames),
-        "cultures": len(cat.cultures),
+        "genres": {g.name: {"title": g.title, "fiction": g.fiction,
+                            "words": [g.min_words, g.mode_words, g.max_words], "weight": g.weight,
+                            "cast": list(g.cast), "kinds": {k: list(v) for k, v in g.kinds.items()}}
+                   for g in cat.genres.values()},
+        "pools": {name: {"about": p.about, "kinds": {k: len(v.items) for k, v in p.kinds.items()}}
+                  for name, p in cat.pools.items()},
+        "tones": len(cat.tones), "considerations": len(cat.considerations),
+        "reasoning": {"fiction": len(cat.reasoning[True]), "nonfiction": len(cat.reasoning[False])},
+        "given_names": len(cat.given_names), "surnames": len(cat.surnames), "cultures": len(cat.cultures),
     }
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    click.echo(f"{'genre':<22}{'title':<28}{'fiction':>8}{'words':>12}{'weight':>8}")
+    click.echo(f"{'genre':<26}{'fiction':<8}{'words (min-typical-max)':<24}{'cast':<6}{'weight':>6}")
     for name, g in data["genres"].items():
-        words = f"{g['words'][0]}-{g['words'][1]}"
-        click.echo(f"{name:<22}{g['title'][:27]:<28}{'yes' if g['fiction'] else 'no':>8}{words:>12}{g['weight']:>8.2f}")
-    click.echo(f"\n{len(cat.genres)} genres; audiences {data['audiences']}; personas {data['personas']}; "
-               f"settings {data['settings']}; tones {data['tones']}")
-    click.echo(f"name pools: {data['given_names']} given names, {data['surnames']} surnames, "
-               f"{data['cultures']} cultures ({cat.root})")
-    click.echo("\naudiences:")
-    for a in cat.audiences:
-        click.echo(f"  - {a}")
+        words = "-".join(f"{w:,}" for w in g["words"])
+        click.echo(f"{name:<26}{'yes' if g['fiction'] else 'no':<8}{words:<24}{'-'.join(map(str, g['cast'])):<6}"
+                   f"{g['weight']:>6.2f}")
+        for pool in ("audiences", "narrators"):
+            click.echo(textwrap.fill(", ".join(g["kinds"][pool]), 78, initial_indent=f"  {pool}: ",
+                                     subsequent_indent="    "))
+    click.echo(f"\n{len(cat.genres)} genres; {data['tones']} tones; {data['considerations']} considerations; "
+               f"{data['reasoning']['fiction']} + {data['reasoning']['nonfiction']} ways of reasoning")
+    click.echo("\nseed pools (a run extends each kind it uses; see [plan].expand_pools):")
+    for name, p in data["pools"].items():
+        kinds = ", ".join(f"{k} {n}" for k, n in p["kinds"].items())
+        click.echo(textwrap.fill(kinds, 78, initial_indent=f"  {name}: ", subsequent_indent="    "))
+    click.echo(f"\nname pools: {data['given_names']} given names, {data['surnames']} surnames, "
+               f"{data['cultures']} cultures\ncatalog: {cat.root}")
 
 
 @cli.command()
@@ -136,21 +147,29 @@ def sections(constitution: Path, config_path: Path | None, as_json: bool, **opti
 @click.option("--constitution", type=click.Path(path_type=Path), default=None, callback=constitution_path,
               help="Constitution file, or the name of a bundled one; default: the bundled claude.md.")
 @click.option("--genre", required=True, help="Genre name (see `sdf catalog`).")
-@click.option("--section", "section_id", default=None, help="Section id (default: the first section).")
-@click.option("--seed", type=int, default=None, help="Seed for the sampled audience, persona, names...")
+@click.option("--section", "section_id", default=None,
+              help="Section id (default: the first section the plan deals this genre to).")
+@click.option("--seed", type=int, default=None, help="Seed of the plan (default: [run].seed).")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="Settings file.")
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), default=None,
+              help="Run whose ledger holds extended pools and ideas (default: the run this constitution builds).")
 @click.option("--user-only", is_flag=True, help="Print only the per-document prompt, not the system prompt.")
 @friendly
 def preview(constitution: Path, genre: str, section_id: str | None, seed: int | None, config_path: Path | None,
-            user_only: bool) -> None:
-    """Print one fully rendered prompt exactly as it would be sent. Calls no API."""
-    from dataclasses import replace
+            run_dir: Path | None, user_only: bool) -> None:
+    """Print one document prompt exactly as a build would send it. Calls no API.
 
+    The spec is the first of the run's plan in that genre (and section). Its pools and idea come from
+    the run's ledger where a build already paid for them; otherwise preview says what is still open.
+    """
     from sdf.config import load_settings
     from sdf.llm.requests import document_request
-    from sdf.source.catalog import load_catalog, system_prompt
+    from sdf.products.briefs import preview_spec
+    from sdf.products.context import Run, run_path
+    from sdf.run import RunDir
+    from sdf.source.catalog import load_catalog
     from sdf.source.constitution import estimate_tokens, load_constitution
-    from sdf.source.plan import plan_specs, select_sections
+    from sdf.source.plan import select_sections
 
     settings = load_settings(resolve_config(config_path), {"run.seed": seed})
     selection = select_sections(load_constitution(constitution, settings.run.variables), settings.plan)
@@ -159,10 +178,13 @@ def preview(constitution: Path, genre: str, section_id: str | None, seed: int | 
     cat.genre(genre)
     if section_id in selection.excluded:
         raise SdfError(f"section '{section_id}' is excluded from the run ({selection.excluded[section_id]})")
-    section = cons.section(section_id) if section_id else cons.sections[0]
-    plan_cfg = replace(settings.plan, genres=[genre], genre_weights={}, docs=1, tokens=0, min_docs_per_section=1)
-    spec = plan_specs([section], cat, plan_cfg, settings.run.seed)[0]
-    request = document_request(cat, spec, section, system_prompt(cat, cons.text), settings.llm)
+    if section_id:
+        cons.section(section_id)  # an unknown or merged id is a clear error
+    run = Run(RunDir(run_dir or run_path(settings, constitution)), settings, cons, cat)
+    spec, notes = preview_spec(run, genre, section_id)
+    request = document_request(cat, spec, run.sections[spec["section_id"]], run.system, settings.llm)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
     if not user_only:
         click.echo(f"===== system (cached prefix, ~{estimate_tokens(request.system):,} tokens) =====")
         click.echo(request.system)

@@ -1,4 +1,4 @@
-"""Requests from plain inputs: the document, brainstorm and judge prompts, and their cost estimate.
+"""Requests from plain inputs: the document, ideas, pool-extension and judge prompts, and their cost estimate.
 
 Nothing here needs a run directory: a spec or document dict, its `Section`, the catalog and the
 settings are enough, so `sdf preview` and `sdf plan` render exactly what `sdf build` would send.
@@ -12,16 +12,19 @@ from typing import Any
 
 from sdf.config import JudgeConfig, LLMConfig, PlanConfig, Price
 from sdf.llm.ledger import LLMRequest
-from sdf.source.catalog import Catalog, document_prompt
+from sdf.source.brief import document_prompt, expand_prompt, ideas_prompt
+from sdf.source.catalog import Catalog
 from sdf.source.constitution import Section, estimate_tokens
 from sdf.source.plan import TOKENS_PER_WORD
 
-IDEA_TOKENS = 60  # one brainstormed idea, a sentence or two
+IDEA_TOKENS = 90  # one idea, two to four sentences, in its tags
+ITEM_TOKENS = 24  # one pool item, a phrase in its tags
 JUDGE_TOKENS = 350  # five short justifications and the score
 ENVELOPE_TOKENS = 8  # the <document></document> tags around each answer
-BRAINSTORM_MAX_TOKENS = 2048
 
-IDEA = re.compile(r"<idea>\s*(.*?)\s*</idea>", re.DOTALL | re.IGNORECASE)
+IDEA = re.compile(r"<idea\s+n=\"?(\d+)\"?\s*>\s*(.*?)\s*</idea>", re.DOTALL | re.IGNORECASE)
+UNSUITABLE_IDEA = re.compile(r"^\W*unsuitable\b\W*", re.IGNORECASE)
+UNSUITABLE_DOC = re.compile(r"<unsuitable>\s*(.*?)\s*(?:</unsuitable>|$)", re.DOTALL | re.IGNORECASE)
 
 
 def document_request(catalog: Catalog, spec: Mapping[str, Any], section: Section, system: str, llm: LLMConfig,
@@ -31,42 +34,49 @@ def document_request(catalog: Catalog, spec: Mapping[str, Any], section: Section
         spec_id=spec["spec_id"],
         model=llm.model,
         system=system,
-        prompt=document_prompt(catalog, dict(spec), section.text, " > ".join(section.path)),
+        prompt=document_prompt(catalog, spec, section),
         max_tokens=max_tokens or llm.max_tokens,
         temperature=llm.temperature,
     )
 
 
-def brainstorm_request(catalog: Catalog, section: Section, genre_name: str, existing: Sequence[str], system: str,
-                       llm: LLMConfig, ideas_per_round: int) -> LLMRequest:
-    genre = catalog.genre(genre_name)
-    prompt = catalog.render(
-        "brainstorm",
-        section_title=section.title,
-        section_path=" > ".join(section.path),
-        section_text=section.text,
-        genre_title=genre.title,
-        genre_instructions=genre.instructions,
-        n=ideas_per_round,
-        existing="\n".join(f"- {i}" for i in existing) or "(none yet)",
-    )
-    return LLMRequest("brainstorm", None, llm.model, system, prompt, BRAINSTORM_MAX_TOKENS, llm.temperature)
+def ideas_request(catalog: Catalog, specs: Sequence[Mapping[str, Any]], sections: Mapping[str, Section],
+                  taken: Mapping[str, Sequence[str]], system: str, llm: LLMConfig) -> LLMRequest:
+    """One idea for each of `specs` (a run of consecutive specs, or one re-dealt spec)."""
+    prompt = ideas_prompt(catalog, specs, sections, taken)
+    return LLMRequest("ideas", specs[0]["spec_id"], llm.model, system, prompt,
+                      IDEA_TOKENS * 2 * len(specs) + 256, llm.temperature)
 
 
-def new_ideas(text: str | None, existing: Sequence[str]) -> list[str]:
-    """The <idea>s of a brainstorm answer that are not already listed (compared loosely)."""
-    seen = {_norm(i) for i in existing}
-    fresh = []
-    for idea in IDEA.findall(text or ""):
-        idea = " ".join(idea.split())
-        if idea and _norm(idea) not in seen:
-            seen.add(_norm(idea))
-            fresh.append(idea)
-    return fresh
+def expand_request(catalog: Catalog, pool: str, kind: str, count: int, system: str, llm: LLMConfig) -> LLMRequest:
+    """New items for one (pool, kind) list of the catalog."""
+    return LLMRequest("expand", None, llm.model, system, expand_prompt(catalog, pool, kind, count),
+                      ITEM_TOKENS * 2 * count + 256, llm.temperature)
 
 
-def _norm(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
+def parse_ideas(text: str | None, count: int) -> dict[int, str]:
+    """{brief number: idea} of an ideas answer; an unsuitable brief maps to "UNSUITABLE: <reason>"."""
+    ideas = {}
+    for number, idea in IDEA.findall(text or ""):
+        n, idea = int(number), " ".join(idea.split())
+        if 1 <= n <= count and idea and n not in ideas:
+            ideas[n] = idea
+    return ideas
+
+
+def unsuitable_reason(idea: str) -> str | None:
+    """The reason of an idea that says its brief cannot work, or None."""
+    if UNSUITABLE_IDEA.match(idea):
+        return UNSUITABLE_IDEA.sub("", idea, count=1).strip() or "no reason given"
+    return None
+
+
+def unsuitable_document(text: str | None) -> str | None:
+    """The reason of a document answer that declined its brief (and holds no document), or None."""
+    if not text or "<document>" in text.lower():
+        return None
+    match = UNSUITABLE_DOC.search(text)
+    return (" ".join(match.group(1).split())[:300] or "no reason given") if match else None
 
 
 def judge_request(catalog: Catalog, doc: Mapping[str, Any], section: Section, system: str, judge: JudgeConfig,
@@ -86,29 +96,32 @@ def judge_request(catalog: Catalog, doc: Mapping[str, Any], section: Section, sy
 
 
 def estimate_usage(catalog: Catalog, sections: Mapping[str, Section], specs: Sequence[Mapping[str, Any]],
-                   system: str, llm: LLMConfig, plan: PlanConfig, judge: JudgeConfig, price: Price | None) -> dict:
+                   system: str, llm: LLMConfig, plan: PlanConfig, judge: JudgeConfig, price: Price | None,
+                   expansions: Sequence[tuple[str, str]] = ()) -> dict:
     """Tokens and cost of generating `specs`, from the rendered prompts; no API is called.
 
     The first request writes the prompt cache and the rest read it (the engine sends one request
     alone before opening concurrency for exactly this reason). Output is the target length. Cache
     writes are priced at the TTL each mode would use ([llm].cache_ttl, else 1h for batches and 5m
     for messages), as the engine prices the answers.
-    Brainstorm and judge requests, when enabled, are estimated under "brainstorm" and "judge".
+    The pool extensions still to send (`expansions`), the ideas requests and the judge, when enabled,
+    are estimated under "expand", "ideas" and "judge". Re-deals of unsuitable briefs are not foreseen.
     """
     system_tokens = estimate_tokens(system)
     prompts = [estimate_tokens(document_request(catalog, s, sections[s["section_id"]], system, llm).prompt)
                for s in specs]
     outputs = [round(s["target_words"] * TOKENS_PER_WORD) + ENVELOPE_TOKENS for s in specs]
     usage = _usage(system_tokens, prompts, outputs, price, llm)
-    if plan.brainstorm:
-        pairs = sorted({(s["section_id"], s["genre"]) for s in specs})
-        idea_tokens = IDEA_TOKENS * plan.ideas_per_round
-        brainstorm = [
-            estimate_tokens(brainstorm_request(catalog, sections[sid], g, [], system, llm,
-                                               plan.ideas_per_round).prompt) + idea_tokens * r
-            for sid, g in pairs for r in range(plan.brainstorm_rounds)
-        ]
-        usage["brainstorm"] = _usage(system_tokens, brainstorm, [idea_tokens] * len(brainstorm), price, llm)
+    if expansions:
+        asked = [expand_request(catalog, p, k, plan.pool_items, system, llm) for p, k in expansions]
+        usage["expand"] = _usage(system_tokens, [estimate_tokens(r.prompt) for r in asked],
+                                 [ITEM_TOKENS * plan.pool_items] * len(asked), price, llm)
+    if plan.brainstorm and specs:
+        size = plan.ideas_per_request
+        chunks = [specs[i:i + size] for i in range(0, len(specs), size)]
+        asked = [ideas_request(catalog, c, sections, {}, system, llm) for c in chunks]
+        usage["ideas"] = _usage(system_tokens, [estimate_tokens(r.prompt) for r in asked],
+                                [IDEA_TOKENS * len(c) for c in chunks], price, llm)
     if judge.enabled:
         judged = [
             estimate_tokens(judge_request(catalog, {**s, "doc_id": "", "text": ""}, sections[s["section_id"]],

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from sdf.config import Settings, load_settings
 from sdf.errors import SdfError
 from sdf.llm.ledger import Ledger, open_ledger
 from sdf.run import RunDir
-from sdf.source.catalog import Catalog, load_catalog, system_prompt
+from sdf.source.brief import system_prompt
+from sdf.source.catalog import Catalog, load_catalog
 from sdf.source.constitution import Constitution, Section, load_constitution
 from sdf.source.plan import genre_weights, select_sections
 
@@ -33,6 +35,14 @@ class Run:
 
     def ledger(self) -> Ledger:
         return open_ledger(self.dir.path)
+
+    def send(self, ledger: Ledger, requests: list, desc: str, progress: bool, backend: Any) -> Any:
+        """Send what the ledger has not answered, within the run's budget: the one way a product sends."""
+        from sdf.llm.engine import run_requests
+
+        s = self.settings
+        return run_requests(requests, ledger, backend, s.llm, s.budget.max_cost_usd, s.price, desc=desc,
+                            progress=progress)
 
 
 def run_path(settings: Settings, constitution_path: Path) -> Path:

@@ -1,7 +1,8 @@
 """The documents product: which steps run, in which order, over which artifacts.
 
-    plan -> (brainstorm) -> generate -> extract -> filter (quality, judge) -> dedup (decontaminate,
-    exact and near duplicates, caps, metrics) -> pack -> report
+    plan -> generate (extend pools, plan again, ideas, documents, re-deals: see products/briefs.py)
+    -> extract -> filter (quality, judge) -> dedup (decontaminate, exact and near duplicates, caps,
+    metrics) -> pack -> report
 
 Each stage reads what the stage before it wrote (through `sdf.run`) and rewrites only its own
 artifacts, so any stage can be rerun alone, and a rerun of `sdf build` skips what the ledger holds.
@@ -22,12 +23,15 @@ from sdf.config import Settings
 from sdf.errors import SdfError
 from sdf.executor import BATCH_ROWS, Rejects, StageCounts, apply_steps, extract_answers, run_steps
 from sdf.llm import Backend
-from sdf.llm.engine import RunSummary, run_requests
+from sdf.llm.engine import RunSummary
 from sdf.llm.ledger import Ledger
-from sdf.llm.requests import brainstorm_request, document_request, estimate_usage, judge_request, new_ideas
+from sdf.llm.requests import document_request, estimate_usage, judge_request, unsuitable_document
+from sdf.products.briefs import Briefs, expand_stage, padded_plan, pools_for_plan
 from sdf.products.context import Run
 from sdf.run import CORPUS_SCHEMA, DOCUMENT_SCHEMA, FILTERED_SCHEMA, TableWriter, count_rows, iter_rows, reject_row
-from sdf.source.plan import genre_weights, name_pools, plan_specs
+from sdf.source.deal import name_pools, plan_specs
+from sdf.source.plan import genre_weights
+from sdf.source.pools import DealPools
 
 ENVELOPE = re.compile(r"<document>\s*(.*?)\s*</document>", re.DOTALL | re.IGNORECASE)
 OPENING_TAG = re.compile(r"<document>", re.IGNORECASE)
@@ -36,45 +40,16 @@ JUDGE_CHUNK = 5000  # judge requests handed to the engine at a time: bounds the 
 # -- plan and generate ---------------------------------------------------------------------------
 
 
-def plan_stage(run: Run) -> list[dict]:
-    specs = plan_specs(run.constitution.sections, run.catalog, run.settings.plan, run.settings.run.seed)
+def plan_stage(run: Run, pools: DealPools | None = None, specs: list[dict] | None = None) -> list[dict]:
+    """Deal the run's specs (from `pools`, else the pools the ledger already extends) into specs.parquet."""
+    pools = pools or pools_for_plan(run)[0]
+    if specs is None:
+        specs = plan_specs(run.constitution.sections, run.catalog, run.settings.plan, run.settings.run.seed, pools)
     run.dir.write_specs(specs)
     targets = genre_weights(run.catalog, run.settings.plan)  # already shares that sum to 1
-    run.dir.write_plan({"docs": len(specs), "genre_targets": {g: round(w, 6) for g, w in targets.items()}})
+    run.dir.write_plan({"docs": len(specs), "genre_targets": {g: round(w, 6) for g, w in targets.items()},
+                        "pool_sizes": pools.sizes(), "pools_extended": len(pools.expanded)})
     return specs
-
-
-def brainstorm_stage(run: Run, backend: Backend, progress: bool = True) -> RunSummary:
-    """Ask for concrete document ideas per (section, genre), in rounds that each avoid earlier ideas.
-
-    Ideas are cached in the ledger like any response, so a rerun rebuilds the same list for free,
-    then they are dealt to that pair's specs in order.
-    """
-    specs = run.dir.read_specs()
-    cfg, llm = run.settings.plan, run.settings.llm
-    pairs = sorted({(s["section_id"], s["genre"]) for s in specs})
-    ideas: dict[tuple[str, str], list[str]] = {p: [] for p in pairs}
-    total = RunSummary()
-    with _ledger(run) as ledger:
-        for _ in range(cfg.brainstorm_rounds):
-            requests = {p: brainstorm_request(run.catalog, run.sections[p[0]], p[1], ideas[p], run.system, llm,
-                                              cfg.ideas_per_round) for p in pairs}
-            summary = _send(run, ledger, list(requests.values()), "brainstorm", progress, backend)
-            total.add(summary)
-            for pair, request in requests.items():
-                row = ledger.get(request.key)
-                if row is not None and row["status"] == "ok":
-                    ideas[pair] += new_ideas(row["response_text"], ideas[pair])
-            if summary.stopped:
-                break
-    dealt: dict[tuple[str, str], int] = {}
-    for spec in specs:
-        pair = (spec["section_id"], spec["genre"])
-        if ideas[pair]:
-            spec["idea"] = ideas[pair][dealt.get(pair, 0) % len(ideas[pair])]
-            dealt[pair] = dealt.get(pair, 0) + 1
-    run.dir.write_specs(specs)
-    return total
 
 
 def _requests(run: Run, spec: dict) -> list[Any]:
@@ -88,20 +63,54 @@ def _requests(run: Run, spec: dict) -> list[Any]:
 
 
 def generate_stage(run: Run, backend: Backend, progress: bool = True) -> RunSummary:
-    """Send every spec's prompt; a max_tokens stop is retried once with the larger limit."""
-    specs = run.dir.read_specs()
+    """Settle every brief, then send each spec's prompt; a max_tokens stop is retried once with the larger
+    limit, and a brief the writer calls unsuitable is re-dealt and sent again (see products/briefs.py).
+
+    specs.parquet ends holding each spec's settled brief, so extraction renders the very requests sent."""
     with _ledger(run) as ledger:
-        pairs = [_requests(run, s) for s in specs]
-        summary = _send(run, ledger, [p[0] for p in pairs], "generate", progress, backend)
-        retries = [p[1] for p in pairs if len(p) > 1 and _truncated(ledger, p[0].key)]
-        if retries and not summary.stopped:
-            summary.add(_send(run, ledger, retries, "retry truncated", progress, backend))
+        pools, summary = expand_stage(run, ledger, backend, progress)
+        if summary.stopped:
+            return summary
+        padded, n = padded_plan(run, pools)
+        plan_stage(run, pools, padded[:n])  # the plan as dealt from the extended lists, their sizes in plan.json
+        briefs = Briefs(run, ledger, backend, pools, progress)
+        specs, waiting = briefs.ideas(padded, n)
+        summary.add(briefs.summary)
+        for _ in range(run.settings.plan.max_redeals + 1):
+            ready = [s for s in specs if not s["unsuitable"] and s["spec_id"] not in waiting]
+            if not ready or summary.stopped:
+                break
+            summary.add(_send_documents(run, ledger, ready, progress, backend))
+            redo = {}
+            for i, spec in enumerate(specs):
+                row = _final_row(run, ledger, spec) if spec["spec_id"] not in waiting else None
+                reason = unsuitable_document(row["response_text"]) if row is not None else None
+                if reason and not spec["unsuitable"]:
+                    redo[i] = briefs.redeal(spec, reason)
+            if not redo:
+                break
+            specs = [redo.get(i, s) for i, s in enumerate(specs)]
+            briefs.summary = RunSummary()
+            specs, waiting = briefs.alone(specs, waiting)
+            summary.add(briefs.summary)
+        run.dir.write_specs(specs)
         return summary
 
 
-def _send(run: Run, ledger: Ledger, requests: list, desc: str, progress: bool, backend: Backend) -> RunSummary:
-    return run_requests(requests, ledger, backend, run.settings.llm, run.settings.budget.max_cost_usd,
-                        run.settings.price, desc=desc, progress=progress)
+def _send_documents(run: Run, ledger: Ledger, specs: list[dict], progress: bool, backend: Backend) -> RunSummary:
+    pairs = [_requests(run, s) for s in specs]
+    summary = run.send(ledger, [p[0] for p in pairs], "generate", progress, backend)
+    retries = [p[1] for p in pairs if len(p) > 1 and _truncated(ledger, p[0].key)]
+    if retries and not summary.stopped:
+        summary.add(run.send(ledger, retries, "retry truncated", progress, backend))
+    return summary
+
+
+def _final_row(run: Run, ledger: Ledger, spec: dict) -> Any:
+    """The ledger row of a spec's last answered request (its truncation retry when there is one)."""
+    rows = [ledger.get(q.key) for q in _requests(run, spec)]
+    answered = [r for r in rows if r is not None and r["status"] == "ok"]
+    return answered[-1] if answered else None
 
 
 def _ledger(run: Run) -> closing[Ledger]:
@@ -136,6 +145,10 @@ def extract_stage(run: Run) -> dict[str, int]:
 def document_from(spec: dict, rows: list) -> tuple[dict | None, dict]:
     """The document a spec's ledger rows yield, or the reject row saying why there is none."""
     base = {"doc_id": spec["spec_id"], "genre": spec["genre"], "section_id": spec["section_id"]}
+    if spec.get("unsuitable"):
+        return None, reject_row(base, "generate", "unsuitable",
+                                f"the brief was called unsuitable after {spec['redeals']} re-deal(s): "
+                                f"{spec['unsuitable']}")
     answered = [r for r in rows if r["status"] == "ok"]
     if not answered:
         status = rows[0]["status"] if rows else "pending"
@@ -147,6 +160,8 @@ def document_from(spec: dict, rows: list) -> tuple[dict | None, dict]:
     paid = {**base, "cost_usd": sum(r["cost_usd"] or 0.0 for r in answered), "text": final["response_text"]}
     if final["stop_reason"] == "max_tokens":
         return None, reject_row(paid, "generate", "max_tokens", "truncated at max_tokens, also after one retry")
+    if (reason := unsuitable_document(final["response_text"])) is not None:
+        return None, reject_row(paid, "generate", "unsuitable", f"the writer declined the brief: {reason}")
     text = extract_document(final["response_text"])
     salvaged = False
     if text is None:
@@ -193,9 +208,12 @@ def paid_specs(run: Run, specs: list[dict]) -> tuple[list[dict], float]:
         return paid, ledger.spent()
 
 
-def usage_estimate(run: Run, specs: list[dict]) -> dict:
+def usage_estimate(run: Run, specs: list[dict], expansions: list[tuple[str, str]] | None = None) -> dict:
+    """What `specs` cost to generate; `expansions` (default: those the ledger lacks) are counted too."""
     s = run.settings
-    return estimate_usage(run.catalog, run.sections, specs, run.system, s.llm, s.plan, s.judge, s.price(s.llm.model))
+    missing = pools_for_plan(run)[1] if expansions is None else expansions
+    return estimate_usage(run.catalog, run.sections, specs, run.system, s.llm, s.plan, s.judge, s.price(s.llm.model),
+                          missing)
 
 
 # -- filter ----------------------------------------------------------------------------------------
@@ -235,7 +253,7 @@ def judge_stage(run: Run, source: Path, backend: Backend, progress: bool) -> Run
     with _ledger(run) as ledger:
         for chunk in iter_rows(source, batch_size=JUDGE_CHUNK):
             requests = [_judge_request(run, d) for d in chunk]
-            total.add(_send(run, ledger, requests, "judge", progress, backend))
+            total.add(run.send(ledger, requests, "judge", progress, backend))
             if total.stopped:
                 break
     return total

@@ -16,6 +16,7 @@ SECTIONS = (
     ("summary", "Summary"),
     ("genre-mix", "Genre mix"),
     ("coverage", "Section coverage"),
+    ("briefs", "Briefs"),
     ("lengths", "Document lengths"),
     ("funnel", "Funnel"),
     ("rejections", "Rejections"),

@@ -30,7 +30,8 @@ from sdf.run import CORPUS_SCHEMA, SPEC_SCHEMA, STAGES, RunDir, count_rows, iter
 SAMPLES_PER_GENRE = 2
 SAMPLE_CHARS = 900
 PLOTTED_LENGTHS = 200  # document lengths per genre that stats.json keeps for the length plot
-SPEC_COLUMNS = ("spec_id", "section_id", "section_title", "genre")
+SPEC_COLUMNS = ("spec_id", "section_id", "section_title", "genre", "audience", "persona", "setting", "idea",
+                "redeals", "unsuitable", "ai_self_stakes")
 DOC_COLUMNS = ("doc_id", "genre", "section_id", "section_title", "target_words", "audience", "persona",
                "output_tokens")
 REJECT_COLUMNS = ("doc_id", "stage", "reason", "duplicate_of", "genre", "cost_usd")
@@ -47,6 +48,7 @@ NEEDS = {
     "contamination": ("rejected",),
     "cost": ("store.sqlite",),
     "dedup_clusters": ("metrics.json", "rejected"),
+    "briefs": ("specs.parquet",),
     "diversity": ("metrics.json",),
     "packing": ("shards/manifest.json",),
     "samples": ("corpus.parquet", "documents.parquet"),
@@ -110,7 +112,7 @@ def load_run(run_dir: str | Path) -> RunData:
     read("config", rd.read_config)  # read only to say whether it is readable: plan.json holds the targets
     run.sections = read("sections", rd.read_sections)
     run.plan = read("plan", rd.read_plan)
-    run.specs = read("specs", lambda: _table(rd.specs, SPEC_COLUMNS, SPEC_SCHEMA))
+    run.specs = read("specs", lambda: _table(rd.specs, _present(rd.specs, SPEC_COLUMNS), SPEC_SCHEMA))
     run.usage, run.batches = read("store", lambda: _ledger(rd)) or (None, None)
     run.rejects = read("rejected_dir", lambda: rd.read_rejects(REJECT_COLUMNS))
     run.corpus = read("corpus", lambda: _final_table(rd.corpus, run.samples))
@@ -125,6 +127,12 @@ def load_run(run_dir: str | Path) -> RunData:
     names = [getattr(rd, a).relative_to(rd.path).as_posix() for a in ARTIFACTS]
     run.artifacts = {name: run.artifacts[name] for name in names}  # in pipeline order, as the table shows them
     return run
+
+
+def _present(path: Path, columns: Sequence[str]) -> list[str]:
+    """The columns a file has (a run planned by an older sdf lacks the brief columns)."""
+    names = set(pq.read_schema(path).names)
+    return [c for c in columns if c in names]
 
 
 def _table(path: Path, columns: Sequence[str], schema: pa.Schema) -> pa.Table:
@@ -178,6 +186,7 @@ def compute_stats(run: RunData) -> dict[str, Any]:
         "contamination": contamination(run),
         "cost": cost,
         "dedup_clusters": _dedup_clusters(run),
+        "briefs": _briefs(run),
         "diversity": _diversity(run),
         "packing": _packing(run),
     }
@@ -431,6 +440,35 @@ def _dedup_clusters(run: RunData) -> dict[str, Any] | None:
         "size_histogram": [{"size": s, "clusters": sizes[s]} for s in sorted(sizes)],
         "largest_clusters": [{"doc_id": d, "size": 1 + n, "genre": genre.get(d)}
                              for d, n in sorted(members.items(), key=lambda kv: (-kv[1], kv[0]))[:10]],
+    }
+
+
+def _briefs(run: RunData) -> dict[str, Any] | None:
+    """How varied the dealt briefs are, how many carry an idea, and how many were dealt anew or dropped."""
+    specs = run.specs
+    if specs is None or "persona" not in specs.column_names or not specs.num_rows:
+        return None
+    n = specs.num_rows
+    cols = {c: specs.column(c).to_pylist() for c in specs.column_names}
+
+    def spread(column: str) -> dict[str, Any]:
+        counts = Counter(cols[column])
+        value, top = counts.most_common(1)[0]
+        return {"distinct": len(counts), "distinct_share": len(counts) / n, "top": value, "top_share": top / n}
+
+    plan = run.plan or {}
+    return {
+        "specs": n,
+        "idea_share": sum(1 for i in cols["idea"] if i) / n,
+        "narrators": spread("persona"),
+        "settings": spread("setting"),
+        "audiences": spread("audience"),
+        "redealt": sum(1 for r in cols["redeals"] if r),
+        "redeals": sum(cols["redeals"]),
+        "unsuitable": sum(1 for u in cols["unsuitable"] if u),
+        "ai_self_stakes": sum(1 for f in cols["ai_self_stakes"] if f),
+        "pool_sizes": plan.get("pool_sizes", {}),
+        "pools_extended": plan.get("pools_extended", 0),
     }
 
 

@@ -1,4 +1,9 @@
-"""The catalog: genres, audiences, personas, settings, tones, name pools and prompt templates.
+"""The catalog: genres, the pools a brief is dealt from, tones, considerations, name pools and templates.
+
+A genre declares which kinds of audience, narrator, setting and situation suit it and how many named
+people it needs, so a dealt brief coheres (a children's story is told to children, a debate has a cast).
+The pools (`prompts/pools/*.toml`) hold seed items by kind; a run asks the model to extend each kind it
+uses, and the planner deals from the extended lists (see `sdf.source.pools`).
 
 The advice product's pools and templates live under `prompts/advice/` and load as an `AdviceCatalog`.
 
@@ -13,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -25,7 +30,20 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 PACKAGE_PROMPTS = Path(__file__).resolve().parents[1] / "prompts"  # shipped as package data
-TEMPLATE_NAMES = ("system", "document", "brainstorm", "judge")
+TEMPLATE_NAMES = ("system", "document", "ideas", "expand", "judge")
+POOL_NAMES = ("audiences", "narrators", "settings", "situations")
+GENRE_POOL_KEYS = {"audiences": "audiences", "narrators": "narrators", "settings": "settings",
+                   "situations": "situations"}
+FACTOR_FAMILIES = ("likelihood", "severity", "reversibility", "breadth", "consent", "responsibility", "vulnerability",
+                   "over_caution")
+# what a genre that declares nothing gets: the kinds that suit most adult prose
+DEFAULT_KINDS = {
+    "audiences": ("general", "students", "practitioners", "specialists", "community"),
+    "narrators": ("everyday", "practitioner", "scholar", "writer", "official"),
+    "settings": ("work", "civic", "home", "online"),
+    "situations": ("human", "ai_everyday"),
+}
+DEFAULT_CAST = {True: (2, 4), False: (1, 3)}
 ADVICE_TEMPLATE_NAMES = ("writer_system", "user", "advisor_system", "reply", "rewrite", "judge", "rewrite_judge")
 _GENRE_NAME = re.compile(r"^[a-z0-9_]+$")
 _SLOT = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -41,20 +59,53 @@ class Genre:
     weight: float
     instructions: str
     avoid_openings: tuple[str, ...]
+    typical_words: int = 0  # the mode of the length draw; 0: halfway between min and max
+    kinds: dict[str, tuple[str, ...]] = field(default_factory=dict)  # pool name -> the kinds that suit the genre
+    cast: tuple[int, int] = (2, 3)  # named people: at least, at most
+    tones: tuple[str, ...] = ()  # the tones that suit; empty: every tone
+
+    @property
+    def mode_words(self) -> int:
+        return self.typical_words or (self.min_words + self.max_words) // 2
 
     @property
     def mean_words(self) -> float:
-        return (self.min_words + self.max_words) / 2
+        """The mean of the triangular length draw (min, typical, max)."""
+        return (self.min_words + self.mode_words + self.max_words) / 3
+
+
+@dataclass(frozen=True)
+class PoolKind:
+    name: str
+    about: str
+    items: tuple[str, ...]
+    settings: tuple[str, ...] = ()  # narrators only: the setting kinds such a person writes from
+
+
+@dataclass(frozen=True)
+class Pool:
+    name: str  # audiences | narrators | settings | situations
+    about: str  # what one item is ("who a document is written for")
+    vary: str  # what an extension should vary
+    kinds: dict[str, PoolKind]
+
+
+@dataclass(frozen=True)
+class Consideration:
+    name: str
+    family: str  # one of FACTOR_FAMILIES, or "" for the others
+    brief: str  # how a brief words it
+    terms: tuple[str, ...]  # lower-case stems that tie it to a section's own words
 
 
 @dataclass(frozen=True)
 class Catalog:
     root: Path
     genres: dict[str, Genre]
-    audiences: tuple[str, ...]
-    personas: tuple[str, ...]
-    settings: tuple[str, ...]
+    pools: dict[str, Pool]
     tones: tuple[str, ...]
+    considerations: tuple[Consideration, ...]
+    reasoning: dict[bool, tuple[str, ...]]  # fiction? -> ways the reasoning can show itself
     given_names: tuple[tuple[str, str], ...]  # (name, culture)
     surnames: tuple[tuple[str, str], ...]
     templates: dict[str, str]
@@ -135,22 +186,71 @@ def load_catalog(root: Path | None = None) -> Catalog:
     root = Path(root) if root else default_prompts_dir()
     if not root.is_dir():
         raise SdfError(f"prompt catalog directory not found: {root}")
+    pools = {name: _load_pool(root / "pools" / f"{name}.toml", name) for name in POOL_NAMES}
+    for kind in pools["narrators"].kinds.values():
+        if unknown := [k for k in kind.settings if k not in pools["settings"].kinds]:
+            raise SdfError(f"{root / 'pools' / 'narrators.toml'}: [kinds.{kind.name}] settings names unknown setting "
+                           f"kinds: {', '.join(unknown)}")
+    tones = _load_lines(root / "tones.txt")
     genre_dir = root / "genres"
-    genres = dict(sorted((g.name, g) for g in (_load_genre(p) for p in sorted(genre_dir.glob("*.toml")))))
+    genres = dict(sorted((g.name, g) for g in (_load_genre(p, pools, tones) for p in sorted(genre_dir.glob("*.toml")))))
     if not genres:
         raise SdfError(f"no genres found in {genre_dir} (expected one <name>.toml per genre)")
     templates = {name: _load_template(root / "templates" / f"{name}.md") for name in TEMPLATE_NAMES}
+    reasoning = _load_toml(root / "reasoning.toml")
+    modes = {flag: tuple(str(m).strip() for m in reasoning.get(key, []) if str(m).strip())
+             for flag, key in ((True, "fiction"), (False, "nonfiction"))}
+    if not modes[True] or not modes[False]:
+        raise SdfError(f"{root / 'reasoning.toml'} needs non-empty lists 'fiction' and 'nonfiction'")
     return Catalog(
         root=root,
         genres=genres,
-        audiences=_load_lines(root / "audiences.txt"),
-        personas=_load_lines(root / "personas.txt"),
-        settings=_load_lines(root / "settings.txt"),
-        tones=_load_lines(root / "tones.txt"),
+        pools=pools,
+        tones=tones,
+        considerations=_load_considerations(root / "considerations.toml"),
+        reasoning=modes,
         given_names=_load_names(root / "names" / "given.tsv"),
         surnames=_load_names(root / "names" / "surnames.tsv"),
         templates=templates,
     )
+
+
+def _load_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SdfError(f"catalog file missing: {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise SdfError(f"{path} is not valid TOML: {e}") from None
+
+
+def _load_pool(path: Path, name: str) -> Pool:
+    data = _load_toml(path)
+    kinds = {}
+    for kind, entry in (data.get("kinds") or {}).items():
+        items = tuple(dict.fromkeys(str(i).strip() for i in (entry or {}).get("items", []) if str(i).strip()))
+        if not _GENRE_NAME.match(kind) or not items or not str(entry.get("about", "")).strip():
+            raise SdfError(f"{path}: [kinds.{kind}] needs a name of [a-z0-9_], an 'about' and a non-empty 'items' list")
+        fits = tuple(str(k) for k in entry.get("settings", []))
+        kinds[kind] = PoolKind(kind, str(entry["about"]).strip(), items, fits)
+    if not kinds or not str(data.get("about", "")).strip():
+        raise SdfError(f"{path} needs an 'about' line and at least one [kinds.NAME] table")
+    return Pool(name, str(data["about"]).strip(), str(data.get("vary", "")).strip(), kinds)
+
+
+def _load_considerations(path: Path) -> tuple[Consideration, ...]:
+    out = []
+    for i, entry in enumerate(_load_toml(path).get("consideration", [])):
+        family = str(entry.get("family", ""))
+        bad_family = family and family not in FACTOR_FAMILIES
+        if not entry.get("name") or not str(entry.get("brief", "")).strip() or bad_family:
+            raise SdfError(f"{path}: [[consideration]] number {i + 1} needs a name, a brief and a family among "
+                           f"{', '.join(FACTOR_FAMILIES)} (or none)")
+        out.append(Consideration(str(entry["name"]), family, str(entry["brief"]).strip(),
+                                 tuple(str(t).lower() for t in entry.get("terms", []))))
+    if not out:
+        raise SdfError(f"{path} has no [[consideration]] entries")
+    return tuple(out)
 
 
 def _load_template(path: Path) -> str:
@@ -229,7 +329,7 @@ def _load_toolsets(path: Path) -> tuple[Toolset, ...]:
     return tuple(sets)
 
 
-def _load_genre(path: Path) -> Genre:
+def _load_genre(path: Path, pools: dict[str, Pool], tones: tuple[str, ...]) -> Genre:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
@@ -242,17 +342,39 @@ def _load_genre(path: Path) -> Genre:
     if name != path.stem or not _GENRE_NAME.match(name):
         raise SdfError(f"genre file {path}: name '{name}' must equal the file stem and use [a-z0-9_]")
     lo, hi = int(data["min_words"]), int(data["max_words"])
-    if not 0 < lo <= hi:
-        raise SdfError(f"genre file {path}: need 0 < min_words <= max_words (got {lo}, {hi})")
+    typical = int(data.get("typical_words", 0))
+    if not 0 < lo <= hi or (typical and not lo <= typical <= hi):
+        raise SdfError(f"genre file {path}: need 0 < min_words <= typical_words <= max_words "
+                       f"(got {lo}, {typical}, {hi})")
+    fiction = bool(data.get("fiction", False))
+    kinds = {}
+    for pool in POOL_NAMES:
+        declared = tuple(str(k) for k in data.get(pool, DEFAULT_KINDS[pool]))
+        unknown = [k for k in declared if k not in pools[pool].kinds]
+        if unknown or not declared:
+            raise SdfError(f"genre file {path}: {pool} = {list(declared)} names no kind or an unknown one "
+                           f"({', '.join(unknown) or 'empty'}); kinds in pools/{pool}.toml: "
+                           f"{', '.join(pools[pool].kinds)}")
+        kinds[pool] = declared
+    cast = tuple(int(n) for n in data.get("cast", DEFAULT_CAST[fiction]))
+    if len(cast) != 2 or not 0 <= cast[0] <= cast[1] <= 12:
+        raise SdfError(f"genre file {path}: cast must be [at least, at most] with 0 <= at least <= at most <= 12")
+    genre_tones = tuple(str(t) for t in data.get("tones", []))
+    if any(t not in tones for t in genre_tones):
+        raise SdfError(f"genre file {path}: every entry of tones must be a line of tones.txt")
     return Genre(
         name=name,
         title=str(data["title"]),
-        fiction=bool(data.get("fiction", False)),
+        fiction=fiction,
         min_words=lo,
         max_words=hi,
         weight=float(data.get("weight", 1.0)),
         instructions=str(data["instructions"]).strip(),
         avoid_openings=tuple(str(s) for s in data.get("avoid_openings", [])),
+        typical_words=typical,
+        kinds=kinds,
+        cast=(cast[0], cast[1]),
+        tones=genre_tones,
     )
 
 
@@ -279,33 +401,3 @@ def _load_names(path: Path) -> tuple[tuple[str, str], ...]:
             raise SdfError(f"{path}: line '{line}' is not 'name<TAB>culture'")
         rows.append((parts[0].strip(), parts[1].strip()))
     return tuple(rows)
-
-
-def system_prompt(catalog: Catalog, constitution_text: str) -> str:
-    """The cached prefix: byte-identical for every request of a run."""
-    return catalog.render("system", constitution=constitution_text)
-
-
-def document_prompt(catalog: Catalog, spec: dict, section_text: str, section_path: str) -> str:
-    genre = catalog.genre(spec["genre"])
-    avoid = "\n".join(f"- {o}" for o in genre.avoid_openings) or "- (none listed)"
-    return catalog.render(
-        "document",
-        genre=genre.name,
-        genre_title=genre.title,
-        genre_instructions=genre.instructions,
-        avoid_openings=avoid,
-        min_words=genre.min_words,
-        max_words=genre.max_words,
-        target_words=spec["target_words"],
-        section_id=spec["section_id"],
-        section_title=spec["section_title"],
-        section_path=section_path,
-        section_text=section_text,
-        audience=spec["audience"],
-        persona=spec["persona"],
-        setting=spec["setting"],
-        tone=spec["tone"],
-        names=", ".join(spec["names"]),
-        idea=spec.get("idea") or "",
-    )

@@ -1,25 +1,21 @@
-"""Plan document specs: sections x genres x audience/persona x setting x tone x names x length.
+"""Plan the shape of a run: which sections, how many documents each, and the (section, genre) slots.
 
-Prefix-stable: the plan for N documents is the first N of one seeded, unbounded sequence, so growing
---docs or --tokens keeps every earlier spec, and the ledger pays only for the new ones. Slots are
-dealt to the section, then the genre, furthest behind its target share (`deal_slots`), so every
-prefix is within about one document of the fixed-size apportionment. The rest of a spec (audience,
-persona, setting, tone, names, length) is a function of (seed, section, genre, k), k counting that
-pair's earlier specs (`spec_attributes`): a changed genre weight or section selection keeps the
-prompt, hence the ledger answer, of every (section, genre, k) still in the plan. Within a pair,
-attributes and given names cycle through their lists, so no persona or name dominates.
+Prefix-stable: the plan for N documents is the first N of one seeded, unbounded sequence of slots
+(`iter_slots`), so growing --docs or --tokens keeps every earlier spec, and the ledger pays only for
+the new ones. Slots are dealt to the section, then the genre, furthest behind its target share, so
+every prefix is within about one document of the fixed-size apportionment. What each slot's brief
+holds (audience, narrator, setting, situation, names, length...) is dealt in `sdf.source.deal`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -36,10 +32,6 @@ from sdf.source.constitution import (
 )
 
 TOKENS_PER_WORD = 1.4  # English prose (~5.6 characters per word at ~4 characters per token)
-NAMES_PER_SPEC = {True: 3, False: 2}  # fiction needs a cast; non-fiction a couple of people
-SAME_CULTURE_SURNAME = 0.8  # share of people whose surname comes from their given name's culture
-
-
 
 @dataclass(frozen=True)
 class PlanSummary:
@@ -85,6 +77,14 @@ def apportion(total: int, weights: dict[str, float]) -> dict[str, int]:
 
 # -- which sections, and how many documents each --------------------------------------------------
 
+
+def value_weight(section: Section) -> float:
+    """A section's claim on documents: its normative tokens, scaled from 0.5x (no sentence states or argues a
+    value: a preamble, a description) to 1.5x (every sentence does: a list of principles)."""
+    share = min(1.0, section.value_chars / max(section.normative_chars, 1))
+    return max(section.normative_tokens, 1) * (0.5 + share)
+
+
 SYSTEM_PROMPT_WARN_TOKENS = 30_000  # past this the cached constitution is a large share of every request
 EVEN_SHARE_CAP = 3.0  # by default no section gets more than three times an even share of the documents
 
@@ -102,8 +102,10 @@ class Selection:
 def select_sections(constitution: Constitution, cfg: PlanConfig) -> Selection:
     """Apply {.skip}, [plan].include_sections and exclude_sections, then merge stubs into their neighbours.
 
-    Excluded sections leave the run entirely: no documents, and no place in the system prompt. To keep
-    a section as context but plan no documents for it, give it a section weight of 0 instead.
+    Excluded sections leave the run entirely: no documents, and no place in the system prompt. Sections
+    that describe the document rather than state values (`non_normative_reason`) are excluded unless an
+    include pattern names them. To keep a section as context but plan no documents for it, give it a
+    section weight of 0 instead.
     """
     excluded = excluded_sections(constitution, cfg)
     kept = tuple(s for s in constitution.sections if s.id not in excluded)
@@ -122,12 +124,16 @@ def excluded_sections(constitution: Constitution, cfg: PlanConfig) -> dict[str, 
     excluded: dict[str, str] = {}
     for s in constitution.sections:
         exclude = next((p for p in cfg.exclude_sections if fnmatchcase(s.id, p)), None)
+        included = any(fnmatchcase(s.id, p) for p in cfg.include_sections)
         if "skip" in s.classes:
             excluded[s.id] = "marked {.skip}"
         elif exclude is not None:
             excluded[s.id] = f"matches exclude pattern '{exclude}'"
-        elif cfg.include_sections and not any(fnmatchcase(s.id, p) for p in cfg.include_sections):
+        elif cfg.include_sections and not included:
             excluded[s.id] = "matches no include pattern"
+        elif not included and (why := non_normative_reason(s)):
+            # about the document rather than part of it: no documents; --include-section brings it back
+            excluded[s.id] = f"non-normative ({why}); --include-section '{s.id}' brings it back"
     return excluded
 
 
@@ -185,12 +191,12 @@ def capped_weights(weights: dict[str, float], cap: float) -> dict[str, float]:
 
 def section_quotas(sections: Sequence[Section], total: int, floor: int, weights: dict[str, float] | None = None,
                    max_share: float = 0.0) -> dict[str, int]:
-    """Documents per section: in proportion to normative text (outside example fences) times its weight.
+    """Documents per section: in proportion to its normative content (`value_weight`) times its weight.
 
     A floor keeps short sections from being starved, and a cap on each section's share (default three
     times an even share) keeps one long section from taking the plan. Weight 0 means no documents.
     """
-    base = {s.id: max(s.normative_tokens, 1) * (weights or {}).get(s.id, 1.0) for s in sections}
+    base = {s.id: value_weight(s) * (weights or {}).get(s.id, 1.0) for s in sections}
     eligible = {k: w for k, w in base.items() if w > 0}
     counts = {s.id: 0 for s in sections}
     if not eligible:
@@ -238,14 +244,14 @@ def selection_notes(selection: Selection) -> list[str]:
 
 
 def section_targets(sections: Sequence[Section], cfg: PlanConfig) -> tuple[dict[str, float], int]:
-    """Each eligible section's long-run share (normative text x weight, capped) and the floor each gets.
+    """Each eligible section's long-run share (normative content x weight, capped) and the floor each gets.
 
     The same rule as `section_quotas`, in a form that does not depend on the plan size: a prefix of n
     documents aims at `floor + (n - floor * sections) * share` documents per section once n covers
     every floor, and at `n * share` before that.
     """
     weights = section_weights(sections, cfg)
-    base = {s.id: max(s.normative_tokens, 1) * weights.get(s.id, 1.0) for s in sections}
+    base = {s.id: value_weight(s) * weights.get(s.id, 1.0) for s in sections}
     eligible = {k: w for k, w in base.items() if w > 0}
     if not eligible:
         raise SdfError("every section has weight 0 in [plan].section_weights; give at least one a positive weight")
@@ -293,11 +299,17 @@ def eval_names(catalog: Catalog) -> frozenset[str]:
 
 def deal_slots(sections: Sequence[Section], genres: dict[str, float], cfg: PlanConfig, seed: int,
                total: int) -> list[tuple[str, str]]:
-    """The first `total` (section id, genre) slots of one seeded, unbounded sequence.
+    """The first `total` (section id, genre) slots of one seeded, unbounded sequence (`iter_slots`)."""
+    return list(islice(iter_slots(sections, genres, cfg, seed), total))
+
+
+def iter_slots(sections: Sequence[Section], genres: dict[str, float], cfg: PlanConfig, seed: int
+               ) -> Iterator[tuple[str, str]]:
+    """(section id, genre) slots of one seeded, unbounded sequence.
 
     Each slot goes to the section furthest behind its target, and then to the genre furthest behind
     its share (overall, and a little within that section, so a section sees a spread of genres).
-    Nothing depends on `total`, so a plan for N is the first N slots of a plan for 2N, and every
+    A plan for N is the first N slots of a plan for 2N, and every
     prefix is within about one document of the fixed-size apportionment of sections and genres.
     """
     shares, floor = section_targets(sections, cfg)
@@ -311,8 +323,9 @@ def deal_slots(sections: Sequence[Section], genres: dict[str, float], cfg: PlanC
     g_count = np.zeros(len(gnames))
     pair_count = np.zeros((len(sids), len(gnames)))
     floors = floor * len(sids)
-    slots = []
-    for n in range(1, total + 1):
+    n = 0
+    while True:
+        n += 1
         target = floor + (n - floors) * share if n >= floors else n * share
         s = int(np.argmax(target - s_count + s_jitter))
         within = weight * (s_count[s] + 1) - pair_count[s]  # this section's own genre deficit
@@ -320,122 +333,10 @@ def deal_slots(sections: Sequence[Section], genres: dict[str, float], cfg: PlanC
         s_count[s] += 1
         g_count[g] += 1
         pair_count[s, g] += 1
-        slots.append((sids[s], gnames[g]))
-    return slots
+        yield sids[s], gnames[g]
 
 
 WITHIN_SECTION = 0.3  # how much a section's own genre balance counts against the overall mix
-
-
-def _offset(*parts: Any) -> int:
-    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:8], "big")
-
-
-def _cycle(items: Sequence[Any], seed: int, key: str, k: int) -> Any:
-    """Item k of a seeded cycle over `items`, one cycle per key: a key's first len(items) uses are distinct."""
-    order = _permutation(len(items), seed, key)
-    return items[order[k % len(items)]]
-
-
-def _permutation(n: int, seed: int, key: str) -> list[int]:
-    order = list(range(n))
-    random.Random(_offset(seed, "perm", key)).shuffle(order)
-    return order
-
-
-@dataclass(frozen=True)
-class People:
-    """The names a plan deals from: given names in a seeded order, and surnames by culture."""
-
-    given: list[tuple[str, str]]  # (name, culture), in the order pairs start from
-    surnames: list[tuple[str, str]]  # (name, culture), in a seeded order: the rename pool's order too
-    by_culture: dict[str, list[tuple[str, str]]]
-    reserved: frozenset[str] = frozenset()  # lower-cased eval names: never dealt, alone or as a full name
-
-
-def people_to_deal(catalog: Catalog, seed: int) -> People:
-    """The catalog's given names and surnames, each in one seeded order (built once per plan)."""
-    if not catalog.given_names or not catalog.surnames:
-        raise SdfError("cannot plan: the catalog's given-name or surname list is empty")
-    reserved = eval_names(catalog)
-    given = [catalog.given_names[i] for i in _permutation(len(catalog.given_names), seed, "given")]
-    given = [g for g in given if g[0].lower() not in reserved]
-    surnames = [catalog.surnames[i] for i in _permutation(len(catalog.surnames), seed, "surnames")]
-    by_culture: dict[str, list[tuple[str, str]]] = {}
-    for name, culture in catalog.surnames:
-        by_culture.setdefault(culture, []).append((name, culture))
-    return People(given, surnames, by_culture, reserved)
-
-
-def name_pools(catalog: Catalog, seed: int) -> tuple[list[str], list[str]]:
-    """The planner's given names and surnames in their seeded order: where the diversity step takes
-    replacements for a name the model overused (it skips names the corpus already has)."""
-    names = people_to_deal(catalog, seed)
-    return [n for n, _ in names.given], [n for n, _ in names.surnames if n.lower() not in names.reserved]
-
-
-def spec_attributes(catalog: Catalog, genre: Genre, section_id: str, k: int, seed: int,
-                    names: People | None = None) -> dict[str, Any]:
-    """Everything planned for the k-th document of (section, genre), as a function of those and the seed.
-
-    Because neither the plan size nor the position in the plan enters, a (section, genre, k) that stays
-    in a changed plan renders the same prompt, so its ledger answer is reused. Each pair starts at its
-    own place in the given names and walks on, so one spec's people are distinct.
-    """
-    names = names or people_to_deal(catalog, seed)
-    pair = f"{section_id}\x00{genre.name}"
-    rng = random.Random(_offset(seed, pair, k))
-    n_names = NAMES_PER_SPEC[genre.fiction]
-    start = _offset(seed, "names", pair) % len(names.given)
-    cast = []
-    for j in range(n_names):
-        first, culture = names.given[(start + k * n_names + j) % len(names.given)]
-        own = names.by_culture.get(culture)
-        pool = own if own and rng.random() < SAME_CULTURE_SURNAME else names.surnames
-        last = rng.choice(pool)[0]
-        for _ in range(20):  # never an eval's character, such as "Kyle Johnson"
-            if f"{first} {last}".lower() not in names.reserved:
-                break
-            last = rng.choice(names.surnames)[0]
-        cast.append(f"{first} {last}")
-    return {
-        "audience": _cycle(catalog.audiences, seed, "audience:" + pair, k),
-        "persona": _cycle(catalog.personas, seed, "persona:" + pair, k),
-        "setting": _cycle(catalog.settings, seed, "setting:" + pair, k),
-        "tone": _cycle(catalog.tones, seed, "tone:" + pair, k),
-        "names": cast,
-        "target_words": int(round(rng.randint(genre.min_words, genre.max_words), -1)),
-        "seed": rng.getrandbits(63),
-    }
-
-
-def plan_specs(sections: Sequence[Section], catalog: Catalog, cfg: PlanConfig, seed: int) -> list[dict]:
-    """The first N specs of the run's seeded sequence (N from --docs or --tokens): see `deal_slots`."""
-    weights = genre_weights(catalog, cfg)
-    total = plan_size(catalog, cfg, weights)
-    for name in ("audiences", "personas", "settings", "tones"):
-        if not getattr(catalog, name):
-            raise SdfError(f"cannot plan: the catalog's {name} list is empty")
-    by_id = {s.id: s for s in sections}
-    names = people_to_deal(catalog, seed)
-    occurrence: Counter[tuple[str, str]] = Counter()
-    specs = []
-    for index, (section_id, genre_name) in enumerate(deal_slots(sections, weights, cfg, seed, total)):
-        section, genre = by_id[section_id], catalog.genres[genre_name]
-        k = occurrence[(section_id, genre_name)]
-        occurrence[(section_id, genre_name)] += 1
-        attrs = spec_attributes(catalog, genre, section_id, k, seed, names)
-        spec = {
-            "section_id": section.id,
-            "section_title": section.title,
-            "genre": genre_name,
-            **{key: attrs[key] for key in ("audience", "persona", "setting", "tone", "names", "target_words", "seed")},
-            "idea": "",
-        }
-        digest = hashlib.sha256(f"{seed}:{index}:{sorted(spec.items())}".encode()).hexdigest()[:10]
-        spec["section_attrs"] = json.dumps(section.attrs, ensure_ascii=False, sort_keys=True)
-        specs.append({"spec_id": f"{index:06d}-{digest}", **spec})
-    return specs
 
 
 def summarize(specs: Sequence[dict]) -> PlanSummary:

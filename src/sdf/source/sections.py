@@ -12,6 +12,7 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 from sdf.errors import SdfError
 
@@ -29,6 +30,10 @@ _NON_NORMATIVE_TITLES = [
                 r"^(?:about the )?authors?$|^contributors$|^colophon$|^licen[cs]e$|^copyright$|"
                 r"^preface$|^foreword$|^editor'?s note$|^a note on (?:the|this) text$"), "about this document"),
     (re.compile(r"\b(?:summary|recap|tl;? ?dr|key takeaways|at a glance)\b"), "a summary of the rest"),
+    (re.compile(r"^(?:end ?notes|notes|footnotes|notes on sources)$"), "end notes"),
+    (re.compile(r"^how (?:this|the|we) (?:document|constitution|spec|specification|guide)?\s*(?:was|were|came|wrote|"
+                r"made|developed)\b|^(?:on |about )?(?:our |the )?(?:drafting|writing|training) (?:process|method)"),
+     "how the document was made"),
 ]
 _NOT_PART_OF = re.compile(
     r"\bnot (?:itself |formally )?(?:a )?part of (?:the|this|our) (?:constitution|charter|document|spec|specification|"
@@ -36,6 +41,23 @@ _NOT_PART_OF = re.compile(
     re.IGNORECASE,
 )
 _CITATION = re.compile(r"\b(?:1[89]|20)\d\d[a-z]?\b")
+# sentences about the document itself or its making, and sentences that state or argue a value
+_META = re.compile(
+    r"\b(?:this|the present|our|earlier|previous|later|first) (?:document|constitution|text|guide|charter|spec|"
+    r"specification|draft|drafts|version|versions|revision)\b|\b(?:we|i) (?:wrote|drafted|revised|consulted|began|"
+    r"thank|gathered|collected|trained|train)\b|\btrain(?:ed|ing)? (?:process|method|runs?|data|procedure)\b|"
+    r"\bfeedback (?:from|on)\b|\bfootnotes?\b|\bcitations?\b",
+    re.IGNORECASE,
+)
+_VALUE = re.compile(
+    r"\b(?:should|must|ought|never|always|avoid|avoids|prefer|prefers|refuse|refuses|may not|wants? (?:it|claude|the "
+    r"assistant|the model) to|important|wrong|right|good|bad|harm|harms|harmful|honest|honesty|care|cares|respect|"
+    r"fair|safe|safety|trust|values?|principles?|duty|duties|responsib\w+|wellbeing|autonomy|deceiv\w+|manipulat\w+)\b",
+    re.IGNORECASE,
+)
+_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|$)", re.MULTILINE)
+_FENCE = re.compile(r"^(```|~~~)[^\n]*\n.*?^\1[ \t]*$", re.DOTALL | re.MULTILINE)
+_NOTE_LINE = re.compile(r"^\s*(?:\[\^?[\w-]+\]:|\^?\d{1,3}[.)]|\d{1,3}\s)")
 _CITATION_MARK = re.compile(r"https?://|\bdoi\b|arxiv|\bet al\b|journal|proceedings|\bpress\b|\bpp?\.\s*\d",
                             re.IGNORECASE)
 
@@ -68,6 +90,12 @@ class Section:
     @property
     def normative_tokens(self) -> int:
         return math.ceil(self.normative_chars / 4)
+
+    @cached_property
+    def value_chars(self) -> int:
+        """Characters of the sentences, outside example fences, that state or argue a value: what the plan
+        shares documents by, so a list of principles gets more than a preamble of the same length."""
+        return sum(len(m.group(0)) for m in _SENTENCE.finditer(_FENCE.sub("", self.text)) if _VALUE.search(m.group(0)))
 
     @property
     def example_share(self) -> float:
@@ -127,6 +155,15 @@ def non_normative_reason(section: Section) -> str | None:
     cited = sum(1 for ln in lines if _CITATION.search(ln) and _CITATION_MARK.search(ln))
     if len(lines) >= 4 and cited >= 0.5 * len(lines):
         return "it reads like a bibliography"
+    notes = [ln for ln in lines if _NOTE_LINE.match(ln)]
+    if len(notes) >= 3 and len(notes) >= 0.6 * len(lines) and \
+            sum(1 for ln in notes if _CITATION_MARK.search(ln) or _CITATION.search(ln)) >= 0.3 * len(notes):
+        return "it reads like end notes"
+    sentences = [m.group(0) for m in _SENTENCE.finditer(_FENCE.sub("", section.text)) if len(m.group(0).split()) >= 4]
+    meta = sum(1 for t in sentences if _META.search(t))
+    values = sum(1 for t in sentences if _VALUE.search(t) and not _META.search(t))
+    if len(sentences) >= 3 and meta >= 0.4 * len(sentences) and values <= 0.4 * len(sentences):
+        return "it describes the document or how it was made"
     return None
 
 
