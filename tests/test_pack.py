@@ -251,6 +251,24 @@ def test_hf_rows_have_fixed_length_and_document_lengths(packed, tmp_path):
     assert padding == manifest["splits"]["train"]["padding_tokens"]
 
 
+def test_hf_rows_carry_labels_mask_and_positions_that_restart_at_each_document(packed, tmp_path):
+    root, _, _ = packed
+    rows = load_hf_rows(files(root, "train", "hf", ".parquet"), tmp_path)
+    assert {"input_ids", "labels", "attention_mask", "position_ids", "seq_lengths"} <= set(rows.column_names)
+    for row in rows:
+        ids, labels, mask, positions = row["input_ids"], row["labels"], row["attention_mask"], row["position_ids"]
+        assert len(labels) == len(mask) == len(positions) == SEQ_LEN
+        start = 0
+        for n in row["seq_lengths"]:
+            assert positions[start : start + n] == list(range(n))
+            assert labels[start] == -100 and labels[start + 1 : start + n] == ids[start + 1 : start + n]
+            assert mask[start : start + n] == [1] * n
+            start += n
+        padding = SEQ_LEN - start
+        assert labels[start:] == [-100] * padding and mask[start:] == [0] * padding
+        assert positions[start:] == list(range(padding))
+
+
 def test_bfd_splits_only_documents_longer_than_a_row(tmp_path):
     make_corpus(tmp_path / "corpus.parquet", n=200, seed=3)
     cfg = config(strategy="bfd", formats=["hf"])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shard_readers import load_hf_rows
 from test_pack import SEQ_LEN, TOKENIZER, config, decoded, files, make_corpus
 
 from sdf.steps.tokens.pack import pack_corpus
@@ -199,3 +200,49 @@ def test_manifest_holdings_are_what_a_reader_of_each_format_needs(built):
     assert on_disk["holdings"]["megatron"]["train"]["holds"] == "documents"
     assert on_disk["holdings"]["hf"]["train"]["holds"] == "rows"
     assert on_disk["holdings"]["hf"]["train"]["seq_len"] == SEQ_LEN
+
+
+# -- transformers: Trainer on the hf rows as loaded, and documents kept apart by position_ids ---------------
+
+
+def tiny_llama(vocab_size: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=SEQ_LEN,
+                         attn_implementation="sdpa")  # fmt: skip
+    return LlamaForCausalLM(config)
+
+
+def test_trainer_with_its_default_collator_trains_on_the_hf_rows_as_loaded(built, tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    root, _, _ = built
+    rows = load_hf_rows(files(root, "train", "hf", ".parquet"), tmp_path / "cache")
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=4, per_device_train_batch_size=4,
+                             learning_rate=1e-3, logging_steps=1, save_strategy="no", report_to=[],
+                             use_cpu=True)  # fmt: skip
+    trainer = Trainer(model=tiny_llama(load_tokenizer(TOKENIZER).vocab_size), args=args, train_dataset=rows)
+    result = trainer.train()
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    assert len(losses) == 4 and all(np.isfinite(losses)) and result.training_loss > 0
+
+
+def test_position_ids_without_an_attention_mask_keep_documents_apart(built, tmp_path):
+    root, _, _ = built
+    rows = load_hf_rows(files(root, "train", "hf", ".parquet"), tmp_path / "cache")
+    row = next(r for r in rows if len(r["seq_lengths"]) >= 3)
+    model = tiny_llama(load_tokenizer(TOKENIZER).vocab_size).eval()
+    ids = torch.tensor([row["input_ids"]])
+    with torch.no_grad():
+        packed = model(input_ids=ids, position_ids=torch.tensor([row["position_ids"]]), use_cache=False).logits[0]
+        mixed = model(input_ids=ids, attention_mask=torch.tensor([row["attention_mask"]]), use_cache=False).logits[0]
+        start = 0
+        for n in row["seq_lengths"]:
+            alone = model(input_ids=ids[:, start : start + n], use_cache=False).logits[0]
+            assert torch.allclose(packed[start : start + n], alone, atol=1e-4)
+            start += n
+    # with the attention mask alone, later documents see the earlier ones
+    second = slice(row["seq_lengths"][0], sum(row["seq_lengths"][:2]))
+    assert not torch.allclose(mixed[second], packed[second], atol=1e-4)

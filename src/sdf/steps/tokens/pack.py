@@ -25,8 +25,9 @@ rows, and shard k of hf and npy holds the same rows.
     <split>/nanotron/<split>_00000.ds          datatrove/nanotron tokens, little-endian uint16 or uint32
     <split>/nanotron/<split>_00000.ds.index    uint64 end of each document
     <split>/nanotron/<split>_00000.ds.metadata "<tokenizer>|<token bytes>", token count, human count
-    <split>/hf/<split>_00000.parquet           rows: input_ids list<int32> (seq_len), seq_lengths
-                                               list<int32> (document pieces; padding = the rest)
+    <split>/hf/<split>_00000.parquet           rows: input_ids, labels (-100: padding, piece starts),
+                                               attention_mask, position_ids (restart per piece), each
+                                               seq_len long; seq_lengths (document pieces; padding = the rest)
     <split>/npy/<split>_00000.tokens.npy       flat uint16 or uint32 tokens (np.load(mmap_mode="r"))
     <split>/npy/<split>_00000.docs.npy         int64 [n, 2]: [start, end) of each document piece
 
@@ -63,7 +64,7 @@ from sdf.writers.shards import HOLDS, DocBlock, PackStats, ShardSet, ShardSpec, 
 ROW_BLOCK = 256  # rows handed to the shard writers at a time
 DOC_BLOCK_TOKENS = 1 << 20  # about this many tokens of whole documents handed to the writers at a time
 SAMPLES_PER_SPLIT = 3  # SDF documents per split that verify_run decodes back to text
-PACK_FORMAT_VERSION = 2  # bump when the bytes written for the same inputs change
+PACK_FORMAT_VERSION = 3  # bump when the bytes written for the same inputs change
 
 
 def pack_corpus(
