@@ -7,10 +7,13 @@ runs this file. Without it every test here is skipped, saying so.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from shard_readers import load_hf_rows
 from test_pack import SEQ_LEN, TOKENIZER, config, decoded, files, make_corpus
@@ -27,46 +30,23 @@ datatrove_dataset = pytest.importorskip("datatrove.utils.dataset", reason=NEEDS)
 
 from datatrove.pipeline.tokens.tokenizer import TokenizedFile  # noqa: E402
 from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder  # noqa: E402
-from megatron.core.tokenizers import MegatronTokenizerBase  # noqa: E402
+from megatron.core.tokenizers import MegatronTokenizer  # noqa: E402
 
 SPLITS = ("train", "validation")
-
-
-class FixtureTokenizer(MegatronTokenizerBase):
-    """The fixture tokenizer as megatron-core's datasets see it: a vocabulary size and the EOD id."""
-
-    def __init__(self) -> None:
-        super().__init__(TOKENIZER, {})
-        self.inner = load_tokenizer(TOKENIZER)
-        self.unique_identifiers = {"class": type(self).__name__, "path": TOKENIZER}  # keys GPTDataset's cache
-
-    def tokenize(self, text: str) -> list[int]:
-        return self.inner.encode_batch([text])[0]
-
-    def detokenize(self, ids: list[int]) -> str:
-        return self.inner.decode(ids)
-
-    @property
-    def vocab(self) -> dict:
-        return {}
-
-    @property
-    def vocab_size(self) -> int:
-        return self.inner.vocab_size
-
-    @property
-    def eod(self) -> int:
-        return self.inner.eos_id
-
-    def apply_chat_template(self) -> None:
-        raise NotImplementedError
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     run = tmp_path_factory.mktemp("frameworks")
+    # a training model's tokenizer folder, as Megatron and transformers load it: tokenizer.json and its config
+    folder = run / "tokenizer"
+    folder.mkdir()
+    shutil.copy(TOKENIZER, folder / "tokenizer.json")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast",
+                                                              "eos_token": "<|endoftext|>"}))  # fmt: skip
     docs = make_corpus(run / "corpus.parquet", n=160, seed=2)
-    manifest = pack_corpus(run / "corpus.parquet", run / "shards", config(val_share=0.1), 4, "c", progress=False)
+    cfg = config(val_share=0.1, tokenizer=str(folder))
+    manifest = pack_corpus(run / "corpus.parquet", run / "shards", cfg, 4, "c", progress=False)
     assert verify_run(run) == []
     return run / "shards", manifest, sorted(d["text"] for d in docs if d["text"])
 
@@ -118,11 +98,19 @@ def one_process_group(tmp_path, monkeypatch):
 
 def test_gpt_dataset_cuts_seq_len_samples_from_the_documents_alone(built, tmp_path, one_process_group):
     root, manifest, _ = built
+    # everything the reader needs comes from the manifest's reader settings
+    readers = manifest["readers"]["megatron"]
+    blend = [(([str(root / p) for p in part[0]]), part[1]) if part else None for part in readers["blend_per_split"]]
+    assert blend[0][0] == prefixes(root, "train") and blend[1][0] == prefixes(root, "validation")
+    assert readers["tokenizer"]["type"] == "HuggingFaceTokenizer"
+    tokenizer = MegatronTokenizer.from_pretrained(readers["tokenizer"]["model"],
+                                                  metadata_path={"library": "huggingface"})
+    assert tokenizer.eod == readers["eod_id"] == manifest["eos_id"]
     cfg = gpt.GPTDatasetConfig(
         random_seed=1234,
         sequence_length=SEQ_LEN,
-        blend_per_split=[(prefixes(root, "train"), None), (prefixes(root, "validation"), None), None],
-        tokenizer=FixtureTokenizer(),
+        blend_per_split=blend,
+        tokenizer=tokenizer,
         reset_position_ids=False,
         reset_attention_mask=False,
         eod_mask_loss=False,
@@ -246,3 +234,36 @@ def test_position_ids_without_an_attention_mask_keep_documents_apart(built, tmp_
     # with the attention mask alone, later documents see the earlier ones
     second = slice(row["seq_lengths"][0], sum(row["seq_lengths"][:2]))
     assert not torch.allclose(mixed[second], packed[second], atol=1e-4)
+
+
+def test_datatrove_decodes_the_first_document_with_the_token_size_the_manifest_states(built):
+    root, manifest, _ = built
+    readers = manifest["readers"]["nanotron"]
+    assert readers["token_size"] == manifest["holdings"]["nanotron"]["train"]["token_bytes"] == 2
+    dataset = datatrove_dataset.DatatroveFolderDataset(str(root / readers["dataset_folder"]["train"]),
+                                                       seq_len=SEQ_LEN, token_size=readers["token_size"],
+                                                       recursive=False)  # fmt: skip
+    first = next(s for s in manifest["samples"] if s["split"] == "train" and s["offsets"]["documents"] == 0)
+    ids = dataset[0]["input_ids"].tolist()
+    assert len(ids) == SEQ_LEN + 1
+    tokenizer = load_tokenizer(manifest["tokenizer"]["spec"])
+    body = ids[: ids.index(manifest["eos_id"])] if manifest["eos_id"] in ids else ids
+    text = tokenizer.decode(body)
+    if first["length"] <= len(ids):  # the whole document is in the first sample
+        assert hashlib.sha256(text.encode()).hexdigest() == first["text_sha256"]
+    else:
+        corpus = pq.read_table(root.parent / "corpus.parquet").to_pylist()
+        assert next(r["text"] for r in corpus if str(r["doc_id"]) == first["doc_id"]).startswith(text)
+    # a wrong width reads garbage: the same bytes as 4-byte tokens fall outside the vocabulary
+    wrong = datatrove_dataset.DatatroveFolderDataset(str(root / readers["dataset_folder"]["train"]),
+                                                     seq_len=SEQ_LEN, token_size=4, recursive=False)  # fmt: skip
+    assert int(wrong[0]["input_ids"].max()) >= manifest["tokenizer"]["vocab_size"]
+
+
+def test_readers_md_states_this_runs_settings(built):
+    root, manifest, _ = built
+    text = (root / "READERS.md").read_text()
+    assert f"token_size={manifest['readers']['nanotron']['token_size']}" in text
+    assert f"--train-data-path {' '.join(prefixes(root, 'train'))}" in text
+    assert "--tokenizer-type HuggingFaceTokenizer" in text and f"--seq-length {SEQ_LEN}" in text
+    assert str(root / "train" / "hf" / "*.parquet") in text

@@ -19,7 +19,9 @@ Layout under `out_dir` (normally `<run>/shards`); split is `train` or `validatio
 format ends before a document would take it past shard_tokens; a row shard holds shard_tokens // seq_len
 rows, and shard k of hf and npy holds the same rows.
 
-    manifest.json                              holdings[format][split] says what each format holds
+    manifest.json                              holdings[format][split] says what each format holds;
+                                               readers: each framework's reader settings for this pack
+    READERS.md                                 the same settings, ready to paste, with full paths
     <split>/megatron/<split>_00000.bin, .idx   Megatron-LM MMIDIDX v1: one sequence per document;
                                                dtype uint16 (code 8) below 65500 ids, else int32 (code 4)
     <split>/nanotron/<split>_00000.ds          datatrove/nanotron tokens, little-endian uint16 or uint32
@@ -59,6 +61,7 @@ from sdf.steps.tokens.tokenizer import Tokenizer, file_sha256, load_tokenizer
 from sdf.writers import FORMATS
 from sdf.writers.io import open_parquet, read_json, write_json
 from sdf.writers.manifest import CORE_KEYS, MANIFEST
+from sdf.writers.readers import reader_settings, write_readers_md
 from sdf.writers.shards import HOLDS, DocBlock, PackStats, ShardSet, ShardSpec, flat_dtype, remove_stale
 
 ROW_BLOCK = 256  # rows handed to the shard writers at a time
@@ -99,6 +102,7 @@ def pack_corpus(
     previous = read_json(manifest_path)
     if previous and previous.get("pack_key") == key and _shards_present(out_dir, previous):
         manifest = {k: previous[k] for k in CORE_KEYS if k in previous} | extra
+        write_readers_md(out_dir, manifest)
         if manifest != previous:
             write_json(manifest_path, manifest)
         return manifest
@@ -122,8 +126,10 @@ def pack_corpus(
         seed=seed,
         corpus_sha256=corpus_sha256,
     )
+    manifest["readers"] = reader_settings(manifest)
     manifest = {k: manifest[k] for k in CORE_KEYS} | extra
     remove_stale(out_dir, list(FORMATS.values()), {e["path"] for e in manifest["shards"]})
+    write_readers_md(out_dir, manifest)
     write_json(manifest_path, manifest)
     return manifest
 
