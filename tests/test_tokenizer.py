@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sdf.errors import SdfError
-from sdf.steps.tokens.tokenizer import load_tokenizer
+from sdf.steps.tokens.tokenizer import load_tokenizer, tokenizer_warning
 
 DATA = Path(__file__).parent / "data"
 TOKENIZER = DATA / "tokenizer.json"
@@ -126,3 +126,12 @@ def test_hub_id_loads_from_the_local_cache_only(tmp_path):
     done = subprocess.run([sys.executable, "-c", CACHED_SCRIPT], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["acme/tiny", "0", "1", "700"]
+
+
+def test_only_tiktoken_encodings_are_warned_about_as_no_models_tokenizer(tmp_path):
+    warning = tokenizer_warning("cl100k_base")
+    assert warning and "cl100k_base" in warning and "[pack].tokenizer" in warning and "directory" in warning
+    assert tokenizer_warning("o200k_base")
+    assert tokenizer_warning(str(DATA / "tokenizer.json")) is None
+    assert tokenizer_warning("Qwen/Qwen3-8B") is None
+    assert tokenizer_warning("gpt2") is None  # GPT-2's own encoding

@@ -26,6 +26,7 @@ from typing import Any
 from sdf.errors import SdfError
 
 EOS_CANDIDATES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|eos|>", "[SEP]")
+OPEN_MODEL_ENCODINGS = {"gpt2", "r50k_base"}  # tiktoken encodings that are an open model's own (GPT-2)
 BOS_CANDIDATES = ("<|begin_of_text|>", "<|startoftext|>", "<s>", "<bos>", "<|bos|>", "[CLS]")
 
 
@@ -130,6 +131,25 @@ def load_tokenizer(spec: str, eos_id: int | None = None, bos_id: int | None = No
         tokenizer = _load_cached_hub(spec)
     tokenizer._override(eos_id, bos_id)
     return tokenizer
+
+
+def tokenizer_warning(spec: str) -> str | None:
+    """One line when `spec` is a tiktoken encoding, which no open model trains with; None otherwise.
+
+    `sdf plan`, the build's end summary and the report all say this, from here.
+    """
+    import tiktoken
+
+    spec = str(spec).strip()
+    if Path(spec).expanduser().exists() or _looks_like_path(spec):
+        return None
+    names = set(tiktoken.list_encoding_names()) - OPEN_MODEL_ENCODINGS
+    if spec not in names and f"{spec}_offline" not in names:
+        return None
+    return (f"tokenizer {spec} is a tiktoken encoding, not the tokenizer of the model you will train: its shards hold "
+            "ids that model does not know. Pack with the training model's tokenizer: set [pack].tokenizer or "
+            "--tokenizer to its directory (holding tokenizer.json) or its HF hub id, e.g. --tokenizer Qwen/Qwen3-8B "
+            "once it is in the local HF cache")
 
 
 def file_sha256(path: Path) -> str:
