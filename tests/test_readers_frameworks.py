@@ -16,6 +16,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from shard_readers import load_hf_rows
+from test_advice import build as build_advice
+from test_advice import qwen3_style_tokenizer
 from test_pack import SEQ_LEN, TOKENIZER, config, decoded, files, make_corpus
 
 from sdf.steps.tokens.pack import pack_corpus
@@ -27,6 +29,7 @@ torch = pytest.importorskip("torch", reason=NEEDS)
 indexed = pytest.importorskip("megatron.core.datasets.indexed_dataset", reason=NEEDS)
 gpt = pytest.importorskip("megatron.core.datasets.gpt_dataset", reason=NEEDS)
 datatrove_dataset = pytest.importorskip("datatrove.utils.dataset", reason=NEEDS)
+trl = pytest.importorskip("trl", reason=NEEDS)
 
 from datatrove.pipeline.tokens.tokenizer import TokenizedFile  # noqa: E402
 from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder  # noqa: E402
@@ -193,12 +196,12 @@ def test_manifest_holdings_are_what_a_reader_of_each_format_needs(built):
 # -- transformers: Trainer on the hf rows as loaded, and documents kept apart by position_ids ---------------
 
 
-def tiny_llama(vocab_size: int):
+def tiny_llama(vocab_size: int, positions: int = SEQ_LEN):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=SEQ_LEN,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=positions,
                          attn_implementation="sdpa")  # fmt: skip
     return LlamaForCausalLM(config)
 
@@ -267,3 +270,29 @@ def test_readers_md_states_this_runs_settings(built):
     assert f"--train-data-path {' '.join(prefixes(root, 'train'))}" in text
     assert "--tokenizer-type HuggingFaceTokenizer" in text and f"--seq-length {SEQ_LEN}" in text
     assert str(root / "train" / "hf" / "*.parquet") in text
+
+
+# -- TRL: SFTTrainer on sft.jsonl as loaded ----------------------------------------------------------------
+
+
+def test_trl_sft_trainer_trains_on_the_chats_as_loaded_tools_and_deliberation_included(fake, tmp_path):
+    import datasets
+
+    result = build_advice(tmp_path, fake.base_url, docs=16, config_extra="[advice]\ntools_share = 1.0\n")
+    assert result.returncode == 0, result.stderr
+    rows = datasets.load_dataset("json", data_files=str(tmp_path / "corpus" / "adv" / "sft.jsonl"), split="train",
+                                 cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    assert any(rows["tools"])
+    tokenizer = qwen3_style_tokenizer(tmp_path)
+    args = trl.SFTConfig(output_dir=str(tmp_path / "out"), max_steps=3, per_device_train_batch_size=2,
+                         learning_rate=1e-3, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
+                         max_length=4096)  # fmt: skip
+    trainer = trl.SFTTrainer(model=tiny_llama(tokenizer.vocab_size, 4096), args=args, train_dataset=rows,
+                             processing_class=tokenizer)  # fmt: skip
+    for source, tokenized in zip(rows, trainer.train_dataset, strict=True):
+        text = tokenizer.decode(tokenized["input_ids"])
+        assert source["messages"][-1]["reasoning_content"].strip() in text  # the deliberation is trained on
+        assert all(tool["function"]["name"] in text for tool in source["tools"] or [])
+    trainer.train()
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    assert len(losses) == 3 and all(np.isfinite(losses))
