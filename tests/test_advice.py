@@ -115,6 +115,17 @@ def test_chat_rules_name_the_failure(changes: dict, reason: str | None) -> None:
         assert [d["reason"] for d in result.dropped] == [reason], result.dropped
 
 
+@pytest.mark.parametrize(("changes", "rule"), [
+    ({"answer": GOOD_ANSWER + " Tell [Name] at [Company] first."}, "placeholder"),
+    ({"user": "I'm sorry, but I can't write this message."}, "refusal"),
+    ({"stop_reason": "max_tokens"}, "truncated"),
+])
+def test_skip_rules_switch_the_shared_rules_off_for_chats_too(changes: dict, rule: str) -> None:
+    assert ChatQualityFilter(AdviceConfig(), QualityConfig())([chat(**changes)]).dropped
+    result = ChatQualityFilter(AdviceConfig(), QualityConfig(skip_rules=[rule]))([chat(**changes)])
+    assert not result.dropped and len(result.kept) == 1
+
+
 def test_writer_preamble_is_stripped_from_the_user_message() -> None:
     user = "Here's the message:\n\nmy boss wants the form signed today, can I tick it and check tomorrow?"
     kept = ChatQualityFilter(AdviceConfig(), QualityConfig())([chat(user=user)]).kept[0]
