@@ -135,3 +135,26 @@ def test_only_tiktoken_encodings_are_warned_about_as_no_models_tokenizer(tmp_pat
     assert tokenizer_warning(str(DATA / "tokenizer.json")) is None
     assert tokenizer_warning("Qwen/Qwen3-8B") is None
     assert tokenizer_warning("gpt2") is None  # GPT-2's own encoding
+
+
+def test_loading_a_chat_tokenizer_never_tells_users_pytorch_was_not_found(tmp_path):
+    """In an environment without torch (hidden here from transformers' check), sdf stays quiet about it."""
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    shutil.copy(DATA / "tokenizer.json", folder / "tokenizer.json")
+    shutil.copy(DATA / "chat_tokenizer_config.json", folder / "tokenizer_config.json")
+    script = (
+        "import importlib.util, sys\n"
+        "real = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda name, *a: None if name.split('.')[0] == 'torch' else real(name, *a)\n"
+        "from sdf.writers.chat import load_chat_tokenizer\n"
+        f"print(type(load_chat_tokenizer({str(folder)!r})).__name__)\n"
+        "import transformers\n"
+        "print('torch seen:', transformers.is_torch_available())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    env.pop("TRANSFORMERS_NO_ADVISORY_WARNINGS", None)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "torch seen: False" in done.stdout  # the check really ran without torch
+    assert "PyTorch was not found" not in done.stderr + done.stdout

@@ -34,6 +34,7 @@ from sdf.run import (
     openai_json_line,
     sft_json_line,
 )
+from sdf.steps.tokens.tokenizer import auto_tokenizer
 from sdf.writers.hf import IGNORE_INDEX
 
 
@@ -116,7 +117,7 @@ def load_chat_tokenizer(path: str) -> Any:
         raise SdfError(f"[advice].chat_tokenizer: {directory} has no tokenizer_config.json; give a tokenizer "
                        "directory whose config carries a chat_template")
     try:
-        from transformers import AutoTokenizer
+        AutoTokenizer = auto_tokenizer()  # noqa: N806 - the class, named as transformers names it
     except ImportError:
         raise SdfError("[advice].chat_tokenizer needs transformers: pip install transformers "
                        "(or leave chat_tokenizer empty to write sft.parquet and sft.jsonl only)") from None

@@ -183,9 +183,25 @@ def _load_json(path: Path, spec: str) -> HFTokenizer:
     return HFTokenizer(backend, spec, spec, file_sha256(path), _special_tokens_config(path.parent))
 
 
+def auto_tokenizer() -> Any:
+    """transformers' AutoTokenizer (ImportError without transformers), imported without its advice that
+    PyTorch was not found: sdf only tokenizes, so torch is never needed."""
+    quiet = "TRANSFORMERS_NO_ADVISORY_WARNINGS"
+    before = os.environ.get(quiet)
+    os.environ[quiet] = "1"
+    try:
+        from transformers import AutoTokenizer
+    finally:
+        if before is None:
+            os.environ.pop(quiet, None)
+        else:
+            os.environ[quiet] = before
+    return AutoTokenizer
+
+
 def _load_with_transformers(path: Path, spec: str) -> HFTokenizer:
     try:
-        from transformers import AutoTokenizer  # optional: only for directories without tokenizer.json
+        AutoTokenizer = auto_tokenizer()  # noqa: N806 - the class, named as transformers names it
     except ImportError:
         raise SdfError(
             f"{path} has no tokenizer.json; save the tokenizer with `tokenizer.save_pretrained()` "
