@@ -115,6 +115,17 @@ def test_chat_rules_name_the_failure(changes: dict, reason: str | None) -> None:
         assert [d["reason"] for d in result.dropped] == [reason], result.dropped
 
 
+@pytest.mark.parametrize(("changes", "rule"), [
+    ({"answer": GOOD_ANSWER + " Tell [Name] at [Company] first."}, "placeholder"),
+    ({"user": "I'm sorry, but I can't write this message."}, "refusal"),
+    ({"stop_reason": "max_tokens"}, "truncated"),
+])
+def test_skip_rules_switch_the_shared_rules_off_for_chats_too(changes: dict, rule: str) -> None:
+    assert ChatQualityFilter(AdviceConfig(), QualityConfig())([chat(**changes)]).dropped
+    result = ChatQualityFilter(AdviceConfig(), QualityConfig(skip_rules=[rule]))([chat(**changes)])
+    assert not result.dropped and len(result.kept) == 1
+
+
 def test_writer_preamble_is_stripped_from_the_user_message() -> None:
     user = "Here's the message:\n\nmy boss wants the form signed today, can I tick it and check tomorrow?"
     kept = ChatQualityFilter(AdviceConfig(), QualityConfig())([chat(user=user)]).kept[0]
@@ -154,11 +165,29 @@ def test_build_advice_writes_sft_chats_that_load_with_datasets(fake, tmp_path: P
         assert final["reasoning_content"] not in final["content"]  # the deliberation is stored apart
         assert "<deliberation>" not in final["content"] + final["reasoning_content"]
         if row["tools"]:
-            assert row["tool_format"] == "native" and json.loads(row["tools"])[0]["type"] == "function"
+            assert row["tool_format"] == "native" and row["tools"][0]["type"] == "function"
     systems = [r["messages"][0]["role"] == "system" for r in parquet]
     assert 0 < sum(systems) < len(systems)  # some chats have a system prompt, some none
     assert len({r["operator"] for r in parquet if r["operator"]}) > 2
     assert any(r["tools"] for r in parquet) and any(r["tool_format"] not in ("", "native") for r in parquet)
+
+    # every row renders under a Qwen3-style template as loaded, from either file, tools and all
+    tokenizer = qwen3_style_tokenizer(tmp_path)
+    for rows in (jsonl, parquet):
+        for row in rows:
+            text = tokenizer.apply_chat_template(row["messages"], tools=row["tools"], tokenize=False)
+            final = row["messages"][-1]
+            assert f"<think>\n{final['reasoning_content'].strip()}\n</think>" in text and final["content"] in text
+            assert all(f'"name": "{t["function"]["name"]}"' in text for t in row["tools"] or [])
+    assert sum(bool(r["tools"]) for r in jsonl) == sum(bool(r["tools"]) for r in parquet) > 0
+
+    # the OpenAI fine-tuning file: messages and tools, nothing OpenAI does not know
+    openai = [json.loads(line) for line in (run / "sft.openai.jsonl").read_text().splitlines()]
+    assert len(openai) == jsonl.num_rows
+    for line, row in zip(openai, jsonl, strict=True):
+        assert set(line) <= {"messages", "tools"} and line.get("tools") == row["tools"]
+        assert [m["content"] for m in line["messages"]] == [m["content"] for m in row["messages"]]
+        assert all(set(m) <= {"role", "content", "tool_calls", "tool_call_id", "name"} for m in line["messages"])
 
     stats = json.loads((run / "stats.json").read_text())
     assert stats["product"] == "advice" and stats["chats"] == parquet.num_rows
@@ -223,6 +252,19 @@ def test_one_product_per_run_directory_and_documents_stays_the_default(fake, tmp
 # -- tokenized SFT rows -----------------------------------------------------------------------------------------
 
 
+def qwen3_style_tokenizer(tmp_path: Path):
+    """The fixture vocabulary with tests/data's Qwen3-style chat template, as transformers loads a model folder."""
+    from transformers import AutoTokenizer
+
+    directory = tmp_path / "qwen3_style"
+    directory.mkdir()
+    shutil.copy(ROOT / "tests" / "data" / "tokenizer.json", directory / "tokenizer.json")
+    shutil.copy(ROOT / "tests" / "data" / "qwen3_style_chat_template.jinja", directory / "chat_template.jinja")
+    (directory / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}))
+    return AutoTokenizer.from_pretrained(str(directory))
+
+
 def chat_tokenizer_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "chat_tokenizer"
     directory.mkdir()
@@ -241,7 +283,7 @@ def test_sft_rows_render_through_a_chat_template_and_pack_with_assistant_only_lo
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(tok_dir))
     rows = [json.loads(line) for line in rd.sft_jsonl.read_text().splitlines()]
     for row in rows:
-        tools = json.loads(row["tools"]) if row["tools"] else None
+        tools = row["tools"]  # a list of tool schemas, as chat templates take them
         text = tokenizer.apply_chat_template(row["messages"], tools=tools, tokenize=False)
         final = row["messages"][-1]
         assert f"<think>\n{final['reasoning_content']}\n</think>" in text and final["content"] in text

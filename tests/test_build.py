@@ -55,6 +55,19 @@ def test_build_produces_the_whole_run_directory(fake, tmp_path: Path) -> None:
         if path.is_file():
             assert TEST_KEY.encode() not in path.read_bytes(), path
     assert TEST_KEY not in result.stdout + result.stderr
+    # the default formats are the ones trainers read as they are; a clean end leaves no WAL files
+    assert manifest["formats"] == ["megatron", "hf"] and (run / "shards" / "READERS.md").is_file()
+    assert not (run / "store.sqlite-wal").exists() and not (run / "store.sqlite-shm").exists()
+    assert "warning: tokenizer" not in result.stderr  # the fixture's tokenizer.json is the model's own
+
+
+def test_a_tiktoken_tokenizer_is_warned_about_in_the_summary_and_the_report(fake, tmp_path: Path) -> None:
+    result = build(tmp_path, fake.base_url, "--tokenizer", "cl100k_base", docs=3)
+    assert result.returncode == 0, result.stderr
+    assert "warning: tokenizer cl100k_base is a tiktoken encoding" in result.stderr
+    assert "--tokenizer" in result.stderr.split("warning: tokenizer cl100k_base")[1]
+    report = (tmp_path / "corpus" / "run" / "report.html").read_text()
+    assert "tokenizer cl100k_base is a tiktoken encoding" in report
 
 
 def test_plan_and_dry_run_call_no_api(tmp_path: Path) -> None:

@@ -310,3 +310,106 @@ def test_batch_mode_submits_only_what_the_budget_can_pay_for(fake, tmp_path, mon
     assert 1 < submitted < 20  # later rounds spend what the real (cheaper) answers left over
     assert ledger.spent() <= cap  # batch mode never passes the cap
     assert summary.stopped.startswith("budget") and ledger.counts("generate")["pending"] == 20 - submitted
+
+
+# -- LangChain parity: ChatAnthropic caches like the native path; every model gets its per-request settings --
+
+
+def cache_marked(entry: dict) -> bool:
+    usage = entry.get("usage") or {}
+    return bool(usage.get("cache_read_input_tokens") or usage.get("cache_creation_input_tokens"))
+
+
+def test_chat_anthropic_requests_are_cache_marked_and_cost_what_native_ones_do(tmp_path, monkeypatch) -> None:
+    from langchain_anthropic import ChatAnthropic
+
+    n, llm = 40, cfg()
+    costs, marked = {}, {}
+    for path in ("native", "langchain"):
+        with FakeAnthropic() as fake:
+            if path == "native":
+                chosen = backend(fake, llm, monkeypatch)
+            else:
+                model = ChatAnthropic(model="claude-haiku-4-5", api_key=KEY, base_url=fake.base_url, max_retries=0)
+                chosen = LangChainBackend(model, llm.ttl(batch=False))
+            ledger = Ledger(tmp_path / f"{path}.sqlite")
+            summary = run_requests(requests(n), ledger, chosen, llm, 0.0, PRICES, progress=False)
+            assert summary.succeeded == n
+            answered = [e for e in fake.log if e.get("status") == 200 and e.get("usage")]
+            marked[path] = sum(cache_marked(e) for e in answered) / len(answered)
+            costs[path] = ledger.totals()["cost_usd"] / n
+            assert sum(r["cache_read_tokens"] > 0 for r in ledger.rows("generate")) >= n - llm.concurrency
+            ledger.close()
+    assert marked["langchain"] >= 0.95 and marked["native"] == 1.0
+    assert abs(costs["langchain"] - costs["native"]) <= 0.10 * costs["native"], costs
+
+
+def test_chat_anthropic_sends_the_configured_ttl_and_each_requests_limits(tmp_path) -> None:
+
+    seen: list[dict] = []
+
+    def responder(params: dict) -> str:
+        seen.append(params)
+        return "<document>" + "word " * 200 + "</document>"
+
+    llm = cfg(provider="langchain", langchain_class="langchain_anthropic:ChatAnthropic", cache_ttl="1h")
+    with FakeAnthropic(responder=responder) as fake:
+        llm.langchain_kwargs = {"model": "claude-haiku-4-5", "api_key": KEY, "base_url": fake.base_url,
+                                "max_retries": 0, "max_tokens": 4000}  # fmt: skip
+        chosen = LangChainBackend.from_config(llm)
+        reqs = [LLMRequest("generate", f"s{i}", "claude-haiku-4-5", SYSTEM, f"Write {i}.", 20 + i, 0.5 + i / 10)
+                for i in range(3)]  # fmt: skip
+        summary = run_requests(reqs, Ledger(tmp_path / "store.sqlite"), chosen, llm, 0.0, PRICES, progress=False)
+        log = [e for e in fake.log if e.get("usage")]
+    assert summary.succeeded == 3
+    for params in seen:
+        i = int(params["messages"][-1]["content"].split()[1].rstrip("."))
+        assert params["max_tokens"] == 20 + i and params["temperature"] == 0.5 + i / 10
+        assert params["system"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
+    assert sum(e["usage"]["cache_creation"]["ephemeral_1h_input_tokens"] for e in log) > 0
+    assert all(e["stop_reason"] == "max_tokens" for e in log)  # the request's limit, not the model's 4000
+
+
+def test_any_chat_model_gets_max_tokens_and_temperature_per_request(tmp_path) -> None:
+    """ChatOpenAI against a local OpenAI-compatible endpoint (as vLLM or Ollama serve)."""
+    import http.server
+    import json
+    import threading
+
+    from langchain_openai import ChatOpenAI
+
+    bodies: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the http.server hook name
+            bodies.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            reply = json.dumps({"id": "c1", "object": "chat.completion", "created": 0, "model": "m",
+                                "choices": [{"index": 0, "finish_reason": "stop",
+                                             "message": {"role": "assistant", "content": "<document>x</document>"}}],
+                                "usage": {"prompt_tokens": 50, "completion_tokens": 5, "total_tokens": 55}}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        model = ChatOpenAI(model="m", api_key="k", base_url=f"http://127.0.0.1:{server.server_port}/v1",
+                           max_retries=0)  # fmt: skip
+        llm = cfg(provider="langchain", langchain_class="x:Y")
+        reqs = [LLMRequest("generate", f"s{i}", "m", SYSTEM, f"Write {i}.", 100 + i, 0.25 * i) for i in range(3)]
+        summary = run_requests(reqs, Ledger(tmp_path / "store.sqlite"), LangChainBackend(model), llm, 0.0, PRICES,
+                               progress=False)  # fmt: skip
+    finally:
+        server.shutdown()
+    assert summary.succeeded == 3 and len(bodies) == 3
+    for body in bodies:
+        i = int(body["messages"][-1]["content"].split()[1].rstrip("."))
+        limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        assert limit == 100 + i and body["temperature"] == 0.25 * i
+        assert body["messages"][0] == {"role": "system", "content": SYSTEM}  # no Anthropic cache blocks here

@@ -83,7 +83,11 @@ def decoded(docs: list[list[int]]) -> list[str]:
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file's bytes; READERS.md names the folder it sits in, so that name is taken out."""
+    tree = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    if "READERS.md" in tree:
+        tree["READERS.md"] = tree["READERS.md"].replace(str(root.resolve()).encode(), b"<shards>")
+    return tree
 
 
 @pytest.fixture(scope="module", params=["concat", "bfd"])
@@ -251,6 +255,24 @@ def test_hf_rows_have_fixed_length_and_document_lengths(packed, tmp_path):
     assert padding == manifest["splits"]["train"]["padding_tokens"]
 
 
+def test_hf_rows_carry_labels_mask_and_positions_that_restart_at_each_document(packed, tmp_path):
+    root, _, _ = packed
+    rows = load_hf_rows(files(root, "train", "hf", ".parquet"), tmp_path)
+    assert {"input_ids", "labels", "attention_mask", "position_ids", "seq_lengths"} <= set(rows.column_names)
+    for row in rows:
+        ids, labels, mask, positions = row["input_ids"], row["labels"], row["attention_mask"], row["position_ids"]
+        assert len(labels) == len(mask) == len(positions) == SEQ_LEN
+        start = 0
+        for n in row["seq_lengths"]:
+            assert positions[start : start + n] == list(range(n))
+            assert labels[start] == -100 and labels[start + 1 : start + n] == ids[start + 1 : start + n]
+            assert mask[start : start + n] == [1] * n
+            start += n
+        padding = SEQ_LEN - start
+        assert labels[start:] == [-100] * padding and mask[start:] == [0] * padding
+        assert positions[start:] == list(range(padding))
+
+
 def test_bfd_splits_only_documents_longer_than_a_row(tmp_path):
     make_corpus(tmp_path / "corpus.parquet", n=200, seed=3)
     cfg = config(strategy="bfd", formats=["hf"])
@@ -390,7 +412,7 @@ def test_manifest_counts_checksums_and_extra(packed):
         assert held["slot_tokens"] == (manifest["sequences"] * SEQ_LEN if rows else manifest["tokens"])
         assert held["holds"] == ("rows" if rows else "documents")
     on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
-    assert on_disk == {e["path"] for e in manifest["shards"]} | {"manifest.json"}
+    assert on_disk == {e["path"] for e in manifest["shards"]} | {"manifest.json", "READERS.md"}
     assert verify_run(root.parent) == []
 
 

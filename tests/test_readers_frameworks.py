@@ -7,11 +7,17 @@ runs this file. Without it every test here is skipped, saying so.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
+from shard_readers import load_hf_rows
+from test_advice import build as build_advice
+from test_advice import qwen3_style_tokenizer
 from test_pack import SEQ_LEN, TOKENIZER, config, decoded, files, make_corpus
 
 from sdf.steps.tokens.pack import pack_corpus
@@ -23,49 +29,27 @@ torch = pytest.importorskip("torch", reason=NEEDS)
 indexed = pytest.importorskip("megatron.core.datasets.indexed_dataset", reason=NEEDS)
 gpt = pytest.importorskip("megatron.core.datasets.gpt_dataset", reason=NEEDS)
 datatrove_dataset = pytest.importorskip("datatrove.utils.dataset", reason=NEEDS)
+trl = pytest.importorskip("trl", reason=NEEDS)
 
 from datatrove.pipeline.tokens.tokenizer import TokenizedFile  # noqa: E402
 from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder  # noqa: E402
-from megatron.core.tokenizers import MegatronTokenizerBase  # noqa: E402
+from megatron.core.tokenizers import MegatronTokenizer  # noqa: E402
 
 SPLITS = ("train", "validation")
-
-
-class FixtureTokenizer(MegatronTokenizerBase):
-    """The fixture tokenizer as megatron-core's datasets see it: a vocabulary size and the EOD id."""
-
-    def __init__(self) -> None:
-        super().__init__(TOKENIZER, {})
-        self.inner = load_tokenizer(TOKENIZER)
-        self.unique_identifiers = {"class": type(self).__name__, "path": TOKENIZER}  # keys GPTDataset's cache
-
-    def tokenize(self, text: str) -> list[int]:
-        return self.inner.encode_batch([text])[0]
-
-    def detokenize(self, ids: list[int]) -> str:
-        return self.inner.decode(ids)
-
-    @property
-    def vocab(self) -> dict:
-        return {}
-
-    @property
-    def vocab_size(self) -> int:
-        return self.inner.vocab_size
-
-    @property
-    def eod(self) -> int:
-        return self.inner.eos_id
-
-    def apply_chat_template(self) -> None:
-        raise NotImplementedError
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     run = tmp_path_factory.mktemp("frameworks")
+    # a training model's tokenizer folder, as Megatron and transformers load it: tokenizer.json and its config
+    folder = run / "tokenizer"
+    folder.mkdir()
+    shutil.copy(TOKENIZER, folder / "tokenizer.json")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast",
+                                                              "eos_token": "<|endoftext|>"}))  # fmt: skip
     docs = make_corpus(run / "corpus.parquet", n=160, seed=2)
-    manifest = pack_corpus(run / "corpus.parquet", run / "shards", config(val_share=0.1), 4, "c", progress=False)
+    cfg = config(val_share=0.1, tokenizer=str(folder))
+    manifest = pack_corpus(run / "corpus.parquet", run / "shards", cfg, 4, "c", progress=False)
     assert verify_run(run) == []
     return run / "shards", manifest, sorted(d["text"] for d in docs if d["text"])
 
@@ -117,11 +101,19 @@ def one_process_group(tmp_path, monkeypatch):
 
 def test_gpt_dataset_cuts_seq_len_samples_from_the_documents_alone(built, tmp_path, one_process_group):
     root, manifest, _ = built
+    # everything the reader needs comes from the manifest's reader settings
+    readers = manifest["readers"]["megatron"]
+    blend = [(([str(root / p) for p in part[0]]), part[1]) if part else None for part in readers["blend_per_split"]]
+    assert blend[0][0] == prefixes(root, "train") and blend[1][0] == prefixes(root, "validation")
+    assert readers["tokenizer"]["type"] == "HuggingFaceTokenizer"
+    tokenizer = MegatronTokenizer.from_pretrained(readers["tokenizer"]["model"],
+                                                  metadata_path={"library": "huggingface"})
+    assert tokenizer.eod == readers["eod_id"] == manifest["eos_id"]
     cfg = gpt.GPTDatasetConfig(
         random_seed=1234,
         sequence_length=SEQ_LEN,
-        blend_per_split=[(prefixes(root, "train"), None), (prefixes(root, "validation"), None), None],
-        tokenizer=FixtureTokenizer(),
+        blend_per_split=blend,
+        tokenizer=tokenizer,
         reset_position_ids=False,
         reset_attention_mask=False,
         eod_mask_loss=False,
@@ -199,3 +191,108 @@ def test_manifest_holdings_are_what_a_reader_of_each_format_needs(built):
     assert on_disk["holdings"]["megatron"]["train"]["holds"] == "documents"
     assert on_disk["holdings"]["hf"]["train"]["holds"] == "rows"
     assert on_disk["holdings"]["hf"]["train"]["seq_len"] == SEQ_LEN
+
+
+# -- transformers: Trainer on the hf rows as loaded, and documents kept apart by position_ids ---------------
+
+
+def tiny_llama(vocab_size: int, positions: int = SEQ_LEN):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=positions,
+                         attn_implementation="sdpa")  # fmt: skip
+    return LlamaForCausalLM(config)
+
+
+def test_trainer_with_its_default_collator_trains_on_the_hf_rows_as_loaded(built, tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    root, _, _ = built
+    rows = load_hf_rows(files(root, "train", "hf", ".parquet"), tmp_path / "cache")
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=4, per_device_train_batch_size=4,
+                             learning_rate=1e-3, logging_steps=1, save_strategy="no", report_to=[],
+                             use_cpu=True)  # fmt: skip
+    trainer = Trainer(model=tiny_llama(load_tokenizer(TOKENIZER).vocab_size), args=args, train_dataset=rows)
+    result = trainer.train()
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    assert len(losses) == 4 and all(np.isfinite(losses)) and result.training_loss > 0
+
+
+def test_position_ids_without_an_attention_mask_keep_documents_apart(built, tmp_path):
+    root, _, _ = built
+    rows = load_hf_rows(files(root, "train", "hf", ".parquet"), tmp_path / "cache")
+    row = next(r for r in rows if len(r["seq_lengths"]) >= 3)
+    model = tiny_llama(load_tokenizer(TOKENIZER).vocab_size).eval()
+    ids = torch.tensor([row["input_ids"]])
+    with torch.no_grad():
+        packed = model(input_ids=ids, position_ids=torch.tensor([row["position_ids"]]), use_cache=False).logits[0]
+        mixed = model(input_ids=ids, attention_mask=torch.tensor([row["attention_mask"]]), use_cache=False).logits[0]
+        start = 0
+        for n in row["seq_lengths"]:
+            alone = model(input_ids=ids[:, start : start + n], use_cache=False).logits[0]
+            assert torch.allclose(packed[start : start + n], alone, atol=1e-4)
+            start += n
+    # with the attention mask alone, later documents see the earlier ones
+    second = slice(row["seq_lengths"][0], sum(row["seq_lengths"][:2]))
+    assert not torch.allclose(mixed[second], packed[second], atol=1e-4)
+
+
+def test_datatrove_decodes_the_first_document_with_the_token_size_the_manifest_states(built):
+    root, manifest, _ = built
+    readers = manifest["readers"]["nanotron"]
+    assert readers["token_size"] == manifest["holdings"]["nanotron"]["train"]["token_bytes"] == 2
+    dataset = datatrove_dataset.DatatroveFolderDataset(str(root / readers["dataset_folder"]["train"]),
+                                                       seq_len=SEQ_LEN, token_size=readers["token_size"],
+                                                       recursive=False)  # fmt: skip
+    first = next(s for s in manifest["samples"] if s["split"] == "train" and s["offsets"]["documents"] == 0)
+    ids = dataset[0]["input_ids"].tolist()
+    assert len(ids) == SEQ_LEN + 1
+    tokenizer = load_tokenizer(manifest["tokenizer"]["spec"])
+    body = ids[: ids.index(manifest["eos_id"])] if manifest["eos_id"] in ids else ids
+    text = tokenizer.decode(body)
+    if first["length"] <= len(ids):  # the whole document is in the first sample
+        assert hashlib.sha256(text.encode()).hexdigest() == first["text_sha256"]
+    else:
+        corpus = pq.read_table(root.parent / "corpus.parquet").to_pylist()
+        assert next(r["text"] for r in corpus if str(r["doc_id"]) == first["doc_id"]).startswith(text)
+    # a wrong width reads garbage: the same bytes as 4-byte tokens fall outside the vocabulary
+    wrong = datatrove_dataset.DatatroveFolderDataset(str(root / readers["dataset_folder"]["train"]),
+                                                     seq_len=SEQ_LEN, token_size=4, recursive=False)  # fmt: skip
+    assert int(wrong[0]["input_ids"].max()) >= manifest["tokenizer"]["vocab_size"]
+
+
+def test_readers_md_states_this_runs_settings(built):
+    root, manifest, _ = built
+    text = (root / "READERS.md").read_text()
+    assert f"token_size={manifest['readers']['nanotron']['token_size']}" in text
+    assert f"--train-data-path {' '.join(prefixes(root, 'train'))}" in text
+    assert "--tokenizer-type HuggingFaceTokenizer" in text and f"--seq-length {SEQ_LEN}" in text
+    assert str(root / "train" / "hf" / "*.parquet") in text
+
+
+# -- TRL: SFTTrainer on sft.jsonl as loaded ----------------------------------------------------------------
+
+
+def test_trl_sft_trainer_trains_on_the_chats_as_loaded_tools_and_deliberation_included(fake, tmp_path):
+    import datasets
+
+    result = build_advice(tmp_path, fake.base_url, docs=16, config_extra="[advice]\ntools_share = 1.0\n")
+    assert result.returncode == 0, result.stderr
+    rows = datasets.load_dataset("json", data_files=str(tmp_path / "corpus" / "adv" / "sft.jsonl"), split="train",
+                                 cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    assert any(rows["tools"])
+    tokenizer = qwen3_style_tokenizer(tmp_path)
+    args = trl.SFTConfig(output_dir=str(tmp_path / "out"), max_steps=3, per_device_train_batch_size=2,
+                         learning_rate=1e-3, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
+                         max_length=4096)  # fmt: skip
+    trainer = trl.SFTTrainer(model=tiny_llama(tokenizer.vocab_size, 4096), args=args, train_dataset=rows,
+                             processing_class=tokenizer)  # fmt: skip
+    for source, tokenized in zip(rows, trainer.train_dataset, strict=True):
+        text = tokenizer.decode(tokenized["input_ids"])
+        assert source["messages"][-1]["reasoning_content"].strip() in text  # the deliberation is trained on
+        assert all(tool["function"]["name"] in text for tool in source["tools"] or [])
+    trainer.train()
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    assert len(losses) == 3 and all(np.isfinite(losses))

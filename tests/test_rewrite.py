@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import FIXTURE_CONSTITUTION, ROOT, fast_config, run_sdf, sdf_env
 from fake_anthropic import REWRITE_MARKER, FakeAnthropic, last_user_text, synthetic_reply
+from test_advice import qwen3_style_tokenizer
 
 from sdf.products.scenarios import read_transcripts
 from sdf.run import RunDir
@@ -69,8 +70,12 @@ def test_rewrite_keeps_every_action_and_catches_the_changed_ones(tmp_path: Path)
     assert [m["role"] for m in outage] == ["system", "user", "assistant", "tool", "assistant"]
     assert json.loads(outage[2]["tool_calls"][0]["function"]["arguments"]) == {
         "title": "Outage BS3 4QT since 06:00", "priority": "high"}
-    assert outage[3]["tool_call_id"] == "t1" and json.loads(rows[0]["tools"])[0]["function"]["name"] == "create_ticket"
+    assert outage[3]["tool_call_id"] == "t1" and rows[0]["tools"][0]["function"]["name"] == "create_ticket"
     assert rows[1]["messages"][-1]["content"].startswith("I won't help with that")  # a refusal stays a refusal
+    # tool calls and tool results render under a Qwen3-style template as loaded
+    outage_text = qwen3_style_tokenizer(tmp_path).apply_chat_template(outage, tools=rows[0]["tools"], tokenize=False)
+    assert '<tool_call>\n{"name": "create_ticket", "arguments": {"title": "Outage BS3 4QT' in outage_text
+    assert "<tool_response>" in outage_text and '"name": "create_ticket"' in outage_text.split("</tools>")[0]
     assert pq.read_table(rd.sft).num_rows == 3
     assert "Transcripts (rewrite)" in rd.report.read_text()
 

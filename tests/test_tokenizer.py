@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sdf.errors import SdfError
-from sdf.steps.tokens.tokenizer import load_tokenizer
+from sdf.steps.tokens.tokenizer import load_tokenizer, tokenizer_warning
 
 DATA = Path(__file__).parent / "data"
 TOKENIZER = DATA / "tokenizer.json"
@@ -126,3 +126,35 @@ def test_hub_id_loads_from_the_local_cache_only(tmp_path):
     done = subprocess.run([sys.executable, "-c", CACHED_SCRIPT], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["acme/tiny", "0", "1", "700"]
+
+
+def test_only_tiktoken_encodings_are_warned_about_as_no_models_tokenizer(tmp_path):
+    warning = tokenizer_warning("cl100k_base")
+    assert warning and "cl100k_base" in warning and "[pack].tokenizer" in warning and "directory" in warning
+    assert tokenizer_warning("o200k_base")
+    assert tokenizer_warning(str(DATA / "tokenizer.json")) is None
+    assert tokenizer_warning("Qwen/Qwen3-8B") is None
+    assert tokenizer_warning("gpt2") is None  # GPT-2's own encoding
+
+
+def test_loading_a_chat_tokenizer_never_tells_users_pytorch_was_not_found(tmp_path):
+    """In an environment without torch (hidden here from transformers' check), sdf stays quiet about it."""
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    shutil.copy(DATA / "tokenizer.json", folder / "tokenizer.json")
+    shutil.copy(DATA / "chat_tokenizer_config.json", folder / "tokenizer_config.json")
+    script = (
+        "import importlib.util, sys\n"
+        "real = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda name, *a: None if name.split('.')[0] == 'torch' else real(name, *a)\n"
+        "from sdf.writers.chat import load_chat_tokenizer\n"
+        f"print(type(load_chat_tokenizer({str(folder)!r})).__name__)\n"
+        "import transformers\n"
+        "print('torch seen:', transformers.is_torch_available())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    env.pop("TRANSFORMERS_NO_ADVISORY_WARNINGS", None)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "torch seen: False" in done.stdout  # the check really ran without torch
+    assert "PyTorch was not found" not in done.stderr + done.stdout

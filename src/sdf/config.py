@@ -323,7 +323,7 @@ class PackConfig:
     tokenizer: str = "cl100k_base"
     seq_len: int = 2048
     strategy: str = "concat"
-    formats: list[str] = field(default_factory=lambda: ["npy"])
+    formats: list[str] = field(default_factory=lambda: ["megatron", "hf"])
     shard_tokens: int = 100_000_000
     val_share: float = 0.0
     eos_id: int | None = None

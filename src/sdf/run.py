@@ -21,6 +21,7 @@ An advice run (config [run].product = "advice") holds transcripts instead of doc
     <run>/filtered.parquet     chats that passed quality (and judge)        CHAT_FILTERED_SCHEMA
     <run>/sft.parquet          the final chats in the chat format          SFT_SCHEMA
     <run>/sft.jsonl            the same rows as JSON lines                  sft_json_line
+    <run>/sft.openai.jsonl     the chats as OpenAI fine-tuning takes them   openai_json_line
     <run>/shards/sft/train_00000.parquet  optional packed SFT rows         SFT_PACKED_SCHEMA
 
 Tables are written through `TableWriter`: batches stream to `<file>.tmp`, which replaces the artifact
@@ -176,7 +177,7 @@ SFT_PROVENANCE = [name for name, _ in _SCENARIO_FIELDS] + ["model", "quality_sco
 SFT_SCHEMA = pa.schema([
     ("id", pa.string()),
     ("messages", pa.list_(MESSAGE_TYPE)),
-    ("tools", pa.string()),
+    ("tools", pa.json_()),  # JSON text typed as JSON: `datasets` hands back the list of tool schemas, or None
     *[CHAT_FILTERED_SCHEMA.field(name) for name in SFT_PROVENANCE],
 ])
 SFT_PACKED_SCHEMA = pa.schema([
@@ -187,9 +188,26 @@ SFT_PACKED_SCHEMA = pa.schema([
 
 
 def sft_json_line(row: Mapping[str, Any]) -> str:
-    """One sft.jsonl line: the SFT row with each message's unset fields left out."""
+    """One sft.jsonl line: the SFT row with each message's unset fields left out and `tools` as a list."""
     messages = [{k: v for k, v in m.items() if v is not None} for m in row["messages"]]
-    return json.dumps({**row, "messages": messages}, ensure_ascii=False) + "\n"
+    tools = json.loads(row["tools"]) if row.get("tools") else None
+    return json.dumps({**row, "messages": messages, "tools": tools}, ensure_ascii=False) + "\n"
+
+
+def openai_json_line(row: Mapping[str, Any]) -> str:
+    """One sft.openai.jsonl line: what OpenAI's fine-tuning accepts, messages and tools and no other key.
+
+    OpenAI's chat format has no field for the deliberation, so `reasoning_content` is left out; an
+    assistant turn that only calls tools carries no content.
+    """
+    messages = []
+    for m in row["messages"]:
+        out = {k: m.get(k) for k in ("role", "content", "tool_calls", "tool_call_id", "name") if m.get(k) is not None}
+        if out.get("tool_calls") and not out.get("content"):
+            out.pop("content", None)
+        messages.append(out)
+    line = {"messages": messages} | ({"tools": json.loads(row["tools"])} if row.get("tools") else {})
+    return json.dumps(line, ensure_ascii=False) + "\n"
 
 
 # metrics.json: each key always present after read_metrics.
@@ -304,6 +322,7 @@ class RunDir:
     chats = property(lambda self: self.path / "chats.parquet")
     sft = property(lambda self: self.path / "sft.parquet")
     sft_jsonl = property(lambda self: self.path / "sft.jsonl")
+    sft_openai = property(lambda self: self.path / "sft.openai.jsonl")
     sft_packed = property(lambda self: self.path / "shards" / "sft" / "train_00000.parquet")
     rejected_dir = property(lambda self: self.path / "rejected")
     metrics = property(lambda self: self.path / "metrics.json")

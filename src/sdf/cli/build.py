@@ -407,6 +407,10 @@ def echo_pack(run: Any, manifest: dict) -> None:
             if {"hf", "npy"} & set(manifest["formats"]) else "")
     click.echo(f"pack: {manifest['documents']} documents, {manifest['tokens']:,} tokens as "
                f"{', '.join(manifest['formats'])}{rows} -> {run.dir.shards}")
+    from sdf.steps.tokens.tokenizer import tokenizer_warning
+
+    if warning := tokenizer_warning(manifest["tokenizer"]["name"]):
+        click.echo(f"warning: {warning}", err=True)
 
 
 def echo_dedup(m: dict) -> None:

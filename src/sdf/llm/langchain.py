@@ -1,7 +1,10 @@
 """Any LangChain `BaseChatModel` as a backend (vLLM or Ollama via langchain_openai, and so on).
 
 The model is named by import path (`module:Class`) with keyword arguments from the config, and
-goes through the same ledger, retries and budget as the Anthropic backend.
+goes through the same ledger, retries and budget as the Anthropic backend. Every request passes its
+own max_tokens and temperature. With `ChatAnthropic` the system prompt (the constitution) goes as one
+text block marked for caching, with the native backend's TTL ([llm].cache_ttl, else 5m: LangChain
+sends no batches), so a run pays the cached price there too.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import importlib
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from sdf.config import LLMConfig
 from sdf.errors import SdfError
@@ -26,8 +29,10 @@ class LangChainBackend:
     name = "langchain"
     supports_batch = False
 
-    def __init__(self, model: BaseChatModel) -> None:
+    def __init__(self, model: BaseChatModel, cache_ttl: str = "5m") -> None:
         self.model = model
+        self.cache_ttl = cache_ttl
+        self.marks_cache = is_anthropic(model)
 
     @classmethod
     def from_config(cls, cfg: LLMConfig) -> LangChainBackend:
@@ -40,22 +45,47 @@ class LangChainBackend:
         if model_cls is None or not (isinstance(model_cls, type) and issubclass(model_cls, BaseChatModel)):
             raise SdfError(f"[llm].langchain_class: '{cfg.langchain_class}' is not a LangChain BaseChatModel")
         try:
-            return cls(model_cls(**cfg.langchain_kwargs))
+            return cls(model_cls(**cfg.langchain_kwargs), cfg.ttl(batch=False))
         except Exception as e:  # noqa: BLE001 - constructor validation errors come in many types
             raise SdfError(f"[llm].langchain_kwargs rejected by {class_name}: {type(e).__name__}") from None
 
+    def messages(self, request: LLMRequest) -> list[BaseMessage]:
+        """The request as chat messages; for Anthropic the system prompt is one cache-marked block."""
+        if self.marks_cache:
+            block = {"type": "text", "text": request.system,
+                     "cache_control": {"type": "ephemeral", "ttl": self.cache_ttl}}  # fmt: skip
+            system = SystemMessage(content=[block])
+        else:
+            system = SystemMessage(content=request.system)
+        return [system, HumanMessage(content=request.prompt)]
+
     async def complete(self, request: LLMRequest) -> LLMResponse:
-        messages = [SystemMessage(content=request.system), HumanMessage(content=request.prompt)]
         try:
-            reply = await self.model.ainvoke(messages)
+            reply = await self.model.ainvoke(self.messages(request), **request_options(request))
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - providers raise their own exception types
             raise classify_exception(e) from None
-        return to_response(reply)
+        return to_response(reply, self.cache_ttl)
 
     async def aclose(self) -> None:
         return None
+
+
+def request_options(request: LLMRequest) -> dict[str, Any]:
+    """Per-request settings every LangChain chat model takes as invoke keyword arguments."""
+    options: dict[str, Any] = {"max_tokens": request.max_tokens}
+    if request.temperature is not None:
+        options["temperature"] = request.temperature
+    return options
+
+
+def is_anthropic(model: BaseChatModel) -> bool:
+    try:
+        from langchain_anthropic import ChatAnthropic
+    except ImportError:  # without the package no model can be a ChatAnthropic
+        return False
+    return isinstance(model, ChatAnthropic)
 
 
 def classify_exception(e: Exception) -> RetryableError | FatalError:
@@ -71,7 +101,8 @@ def classify_exception(e: Exception) -> RetryableError | FatalError:
     return FatalError(f"{label}: {str(e)[:200]}")
 
 
-def to_response(reply: Any) -> LLMResponse:
+def to_response(reply: Any, ttl: str = "5m") -> LLMResponse:
+    """`ttl` is the TTL the request asked for: it prices cache writes when usage does not split them."""
     content = reply.content
     if isinstance(content, list):
         content = "".join(c.get("text", "") if isinstance(c, dict) else str(c) for c in content)
@@ -81,6 +112,8 @@ def to_response(reply: Any) -> LLMResponse:
     details = usage.get("input_token_details", {}) or {}
     cache_read = details.get("cache_read", 0) or 0
     cache_write = details.get("cache_creation", 0) or 0
+    written_1h = details.get("ephemeral_1h_input_tokens")
+    write_1h = (written_1h or 0) if written_1h is not None else (cache_write if ttl == "1h" else 0)
     return LLMResponse(
         text=str(content),
         stop_reason=STOP_REASONS.get(str(raw_stop), str(raw_stop)),
@@ -89,5 +122,6 @@ def to_response(reply: Any) -> LLMResponse:
             output_tokens=usage.get("output_tokens", 0) or 0,
             cache_creation_tokens=cache_write,
             cache_read_tokens=cache_read,
+            cache_creation_1h_tokens=write_1h,
         ),
     )

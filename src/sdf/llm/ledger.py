@@ -180,6 +180,11 @@ class Ledger:
             raise ledger_error(path, e) from None
 
     def close(self) -> None:
+        try:  # back to a rollback journal so no -wal/-shm stay beside the ledger; busy or read-only keeps them
+            self.db.execute("PRAGMA busy_timeout=0")
+            self.db.execute("PRAGMA journal_mode=DELETE")
+        except sqlite3.Error:
+            pass
         self.db.close()
 
     def _add_columns(self) -> None:

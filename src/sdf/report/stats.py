@@ -26,6 +26,7 @@ from sdf.errors import SdfError
 from sdf.llm.ledger import USAGE_COLUMNS, Ledger
 from sdf.report.rejects import contamination, rejections
 from sdf.run import CORPUS_SCHEMA, SPEC_SCHEMA, STAGES, RunDir, count_rows, iter_batches
+from sdf.steps.tokens.tokenizer import tokenizer_warning
 
 SAMPLES_PER_GENRE = 2
 SAMPLE_CHARS = 900
@@ -493,6 +494,7 @@ def _packing(run: RunData) -> dict[str, Any] | None:
         **{k: m[k] for k in ("documents", "tokens", "sequences", "padding_tokens", "seq_len", "strategy",
                              "tokenizer", "token_dtype", "formats")},
         "padding_share": m["packing"]["padding_share"],
+        "tokenizer_warning": tokenizer_warning(m["tokenizer"]["name"]),
         "shards": sum(s["shards"] for s in m["splits"].values()),
         "shard_files": len(m["shards"]),
         "splits": {name: {k: s[k] for k in ("documents", "tokens", "sequences")} for name, s in m["splits"].items()},

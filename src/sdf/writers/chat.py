@@ -4,10 +4,14 @@ Each row is one conversation in the OpenAI/HF `messages` format that TRL, axolot
 read: roles system, user, assistant (and tool, in rewritten transcripts), with the deliberation in
 the final assistant message's `reasoning_content`. That is the field Qwen3-style chat templates render
 inside <think> tags (and the one vLLM and DeepSeek-style APIs return), so a model can be trained with
-the deliberation, or without it by dropping one field. `tools` is a JSON string, not a nested column:
-tool schemas differ from row to row, and Arrow would merge them into one sparse struct that templates
-render as null-filled definitions; `json.loads` it before `apply_chat_template(..., tools=...)`.
-Tool-call arguments are JSON strings for the same reason. Provenance columns sit beside `messages`.
+the deliberation, or without it by dropping one field. `tools` is the list of JSON-schema tool
+definitions (None without tools): a list in sft.jsonl, and in sft.parquet a column of Arrow's JSON type,
+not a nested struct (tool schemas differ from row to row, and a merged struct would render as null-filled
+definitions); `datasets` decodes it back to the list, so `apply_chat_template(row["messages"],
+tools=row["tools"])` takes rows from either file as loaded (pandas or pyarrow alone see JSON text:
+`json.loads` it). Tool calls are in the OpenAI/HF shape, arguments as a JSON string, which Qwen-style
+templates print as they are. Provenance columns sit beside `messages`. sft.openai.jsonl holds the same
+chats as OpenAI's fine-tuning takes them (messages and tools only, no deliberation).
 
 In rewrite mode the final turn keeps the user's original content and tool calls byte for byte; the
 rewritten answer only serves the check that the deliberation leads to the same action.
@@ -20,9 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from sdf.errors import SdfError
-from sdf.run import SFT_PACKED_SCHEMA, SFT_PROVENANCE, SFT_SCHEMA, RunDir, TableWriter, iter_rows, sft_json_line
-
-IGNORE_INDEX = -100  # the label of a token that carries no loss (PyTorch cross-entropy's ignore_index)
+from sdf.run import (
+    SFT_PACKED_SCHEMA,
+    SFT_PROVENANCE,
+    SFT_SCHEMA,
+    RunDir,
+    TableWriter,
+    iter_rows,
+    openai_json_line,
+    sft_json_line,
+)
+from sdf.steps.tokens.tokenizer import auto_tokenizer
+from sdf.writers.hf import IGNORE_INDEX
 
 
 def sft_message(m: dict[str, Any]) -> dict[str, Any]:
@@ -52,23 +65,25 @@ def sft_row(chat: dict[str, Any]) -> dict[str, Any]:
              "reasoning_content": chat["deliberation"],
              "tool_calls": json.loads(chat["original_tool_calls"]) if rewrite and chat["original_tool_calls"] else None}
     messages = [sft_message(m) for m in json.loads(chat["prompt_messages"])] + [sft_message(final)]
-    return {"id": chat["doc_id"], "messages": messages, "tools": chat["tools"],
+    return {"id": chat["doc_id"], "messages": messages, "tools": chat["tools"] or None,
             **{k: chat.get(k) for k in SFT_PROVENANCE}}
 
 
 class SftWriter:
-    """Stream chats into sft.parquet and sft.jsonl together; both appear only on a clean close."""
+    """Stream chats into sft.parquet, sft.jsonl and sft.openai.jsonl together; all appear only on a clean close."""
 
     def __init__(self, rd: RunDir, batch_rows: int = 256) -> None:
         self.parquet = TableWriter(rd.sft, SFT_SCHEMA)
-        self.path, self.rows, self.batch_rows = rd.sft_jsonl, 0, batch_rows
-        self._tmp = self.path.with_name(self.path.name + ".tmp")
-        self._jsonl = self._tmp.open("w", encoding="utf-8")
+        self.rows, self.batch_rows = 0, batch_rows
+        self._lines = {path: (path.with_name(path.name + ".tmp"), render)
+                       for path, render in ((rd.sft_jsonl, sft_json_line), (rd.sft_openai, openai_json_line))}
+        self._files = {path: tmp.open("w", encoding="utf-8") for path, (tmp, _) in self._lines.items()}
         self._pending: list[dict[str, Any]] = []
 
     def write(self, chat: dict[str, Any]) -> None:
         row = sft_row(chat)
-        self._jsonl.write(sft_json_line(row))
+        for path, (_, render) in self._lines.items():
+            self._files[path].write(render(row))
         self._pending.append(row)
         self.rows += 1
         if len(self._pending) >= self.batch_rows:
@@ -79,14 +94,17 @@ class SftWriter:
         return self
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
-        self._jsonl.close()
+        for file in self._files.values():
+            file.close()
         if exc_type:
             self.parquet.abort()
-            self._tmp.unlink(missing_ok=True)
+            for tmp, _ in self._lines.values():
+                tmp.unlink(missing_ok=True)
             return
         self.parquet.write(self._pending)
         self.parquet.close()
-        self._tmp.replace(self.path)
+        for path, (tmp, _) in self._lines.items():
+            tmp.replace(path)
 
 
 # -- tokenized: packed rows with loss on the assistant's final turn -----------------------------------------
@@ -99,7 +117,7 @@ def load_chat_tokenizer(path: str) -> Any:
         raise SdfError(f"[advice].chat_tokenizer: {directory} has no tokenizer_config.json; give a tokenizer "
                        "directory whose config carries a chat_template")
     try:
-        from transformers import AutoTokenizer
+        AutoTokenizer = auto_tokenizer()  # noqa: N806 - the class, named as transformers names it
     except ImportError:
         raise SdfError("[advice].chat_tokenizer needs transformers: pip install transformers "
                        "(or leave chat_tokenizer empty to write sft.parquet and sft.jsonl only)") from None
@@ -117,7 +135,8 @@ def template_messages(row: dict[str, Any]) -> tuple[list[dict[str, Any]], list |
         if out.get("tool_calls"):
             out["tool_calls"] = [_with_object_arguments(c) for c in out["tool_calls"]]
         messages.append(out)
-    return messages, json.loads(row["tools"]) if row.get("tools") else None
+    tools = row.get("tools")
+    return messages, json.loads(tools) if isinstance(tools, str) and tools else tools or None
 
 
 def _with_object_arguments(call: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ CORE_KEYS = (
     "strategy", "formats", "shard_tokens", "val_share", "add_bos", "eos_id", "bos_id", "pad_id",
     "token_dtype", "documents", "tokens", "sequences", "padding_tokens", "packing", "splits",
     "tokens_per_genre", "tokens_per_section", "tokens_per_source", "documents_per_source", "mix",
-    "samples", "shards", "corpus_sha256", "holdings",
+    "samples", "shards", "corpus_sha256", "holdings", "readers",
 )  # fmt: skip
 READ_ROWS = 256  # corpus rows decoded at a time when looking up sample texts
 

@@ -194,6 +194,7 @@ class ShardSet:
             "sequences": self.total.sequences,
             "shards": self.index + 1,
             "token_dtype": fmt.token_dtype(self.spec.vocab_size).name,
+            "token_bytes": fmt.token_dtype(self.spec.vocab_size).itemsize,
         }
         return held | ({"rows": self.total.sequences, "seq_len": self.spec.seq_len} if fmt.holds == "rows" else {})
 

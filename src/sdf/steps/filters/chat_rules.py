@@ -16,6 +16,8 @@ Rules run in this order on each chat; the first that fires names the rejection r
     too_short            an answer below min_answer_words (generated chats only)
     wrong_language, repetition   as for documents, on the reply
 
+[quality].skip_rules switches off the rules it shares with documents (refusal, meta_commentary, placeholder,
+truncated, length for too_short, language, repetition); the rest are the chats' own.
 Advice chats get every rule; rewritten chats (the user's own prompts and answers) only those about
 what the rewriter wrote: refusal, meta commentary and placeholders in the deliberation, truncation,
 and the two deliberation rules.
@@ -29,7 +31,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from sdf.config import AdviceConfig, QualityConfig
+from sdf.config import QUALITY_RULES, AdviceConfig, QualityConfig
 from sdf.executor import StepResult
 from sdf.run import reject_row
 from sdf.steps.filters.quality import (
@@ -118,30 +120,32 @@ class ChatQualityFilter:
     def check(self, chat: dict[str, Any]) -> dict[str, Any] | tuple[str, str]:
         """The chat (user message possibly stripped of meta), or (reason, detail)."""
         cfg, q = self.cfg, self.quality
+        on = set(QUALITY_RULES) - set(q.skip_rules)  # [quality].skip_rules switches shared rules off here too
         advice = chat["mode"] == "advice"
         user, deliberation, answer = chat["user"] or "", chat["deliberation"] or "", chat["answer"] or ""
         written = (user, deliberation, answer) if advice else (deliberation,)
-        if advice and (d := refusal_detail(user, False, None, q)):
+        if "refusal" in on and advice and (d := refusal_detail(user, False, None, q)):
             return "refusal", f"user message: {d}"
-        if d := refusal_detail(deliberation, False, None, q):
+        if "refusal" in on and (d := refusal_detail(deliberation, False, None, q)):
             return "refusal", f"deliberation: {d}"
-        if advice:
+        if "meta_commentary" in on and advice:
             stripped, removed = strip_meta(user, q)
             if removed:
                 if len(stripped.split()) < 3:
                     return "meta_commentary", "the user message is only commentary: " + " | ".join(removed)[:120]
                 chat = _with_user(chat, stripped)
                 user = stripped
-        if advice and (m := _EXERCISE.search(answer)):
+        if "meta_commentary" in on and advice and (m := _EXERCISE.search(answer)):
             return "meta_commentary", f"the answer talks about the exercise: {m.group(0)!r}"
-        for part in written:
+        for part in written if "placeholder" in on else ():
             if d := placeholder_detail(part):
                 return "placeholder", d
         if advice and (m := _DILEMMA.search(user)):
             return "announces_dilemma", f"the user message says {m.group(0)!r}"
         if advice and (m := _ABOUT_AI.search(user)):
             return "about_the_ai", f"the user message is about the assistant itself: {m.group(0)!r}"
-        if d := truncation_detail(answer if advice else deliberation, chat.get("stop_reason"), q):
+        final_part = answer if advice else deliberation
+        if "truncated" in on and (d := truncation_detail(final_part, chat.get("stop_reason"), q)):
             return "truncated", d
         if found := deliberation_detail(deliberation, cfg.min_deliberation_words):
             return found
@@ -149,12 +153,12 @@ class ChatQualityFilter:
             density = preach_per_100(answer)
             if density > cfg.max_preach_per_100:
                 return "preachy", f"{density:.1f} moralising phrases per 100 words > {cfg.max_preach_per_100:g}"
-            if len(answer.split()) < cfg.min_answer_words:
+            if "length" in on and len(answer.split()) < cfg.min_answer_words:
                 return "too_short", f"answer of {len(answer.split())} words < {cfg.min_answer_words}"
         reply = deliberation + "\n\n" + answer if advice else deliberation
-        if d := language_detail(reply, q):
+        if "language" in on and (d := language_detail(reply, q)):
             return "wrong_language", d
-        if d := repetition_detail(reply, q):
+        if "repetition" in on and (d := repetition_detail(reply, q)):
             return "repetition", d
         return chat
 

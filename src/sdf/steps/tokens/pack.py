@@ -19,14 +19,17 @@ Layout under `out_dir` (normally `<run>/shards`); split is `train` or `validatio
 format ends before a document would take it past shard_tokens; a row shard holds shard_tokens // seq_len
 rows, and shard k of hf and npy holds the same rows.
 
-    manifest.json                              holdings[format][split] says what each format holds
+    manifest.json                              holdings[format][split] says what each format holds;
+                                               readers: each framework's reader settings for this pack
+    READERS.md                                 the same settings, ready to paste, with full paths
     <split>/megatron/<split>_00000.bin, .idx   Megatron-LM MMIDIDX v1: one sequence per document;
                                                dtype uint16 (code 8) below 65500 ids, else int32 (code 4)
     <split>/nanotron/<split>_00000.ds          datatrove/nanotron tokens, little-endian uint16 or uint32
     <split>/nanotron/<split>_00000.ds.index    uint64 end of each document
     <split>/nanotron/<split>_00000.ds.metadata "<tokenizer>|<token bytes>", token count, human count
-    <split>/hf/<split>_00000.parquet           rows: input_ids list<int32> (seq_len), seq_lengths
-                                               list<int32> (document pieces; padding = the rest)
+    <split>/hf/<split>_00000.parquet           rows: input_ids, labels (-100: padding, piece starts),
+                                               attention_mask, position_ids (restart per piece), each
+                                               seq_len long; seq_lengths (document pieces; padding = the rest)
     <split>/npy/<split>_00000.tokens.npy       flat uint16 or uint32 tokens (np.load(mmap_mode="r"))
     <split>/npy/<split>_00000.docs.npy         int64 [n, 2]: [start, end) of each document piece
 
@@ -58,12 +61,13 @@ from sdf.steps.tokens.tokenizer import Tokenizer, file_sha256, load_tokenizer
 from sdf.writers import FORMATS
 from sdf.writers.io import open_parquet, read_json, write_json
 from sdf.writers.manifest import CORE_KEYS, MANIFEST
+from sdf.writers.readers import reader_settings, write_readers_md
 from sdf.writers.shards import HOLDS, DocBlock, PackStats, ShardSet, ShardSpec, flat_dtype, remove_stale
 
 ROW_BLOCK = 256  # rows handed to the shard writers at a time
 DOC_BLOCK_TOKENS = 1 << 20  # about this many tokens of whole documents handed to the writers at a time
 SAMPLES_PER_SPLIT = 3  # SDF documents per split that verify_run decodes back to text
-PACK_FORMAT_VERSION = 2  # bump when the bytes written for the same inputs change
+PACK_FORMAT_VERSION = 3  # bump when the bytes written for the same inputs change
 
 
 def pack_corpus(
@@ -98,6 +102,7 @@ def pack_corpus(
     previous = read_json(manifest_path)
     if previous and previous.get("pack_key") == key and _shards_present(out_dir, previous):
         manifest = {k: previous[k] for k in CORE_KEYS if k in previous} | extra
+        write_readers_md(out_dir, manifest)
         if manifest != previous:
             write_json(manifest_path, manifest)
         return manifest
@@ -121,8 +126,10 @@ def pack_corpus(
         seed=seed,
         corpus_sha256=corpus_sha256,
     )
+    manifest["readers"] = reader_settings(manifest)
     manifest = {k: manifest[k] for k in CORE_KEYS} | extra
     remove_stale(out_dir, list(FORMATS.values()), {e["path"] for e in manifest["shards"]})
+    write_readers_md(out_dir, manifest)
     write_json(manifest_path, manifest)
     return manifest
 

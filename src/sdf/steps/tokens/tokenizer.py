@@ -26,6 +26,7 @@ from typing import Any
 from sdf.errors import SdfError
 
 EOS_CANDIDATES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|eos|>", "[SEP]")
+OPEN_MODEL_ENCODINGS = {"gpt2", "r50k_base"}  # tiktoken encodings that are an open model's own (GPT-2)
 BOS_CANDIDATES = ("<|begin_of_text|>", "<|startoftext|>", "<s>", "<bos>", "<|bos|>", "[CLS]")
 
 
@@ -132,6 +133,25 @@ def load_tokenizer(spec: str, eos_id: int | None = None, bos_id: int | None = No
     return tokenizer
 
 
+def tokenizer_warning(spec: str) -> str | None:
+    """One line when `spec` is a tiktoken encoding, which no open model trains with; None otherwise.
+
+    `sdf plan`, the build's end summary and the report all say this, from here.
+    """
+    import tiktoken
+
+    spec = str(spec).strip()
+    if Path(spec).expanduser().exists() or _looks_like_path(spec):
+        return None
+    names = set(tiktoken.list_encoding_names()) - OPEN_MODEL_ENCODINGS
+    if spec not in names and f"{spec}_offline" not in names:
+        return None
+    return (f"tokenizer {spec} is a tiktoken encoding, not the tokenizer of the model you will train: its shards hold "
+            "ids that model does not know. Pack with the training model's tokenizer: set [pack].tokenizer or "
+            "--tokenizer to its directory (holding tokenizer.json) or its HF hub id, e.g. --tokenizer Qwen/Qwen3-8B "
+            "once it is in the local HF cache")
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -163,9 +183,25 @@ def _load_json(path: Path, spec: str) -> HFTokenizer:
     return HFTokenizer(backend, spec, spec, file_sha256(path), _special_tokens_config(path.parent))
 
 
+def auto_tokenizer() -> Any:
+    """transformers' AutoTokenizer (ImportError without transformers), imported without its advice that
+    PyTorch was not found: sdf only tokenizes, so torch is never needed."""
+    quiet = "TRANSFORMERS_NO_ADVISORY_WARNINGS"
+    before = os.environ.get(quiet)
+    os.environ[quiet] = "1"
+    try:
+        from transformers import AutoTokenizer
+    finally:
+        if before is None:
+            os.environ.pop(quiet, None)
+        else:
+            os.environ[quiet] = before
+    return AutoTokenizer
+
+
 def _load_with_transformers(path: Path, spec: str) -> HFTokenizer:
     try:
-        from transformers import AutoTokenizer  # optional: only for directories without tokenizer.json
+        AutoTokenizer = auto_tokenizer()  # noqa: N806 - the class, named as transformers names it
     except ImportError:
         raise SdfError(
             f"{path} has no tokenizer.json; save the tokenizer with `tokenizer.save_pretrained()` "
