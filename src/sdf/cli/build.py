@@ -71,6 +71,10 @@ def echo_plan(run: Any, specs: list[dict]) -> None:
         for note in notes:
             click.echo(f"  {note}")
     warnings = plan_warnings(selection, specs, run.settings.plan, estimate_tokens(run.system), share)
+    from sdf.steps.tokens.tokenizer import tokenizer_warning
+
+    if tokens := tokenizer_warning(run.settings.pack.tokenizer):
+        warnings.append(tokens)
     if warnings:
         click.echo("\nwarnings:")
         for warning in warnings:
