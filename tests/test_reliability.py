@@ -375,3 +375,108 @@ def test_report_on_a_folder_that_is_not_a_run_exits_2_and_writes_nothing(tmp_pat
         result = run_sdf(command, folder, cwd=tmp_path)
         assert result.returncode == 2 and "is not a run directory" in one_error_line(result)
     assert list(folder.iterdir()) == []
+
+
+# -- 8. batches are created once ------------------------------------------------------------------------------
+
+
+def batch_creates(fake: FakeAnthropic) -> int:
+    return sum(1 for e in fake.log if e["endpoint"] == "POST /v1/messages/batches")
+
+
+def test_a_batch_create_answered_after_the_timeout_is_adopted_not_sent_again(tmp_path: Path) -> None:
+    with FakeAnthropic(faults=Faults(create_batch_delay_s=6.0)) as fake:  # the client's timeout_s is 5
+        config = fast_config(tmp_path, docs=12, llm_extra="batch = true")
+        result = run_sdf(*build_args(tmp_path, config), cwd=tmp_path, env=sdf_env(fake.base_url))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "adopted 1 batch(es)" in result.stdout
+    served = answered(fake)
+    assert batch_creates(fake) == len(fake.batch_ids()) == 1  # one POST: not retried by the SDK, not resent
+    assert len(served) == 12 and set(served.values()) == {1}
+
+
+def test_a_kill_between_create_and_record_is_adopted_on_rerun(tmp_path: Path) -> None:
+    with FakeAnthropic(faults=Faults(create_batch_delay_s=60.0)) as fake:
+        config = fast_config(tmp_path, docs=8, llm_extra="batch = true")
+        proc = start_sdf(*build_args(tmp_path, config), cwd=tmp_path, env=sdf_env(fake.base_url))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not fake.batch_ids():
+            time.sleep(0.05)
+        proc.kill()  # the batch exists at the API; its id never reached the ledger
+        proc.communicate(timeout=30)
+        run = tmp_path / "corpus" / "run"
+        status = run_sdf("status", run, cwd=tmp_path)
+        assert status.returncode == 0 and "1 batch creation(s) not yet confirmed" in status.stdout, status.stdout
+        fake.set_faults(create_batch_delay_s=0.0)
+        again = run_sdf(*build_args(tmp_path, config), cwd=tmp_path, env=sdf_env(fake.base_url))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "adopted 1 batch(es)" in again.stdout and len(fake.batch_ids()) == 1
+    served = answered(fake)
+    assert len(served) == 8 and set(served.values()) == {1}
+
+
+def test_batch_results_under_unknown_custom_ids_are_ignored_and_counted(tmp_path: Path) -> None:
+    with FakeAnthropic(faults=Faults(batch_unknown_ids=3)) as fake:
+        config = fast_config(tmp_path, docs=6, llm_extra="batch = true")
+        result = run_sdf(*build_args(tmp_path, config), cwd=tmp_path, env=sdf_env(fake.base_url))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ignored 3 batch result(s) with a custom_id this run never sent" in result.stdout
+    assert ledger_ok(tmp_path / "corpus" / "run") == 6 and "requests: 6 planned" in result.stdout
+
+
+# -- 9. answers that lie, and servers that stall -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["invalid_json", "html", "usage_null", "negative_usage", "overlong"])
+def test_a_malformed_200_is_retried_and_every_other_answer_is_kept(tmp_path: Path, kind: str) -> None:
+    with FakeAnthropic(faults=Faults(malformed=0.3, malformed_kind=kind, seed=5)) as fake:
+        config = fast_config(tmp_path, docs=12)
+        result = run_sdf(*build_args(tmp_path, config), cwd=tmp_path, env=sdf_env(fake.base_url))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lied = sum(1 for e in fake.log if e.get("fault") == kind)
+    served = answered(fake)
+    assert lied > 0 and len(served) == 12 and set(served.values()) == {1}
+    db = sqlite3.connect(tmp_path / "corpus" / "run" / "store.sqlite")
+    recorded = db.execute("SELECT COUNT(*) FROM attempts WHERE error LIKE 'malformed response:%'").fetchone()[0]
+    assert recorded == lied  # every lie is in the ledger
+    assert db.execute("SELECT MIN(input_tokens), MIN(output_tokens) FROM requests").fetchone() >= (0, 0)
+
+
+def test_a_malformed_batch_result_goes_back_to_pending_and_is_resubmitted(tmp_path: Path) -> None:
+    with FakeAnthropic(faults=Faults(batch_malformed=0.4, seed=2, max_failures_per_request=2)) as fake:
+        config = fast_config(tmp_path, docs=8, llm_extra="batch = true\nbatch_max_attempts = 3")
+        result = run_sdf(*build_args(tmp_path, config), cwd=tmp_path, env=sdf_env(fake.base_url))
+    assert result.returncode == 0, result.stdout + result.stderr
+    lied = sum(1 for e in fake.log if e.get("fault") == "negative_usage")
+    served = answered(fake)
+    assert lied > 0 and len(served) == 8 and set(served.values()) == {1}
+    db = sqlite3.connect(tmp_path / "corpus" / "run" / "store.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM attempts WHERE error LIKE 'malformed response:%'").fetchone()[0] == lied
+    assert db.execute("SELECT MIN(output_tokens) FROM requests").fetchone()[0] >= 0
+
+
+def test_a_server_that_trickles_bytes_is_cut_off_by_the_request_deadline(tmp_path: Path) -> None:
+    with FakeAnthropic(faults=Faults(script=["ok", "stall"], stall_s=120)) as fake:
+        config = fast_config(tmp_path, docs=4, llm_extra="request_deadline_s = 2")
+        started = time.monotonic()
+        result = run_sdf(*build_args(tmp_path, config), cwd=tmp_path, env=sdf_env(fake.base_url), timeout=120)
+        took = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert took < 60, took
+    db = sqlite3.connect(tmp_path / "corpus" / "run" / "store.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM attempts WHERE error LIKE 'no complete answer within%'").fetchone()[0] == 1
+    served = answered(fake)
+    assert len(served) == 4 and set(served.values()) == {1}
+
+
+def test_a_day_long_retry_after_stops_with_exit_3_instead_of_sleeping(tmp_path: Path) -> None:
+    with FakeAnthropic(faults=Faults(script=["rate_limit"], retry_after="86400")) as fake:
+        config = fast_config(tmp_path, docs=4)
+        started = time.monotonic()
+        result = run_sdf(*build_args(tmp_path, config), cwd=tmp_path, env=sdf_env(fake.base_url), timeout=120)
+        took = time.monotonic() - started
+    assert result.returncode == 3 and took < 60, result.stdout + result.stderr
+    line = one_error_line(result)
+    assert "wait 86400s" in line and "max_retry_after_s = 300s" in line and "rerun" in line
+    assert not answered(fake)

@@ -121,6 +121,10 @@ def echo_generation(summary: Any, ledger_totals: dict) -> None:
     )
     for kind, n in sorted(summary.failures.items()):
         click.echo(f"  failed: {n} x {kind}")
+    if summary.adopted_batches:
+        click.echo(f"  adopted {summary.adopted_batches} batch(es) an earlier create did not get to record")
+    if summary.unknown_results:
+        click.echo(f"  ignored {summary.unknown_results} batch result(s) with a custom_id this run never sent")
     click.echo(
         f"cost: ${summary.cost_usd:.4f} this run, ${ledger_totals['cost_usd']:.4f} in total; "
         f"cached share of input tokens {ledger_totals['cache_read_share']:.1%}"

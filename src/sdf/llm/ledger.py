@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -81,6 +82,16 @@ CREATE TABLE IF NOT EXISTS batches (
     counts TEXT,
     created_at TEXT NOT NULL,
     ended_at TEXT
+);
+CREATE TABLE IF NOT EXISTS batch_intents (
+    token TEXT PRIMARY KEY,
+    purpose TEXT NOT NULL,
+    keys TEXT NOT NULL,
+    request_count INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    batch_id TEXT,
+    error TEXT,
+    created_at TEXT NOT NULL
 );
 """
 
@@ -315,10 +326,43 @@ class Ledger:
 
     # -- batches ----------------------------------------------------------------------------
 
-    def add_batch(self, batch_id: str, purpose: str, keys: Sequence[str]) -> None:
-        """Commit a submitted batch and its members in one transaction, before any polling."""
+    def add_intent(self, purpose: str, keys: Sequence[str]) -> str:
+        """Commit the intent to create a batch of `keys` before the create is sent; returns its client token."""
+        token = f"sdf_{secrets.token_hex(12)}"
+        with self.transaction() as db:
+            db.execute("INSERT INTO batch_intents(token, purpose, keys, request_count, status, created_at)"
+                       " VALUES (?,?,?,?,?,?)", (token, purpose, json.dumps(list(keys)), len(keys), "open", now()))
+        return token
+
+    def fail_intent(self, token: str, error: str) -> None:
+        """The create failed and no batch was found; the intent stays open, so a late batch is still adopted."""
+        with self.transaction() as db:
+            db.execute("UPDATE batch_intents SET status='failed', error=? WHERE token=? AND batch_id IS NULL",
+                       (error, token))
+
+    def open_intents(self) -> list[sqlite3.Row]:
+        """Intents with no batch id yet, oldest first."""
+        return self.db.execute("SELECT token, purpose, request_count, status, error, created_at FROM batch_intents"
+                               " WHERE batch_id IS NULL ORDER BY created_at").fetchall()
+
+    def has_intents(self) -> bool:
+        """False on a ledger written before intents, opened read-only (so not brought up to date)."""
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE name='batch_intents'").fetchone() is not None
+
+    def intent_keys(self, token: str) -> list[str]:
+        row = self.db.execute("SELECT keys FROM batch_intents WHERE token=?", (token,)).fetchone()
+        return json.loads(row["keys"]) if row else []
+
+    def batch_ids(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT batch_id FROM batches")]
+
+    def add_batch(self, batch_id: str, purpose: str, keys: Sequence[str], token: str | None = None) -> None:
+        """Commit a submitted batch and its members in one transaction, before any polling (and close its
+        intent)."""
         stamp = now()
         with self.transaction() as db:
+            if token is not None:
+                db.execute("UPDATE batch_intents SET status='created', batch_id=? WHERE token=?", (batch_id, token))
             db.execute("INSERT INTO batches(batch_id, purpose, status, request_count, created_at) VALUES (?,?,?,?,?)",
                        (batch_id, purpose, "in_progress", len(keys), stamp))
             db.executemany("UPDATE requests SET status='submitted', batch_id=?, mode='batch', updated_at=? "
