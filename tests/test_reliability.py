@@ -480,3 +480,135 @@ def test_a_day_long_retry_after_stops_with_exit_3_instead_of_sleeping(tmp_path: 
     line = one_error_line(result)
     assert "wait 86400s" in line and "max_retry_after_s = 300s" in line and "rerun" in line
     assert not answered(fake)
+
+
+# -- 10. inputs that lie -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("flags", "llm_extra", "message"), [
+    (["--max-cost", "nan"], "", "[budget].max_cost_usd must be a finite number, not nan"),
+    (["--max-cost", "-1"], "", "max_cost_usd: must not be negative"),
+    ([], "timeout_s = nan", "must be a finite number, not nan"),
+    ([], "poll_interval_s = inf", "must be a finite number, not inf"),
+    ([], "request_deadline_s = -5", "request_deadline_s: must be a positive number of seconds"),
+    ([], "max_retry_after_s = -1", "max_retry_after_s: must not be negative"),
+    ([], "max_tokens = -3", "max_tokens: must be at least 1"),
+])
+def test_non_finite_or_negative_money_tokens_and_intervals_are_refused(tmp_path: Path, flags: list[str],
+                                                                       llm_extra: str, message: str) -> None:
+    config = fast_config(tmp_path)
+    key = llm_extra.split(" = ")[0]
+    lines = [ln for ln in config.read_text().splitlines() if not (key and ln.startswith(f"{key} = "))]
+    config.write_text("\n".join(lines).replace("[llm]", f"[llm]\n{llm_extra}", 1) + "\n")
+    with FakeAnthropic() as fake:
+        result = run_sdf(*build_args(tmp_path, config, "run", *flags), cwd=tmp_path, env=sdf_env(fake.base_url))
+    assert result.returncode == 2 and message in one_error_line(result), result.stderr
+    assert not answered(fake) and not (tmp_path / "corpus").exists()
+
+
+def test_any_integer_is_a_seed(tmp_path: Path) -> None:
+    config = fast_config(tmp_path)
+    for seed in ("-1", "-99999999999999999999", "99999999999999999999"):
+        result = run_sdf(*build_args(tmp_path, config, f"s{seed}", "--seed", seed, "--dry-run"), cwd=tmp_path,
+                         env=sdf_env(None, None))
+        assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x", "tool_calls": 5}]}',
+     "'tool_calls' must be a list of calls"),
+    ("[" * 10_000 + "]" * 10_000, "nested deeper than 64 levels"),
+    ('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}], "tools": [{"a": 1}]}',
+     "'tools' must be a list of function definitions"),
+    ('{"messages": "hello"}', "needs an object with a 'messages' list"),
+    (None, "is a directory"),
+])
+def test_rewrite_input_is_checked_against_its_schema_in_one_line(tmp_path: Path, content: str | None,
+                                                                 message: str) -> None:
+    source = tmp_path / "chats"
+    if content is None:
+        source.mkdir()
+    else:
+        source = tmp_path / "chats.jsonl"
+        source.write_text(content + "\n")
+    config = fast_config(tmp_path)
+    result = run_sdf("build", "--constitution", FIXTURE_CONSTITUTION, "--config", config, "--out",
+                     tmp_path / "corpus", "--rewrite", source, cwd=tmp_path, env=sdf_env("http://127.0.0.1:9"))
+    assert result.returncode == 2 and message in one_error_line(result), result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_a_garbage_config_toml_in_a_run_is_one_line_in_stats_and_report(tmp_path: Path, fake: FakeAnthropic) -> None:
+    run, _ = built(tmp_path, fake)
+    for garbage in ("this is = = not toml\n", "[llm]\nconcurrency = 'many'\n", "\x00\x01binary"):
+        (run / "config.toml").write_text(garbage)
+        for command in ("stats", "report"):
+            result = run_sdf(command, run, cwd=tmp_path)
+            assert result.returncode == 2 and "config.toml" in one_error_line(result), (garbage, result.stderr)
+
+
+# -- 11. read-only runs and full disks -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def mount(tmp_path: Path):
+    """A tmpfs of the given size that a test can remount read-only; needs root (as CI and the dev machines run)."""
+    mounted: list[Path] = []
+
+    def make(size: str) -> Path:
+        point = tmp_path / f"mnt{len(mounted)}"
+        point.mkdir()
+        if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", point],
+                                               capture_output=True).returncode:
+            pytest.skip("mounting a tmpfs needs root")
+        mounted.append(point)
+        return point
+
+    yield make
+    for point in mounted:
+        subprocess.run(["umount", "-l", point], check=False)
+
+
+def test_a_read_only_run_can_be_read_and_says_it_cannot_be_written(tmp_path: Path, fake: FakeAnthropic,
+                                                                   mount) -> None:
+    disk = mount("64m")
+    config = fast_config(tmp_path, docs=4)
+    result = run_sdf("build", "--constitution", FIXTURE_CONSTITUTION, "--config", config, "--out", disk, "--name",
+                     "run", cwd=tmp_path, env=sdf_env(fake.base_url))
+    assert result.returncode == 0, result.stderr
+    subprocess.run(["mount", "-o", "remount,ro", disk], check=True)
+    run = disk / "run"
+    for command in (["stats", run], ["stats", run, "--json"], ["inspect", run, "--n", "1"], ["verify", run]):
+        done = run_sdf(*command, cwd=tmp_path)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, (command, done.stderr)
+    status = run_sdf("status", run, cwd=tmp_path)
+    assert status.returncode == 0 and "cannot be written (read-only)" in status.stdout, status.stdout + status.stderr
+    assert "damaged" not in status.stdout
+    for command in (["report", run], ["pack", run], ["filter", run], build_args(tmp_path, config)[:-2] + [
+            "--out", disk, "--name", "run"]):
+        done = run_sdf(*command, cwd=tmp_path, env=sdf_env(fake.base_url))
+        line = one_error_line(done)
+        assert done.returncode == 2 and line.startswith("error: cannot write"), (command, done.stderr)
+
+
+@pytest.mark.parametrize("command", ["pack", "report"])
+def test_a_full_disk_during_pack_or_report_is_one_line_and_leaves_no_partial_file(tmp_path: Path,
+                                                                                   fake: FakeAnthropic, mount,
+                                                                                   command: str) -> None:
+    run, _ = built(tmp_path, fake, docs=6)
+    disk = mount("4m")
+    copy = disk / "run"
+    subprocess.run(["cp", "-a", run, copy], check=True)
+    for name in ("shards", "plots", "report.html", "stats.json"):
+        subprocess.run(["rm", "-rf", copy / name], check=True)
+    used = sum(f.stat().st_size for f in copy.rglob("*") if f.is_file())
+    filler = disk / "filler"
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    filler.write_bytes(b"\0" * max(0, free - 8 * 1024))  # leave 8 KiB: less than any shard or plot
+    result = run_sdf(command, copy, cwd=tmp_path)
+    assert result.returncode == 3, result.stdout + result.stderr
+    line = one_error_line(result)
+    assert line.startswith("error: disk full at ") and "free space and rerun" in line
+    assert not list(copy.rglob("*.tmp")) and used > 0
+    for png in copy.glob("plots/*.png"):
+        assert png.read_bytes().endswith(b"IEND\xaeB`\x82")  # every PNG there is whole
