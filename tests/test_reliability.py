@@ -39,6 +39,14 @@ def answered(fake: FakeAnthropic) -> Counter:
     return successful_hashes(fake.log)
 
 
+def recorded(run: Path) -> int:
+    """Answers in the ledger so far, 0 while it is not there yet."""
+    try:
+        return ledger_ok(run) if (run / "store.sqlite").exists() else 0
+    except sqlite3.Error:
+        return 0
+
+
 def ledger_ok(run: Path) -> int:
     db = sqlite3.connect(run / "store.sqlite")
     try:
@@ -193,10 +201,10 @@ def test_a_second_ctrl_c_quits_at_once_and_says_what_was_abandoned(tmp_path: Pat
     with FakeAnthropic(faults=Faults(latency_s=5.0)) as fake:
         config = fast_config(tmp_path, docs=10)
         proc = start_sdf(*build_args(tmp_path, config), cwd=tmp_path, env=sdf_env(fake.base_url))
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any(e["endpoint"] == "POST /v1/messages" for e in fake.log):
+        deadline, run = time.monotonic() + 60, tmp_path / "corpus" / "run"
+        while time.monotonic() < deadline and not recorded(run):
             time.sleep(0.05)  # the first request (the cache writer) has been answered; the wave is in flight
-        time.sleep(0.5)
+        time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
         time.sleep(0.3)
         started = time.monotonic()
@@ -204,6 +212,12 @@ def test_a_second_ctrl_c_quits_at_once_and_says_what_was_abandoned(tmp_path: Pat
         _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and time.monotonic() - started < 4, stderr
     assert "abandoned and a rerun sends them again" in stderr and "Traceback" not in stderr
+    assert "waiting up to 25s" in stderr  # within the 30 s grace of Slurm and Kubernetes
+    # exactly what was left: the specs in flight by id, and how many were never sent
+    line = one_error_line(subprocess.CompletedProcess([], 130, "", stderr))
+    flying = int(line.split(" request(s) in flight (")[0].rsplit(" ", 1)[1])
+    unsent = int(line.split(" not yet sent")[0].rsplit(" ", 1)[1])
+    assert flying == 4 and unsent == 10 - 1 - 4 and line.count("-") >= flying, line  # concurrency 4, one cache writer
 
 
 @pytest.fixture
@@ -612,3 +626,54 @@ def test_a_full_disk_during_pack_or_report_is_one_line_and_leaves_no_partial_fil
     assert not list(copy.rglob("*.tmp")) and used > 0
     for png in copy.glob("plots/*.png"):
         assert png.read_bytes().endswith(b"IEND\xaeB`\x82")  # every PNG there is whole
+
+
+# -- 12. prompts the model cannot read, and inputs that changed under a run ------------------------------------
+
+
+def huge_constitution(tmp_path: Path, tokens: int) -> Path:
+    """The fixture constitution with one section padded to about `tokens` tokens (4 characters a token)."""
+    text = FIXTURE_CONSTITUTION.read_text(encoding="utf-8")
+    words = " ".join(f"clause{i % 997} binds the steward to care and candour." for i in range(tokens * 4 // 50))
+    path = tmp_path / "huge.md"
+    path.write_text(text + "\n\n## An enormous annex\n\n" + words + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_prompt_beyond_the_context_window_is_refused_before_any_request(tmp_path: Path) -> None:
+    constitution = huge_constitution(tmp_path, 818_000)
+    config = fast_config(tmp_path, docs=3)
+    with FakeAnthropic() as fake:
+        plan = run_sdf("plan", "--constitution", constitution, "--config", config, "--out", tmp_path / "corpus",
+                       "--name", "p", cwd=tmp_path, env=sdf_env(None, None))
+        assert plan.returncode == 0, plan.stderr
+        assert "beyond the 200,000-token context window of claude-haiku-4-5" in plan.stdout
+        result = run_sdf("build", "--constitution", constitution, "--config", config, "--out", tmp_path / "corpus",
+                         "--name", "b", cwd=tmp_path, env=sdf_env(fake.base_url))
+        assert result.returncode == 2 and "context window" in one_error_line(result), result.stderr
+        assert not fake.log
+        config.write_text(config.read_text().replace("[llm]\n", "[llm]\ncontext_window = 2000000\n", 1))
+        allowed = run_sdf("plan", "--constitution", constitution, "--config", config, "--out", tmp_path / "corpus",
+                          "--name", "p", cwd=tmp_path, env=sdf_env(None, None))
+    assert allowed.returncode == 0 and "context window" not in allowed.stdout
+
+
+def test_a_changed_constitution_warns_with_the_count_and_needs_yes(tmp_path: Path, fake: FakeAnthropic) -> None:
+    edited = tmp_path / "edited.md"
+    edited.write_text(FIXTURE_CONSTITUTION.read_text(encoding="utf-8"), encoding="utf-8")
+    config = fast_config(tmp_path, docs=5)
+    args = ["build", "--constitution", edited, "--config", config, "--out", tmp_path / "corpus", "--name", "run"]
+    assert run_sdf(*args, cwd=tmp_path, env=sdf_env(fake.base_url)).returncode == 0
+    grown = run_sdf(*args, "--docs", "7", cwd=tmp_path, env=sdf_env(fake.base_url))
+    assert grown.returncode == 0, grown.stderr  # growing a run pays only for the new documents: no question
+    edited.write_text(edited.read_text(encoding="utf-8") + "\nOne more sentence about care.\n", encoding="utf-8")
+    start = len(fake.log)
+    refused = run_sdf(*args, "--docs", "7", cwd=tmp_path, env=sdf_env(fake.base_url))
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    line = one_error_line(refused)
+    assert "changed since this run's last build: 7 of 7 planned document requests would be new" in line
+    assert "--yes" in line and len(fake.log) == start
+    paid = run_sdf(*args, "--docs", "7", "--yes", cwd=tmp_path, env=sdf_env(fake.base_url))
+    assert paid.returncode == 0, paid.stderr
+    fresh = run_sdf(*args[:-1], "fresh", cwd=tmp_path, env=sdf_env(fake.base_url))
+    assert fresh.returncode == 0, fresh.stderr

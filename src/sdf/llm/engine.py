@@ -317,6 +317,11 @@ class Dispatch:
         loop = asyncio.get_running_loop()
         main = asyncio.ensure_future(run_all())
         signals = 0
+        left: list[str] = []  # what was given up, named before cancellation empties `flying`
+
+        def abandon() -> None:
+            left[:] = [abandoned(flying.values(), queue.qsize())]
+            main.cancel()
 
         def interrupt() -> None:
             # The first Ctrl-C (or SIGTERM) stops sending and lets answers in flight land in the ledger;
@@ -328,17 +333,17 @@ class Dispatch:
                 stop("interrupted")
                 bar.write(f"interrupted: sending stopped; waiting up to {self.cfg.drain_timeout_s:.0f}s for "
                           f"{in_flight} answer(s) in flight to be recorded (Ctrl-C again to quit now)", file=sys.stderr)
-                loop.call_later(self.cfg.drain_timeout_s, main.cancel)
+                loop.call_later(self.cfg.drain_timeout_s, abandon)
             else:
-                main.cancel()
+                abandon()
 
         handled = [s for s in (signal.SIGINT, signal.SIGTERM) if _can_handle(loop, s, interrupt)]
         try:
             await main
         except asyncio.CancelledError:
             raise Interrupted(f"interrupted: {self.summary.succeeded} answer(s) recorded this run; "
-                              f"{abandoned(flying.values(), queue.qsize())} were abandoned and a rerun sends them "
-                              "again") from None
+                              f"{left[0] if left else abandoned(flying.values(), queue.qsize())} were abandoned and "
+                              "a rerun sends them again") from None
         finally:
             for s in handled:
                 loop.remove_signal_handler(s)
