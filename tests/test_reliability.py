@@ -677,3 +677,40 @@ def test_a_changed_constitution_warns_with_the_count_and_needs_yes(tmp_path: Pat
     assert paid.returncode == 0, paid.stderr
     fresh = run_sdf(*args[:-1], "fresh", cwd=tmp_path, env=sdf_env(fake.base_url))
     assert fresh.returncode == 0, fresh.stderr
+
+
+# -- 13. secrets ------------------------------------------------------------------------------------------------
+
+
+def leaked(secrets: list[str], *places: str | Path) -> list[str]:
+    """Which secrets appear in these texts or anywhere in these folders' files."""
+    texts = []
+    for place in places:
+        if isinstance(place, Path):
+            texts += [f.read_bytes().decode("utf-8", "replace") for f in place.rglob("*") if f.is_file()]
+        else:
+            texts.append(place)
+    return [s for s in secrets if any(s in t for t in texts)]
+
+
+def test_credentials_in_urls_and_header_values_never_reach_a_file_or_an_output(tmp_path: Path) -> None:
+    secrets = ["hunter2-in-the-url", "query-key-0451", "header-value-7788", "bearer-token-99aa"]
+    extra = ('langchain_kwargs = {base_url = "https://alice:hunter2-in-the-url@proxy.example/v1?api_key=query-key-0451",'
+             ' default_headers = {"X-Team" = "header-value-7788", "Authorization" = "Bearer bearer-token-99aa"}}')
+    config = fast_config(tmp_path, docs=3, llm_extra=extra)
+    planned = run_sdf(*build_args(tmp_path, config, "lc", "--dry-run"), cwd=tmp_path, env=sdf_env(None, None))
+    assert planned.returncode == 0, planned.stderr
+    written = (tmp_path / "corpus" / "lc" / "config.toml").read_text()
+    assert "proxy.example" in written and "<redacted>" in written
+    assert not leaked(secrets, planned.stdout, planned.stderr, tmp_path / "corpus")
+
+    with FakeAnthropic() as fake:  # the same credentials in ANTHROPIC_BASE_URL, working and then failing
+        config = fast_config(tmp_path, docs=3, llm_extra="max_retries = 0")
+        url = fake.base_url.replace("http://", "http://alice:hunter2-in-the-url@")
+        result = run_sdf(*build_args(tmp_path, config, "ok"), cwd=tmp_path, env=sdf_env(url))
+    assert result.returncode == 0, result.stderr
+    dead = run_sdf(*build_args(tmp_path, config, "dead"), cwd=tmp_path,
+                   env=sdf_env("http://alice:hunter2-in-the-url@127.0.0.1:9"))
+    assert dead.returncode == 3 and "connection error" in one_error_line(dead), dead.stderr
+    assert not leaked(secrets + [TEST_KEY], result.stdout, result.stderr, dead.stdout, dead.stderr,
+                      tmp_path / "corpus")

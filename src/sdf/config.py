@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import re
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sdf.errors import SdfError
+from sdf.redact import redact_settings
 from sdf.typed_toml import build_table, dump_toml
 
 if sys.version_info >= (3, 11):
@@ -32,7 +32,6 @@ QUALITY_RULES = ("refusal", "meta_commentary", "placeholder", "truncated", "leng
 PACK_FORMATS = ("megatron", "nanotron", "hf", "npy")
 PACK_STRATEGIES = ("concat", "bfd")
 PRODUCTS = ("documents", "advice")  # what a run builds: a midtraining corpus, or SFT transcripts
-SECRET_KEY = re.compile(r"(api[_-]?key|secret|token$|password|authorization)", re.IGNORECASE)
 
 
 SEED_SPAN = 2**63
@@ -449,7 +448,7 @@ class Settings:
 
     def to_dict(self, redact: bool = True) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        return _redact(data) if redact else data
+        return redact_settings(data) if redact else data
 
     def to_toml(self) -> str:
         return dump_toml(self.to_dict())
@@ -515,11 +514,4 @@ def settings_from_dict(data: dict[str, Any], source: str = "settings") -> Settin
     return Settings(**kwargs)
 
 
-def _redact(data: Any, key: str = "") -> Any:
-    if isinstance(data, dict):
-        return {k: _redact(v, k) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_redact(v) for v in data]
-    if key and SECRET_KEY.search(key) and isinstance(data, str) and data:
-        return "<redacted>"
-    return data
+

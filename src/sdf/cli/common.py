@@ -15,6 +15,7 @@ import click
 
 from sdf import __version__
 from sdf.errors import EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_INTERRUPTED, SdfError
+from sdf.redact import redact_text
 
 CANNOT_WRITE = (errno.EROFS, errno.EACCES, errno.EPERM)
 
@@ -27,7 +28,7 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except SdfError as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {redact_text(str(e))}", err=True)
             sys.exit(e.exit_code)
         except OSError as e:
             if e.errno == errno.ENOSPC:  # every artifact is written whole or not at all: a rerun resumes

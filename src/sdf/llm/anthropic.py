@@ -20,6 +20,7 @@ from sdf.config import LLMConfig
 from sdf.errors import SdfError
 from sdf.llm import BatchCreateError, BatchResult, BatchState, FatalError, ListedBatch, RetryableError, malformed
 from sdf.llm.ledger import LLMRequest, LLMResponse, Usage
+from sdf.redact import redact_text
 
 RETRYABLE_STATUS = {408, 429}  # plus every 5xx, 529 (overloaded) included
 RUN_FATAL_STATUS = {401, 403, 404}  # bad key, no permission, unknown model: no request can succeed
@@ -51,7 +52,7 @@ class AnthropicBackend:
 
     def _scrub(self, text: str) -> str:
         """Servers sometimes echo credentials in error text; never let the key reach the ledger."""
-        return text.replace(self._key, "<redacted>") if self._key else text
+        return redact_text(text, [self._key])
 
     def batch_body(self, request: LLMRequest, batch: bool | None = None) -> dict[str, Any]:
         """The Messages params of a request; `batch` (default: [llm].batch) picks the cache TTL."""

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from sdf.errors import Incomplete, SdfError
+from sdf.redact import redact_text
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS prefixes (
@@ -308,6 +309,7 @@ class Ledger:
     def record_attempt_failure(self, key: str, mode: str, error: str, http_status: int | None = None,
                                final: bool = False, batch_id: str | None = None) -> None:
         """Log a failed attempt; `final` marks the request failed (a rerun will try it again)."""
+        error = redact_text(error)  # whatever a backend let through, no credential reaches the file
         stamp = now()
         with self.transaction() as db:
             db.execute(
