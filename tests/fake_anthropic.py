@@ -45,7 +45,7 @@ HTTP_FAULTS = ("rate_limit", "overloaded", "server_error", "timeout", "truncate"
 # 200 answers that lie: a body that is not JSON, an HTML page, no usage, negative usage, text far beyond
 # max_tokens; and a connection that sends its headers, then a byte a second
 MALFORMED = ("invalid_json", "html", "usage_null", "negative_usage", "overlong")
-SCRIPTABLE = (*HTTP_FAULTS, *MALFORMED, "stall")
+SCRIPTABLE = (*HTTP_FAULTS, *MALFORMED, "stall", "refusal", "too_long")
 BATCH_FAULTS = ("errored", "expired", "canceled", "truncate", "negative_usage")
 _ERRORS = {
     "rate_limit": (429, "rate_limit_error", "This request would exceed your rate limit (fake)."),
@@ -600,6 +600,11 @@ class FakeAnthropic:
         message = self._generate(body, truncate=fault == "truncate", service_tier="standard")
         if fault in MALFORMED:
             return _malformed_reply(endpoint, fault, message, body, delay, hash=key)
+        if fault == "too_long":  # what the API says to a prompt beyond the context window
+            return _json_reply(400, _error_body("invalid_request_error", "prompt is too long: 818000 tokens > "
+                                                "200000 maximum"), _entry(endpoint, 400, fault=fault, hash=key))
+        if fault == "refusal":  # the model declines: a 200 with stop_reason "refusal" and no text
+            message.update(content=[], stop_reason="refusal")
         if fault == "timeout":
             delay += self.faults.timeout_delay_s
         entry = _entry(

@@ -714,3 +714,22 @@ def test_credentials_in_urls_and_header_values_never_reach_a_file_or_an_output(t
     assert dead.returncode == 3 and "connection error" in one_error_line(dead), dead.stderr
     assert not leaked(secrets + [TEST_KEY], result.stdout, result.stderr, dead.stdout, dead.stderr,
                       tmp_path / "corpus")
+
+
+def test_refusals_keep_their_reason_in_the_ledger_and_the_report(tmp_path: Path) -> None:
+    with FakeAnthropic(faults=Faults(script=["ok", "refusal", "too_long"])) as fake:
+        config = fast_config(tmp_path, docs=4)
+        result = run_sdf(*build_args(tmp_path, config, "run", "--concurrency", "1"), cwd=tmp_path,
+                         env=sdf_env(fake.base_url))
+    assert result.returncode == 3 and "Traceback" not in result.stderr, result.stdout + result.stderr
+    run = tmp_path / "corpus" / "run"
+    db = sqlite3.connect(run / "store.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM requests WHERE stop_reason = 'refusal'").fetchone()[0] == 1
+    assert db.execute("SELECT error FROM requests WHERE status = 'failed'").fetchone()[0].startswith(
+        "HTTP 400: prompt is too long")
+    stats = json.loads(run_sdf("stats", run, "--json", cwd=tmp_path).stdout)
+    reasons = {r["reason"]: r["requests"] for r in stats["cost"]["refusals"]}
+    assert reasons == {"the model refused (stop_reason refusal)": 1,
+                       "HTTP 400: prompt is too long: 818000 tokens > 200000 maximum": 1}
+    html = (run / "report.html").read_text()
+    assert "the model refused (stop_reason refusal)" in html and "prompt is too long" in html

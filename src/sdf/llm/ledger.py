@@ -422,6 +422,15 @@ class Ledger:
             f"SELECT purpose, model, status, COUNT(*) AS requests, {sums}, MAX(updated_at) AS last_at"
             " FROM requests GROUP BY purpose, model, status ORDER BY purpose, model, status")]
 
+    def refusals(self) -> list[dict[str, Any]]:
+        """Why the API or the model refused requests: the model's stop_reason "refusal", and the error text of
+        requests that failed for good (an invalid request, a prompt too long), with counts."""
+        return [dict(r) for r in self.db.execute(
+            "SELECT CASE WHEN stop_reason = 'refusal' THEN 'the model refused (stop_reason refusal)'"
+            " ELSE substr(COALESCE(error, 'unknown'), 1, 200) END AS reason, purpose, COUNT(*) AS requests"
+            " FROM requests WHERE stop_reason = 'refusal' OR status = 'failed'"
+            " GROUP BY reason, purpose ORDER BY requests DESC")]
+
     def spent(self) -> float:
         return float(self.db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM requests WHERE status='ok'").fetchone()[0])
 
