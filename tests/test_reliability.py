@@ -429,6 +429,16 @@ def test_a_kill_between_create_and_record_is_adopted_on_rerun(tmp_path: Path) ->
     assert len(served) == 8 and set(served.values()) == {1}
 
 
+def test_a_failed_batch_create_is_retried_without_using_up_the_requests_attempts(tmp_path: Path) -> None:
+    with FakeAnthropic(faults=Faults(script=["server_error", "overloaded"])) as fake:
+        config = fast_config(tmp_path, docs=6, llm_extra="batch = true\nbatch_max_attempts = 1")
+        result = run_sdf(*build_args(tmp_path, config), cwd=tmp_path, env=sdf_env(fake.base_url))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert batch_creates(fake) == 3 and len(fake.batch_ids()) == 1  # two refused creates made no batch
+    served = answered(fake)
+    assert len(served) == 6 and set(served.values()) == {1}
+
+
 def test_batch_results_under_unknown_custom_ids_are_ignored_and_counted(tmp_path: Path) -> None:
     with FakeAnthropic(faults=Faults(batch_unknown_ids=3)) as fake:
         config = fast_config(tmp_path, docs=6, llm_extra="batch = true")

@@ -35,8 +35,10 @@ def run_batches(d: Dispatch, todo: Sequence[LLMRequest]) -> None:
         adopt_created(d)
         collect(d, purpose, by_key, bar)
         tries: dict[str, int] = {}
+        create_failures = 0  # in a row; a failed create never ran its requests, so it uses none of their tries
         rng = random.Random()
-        while not d.summary.stopped:  # every round submits at least one request or stops, so this ends
+        while not d.summary.stopped:  # every round submits a batch, or fails a create (at most max_retries in a
+            # row), or stops, so this ends
             statuses = d.ledger.statuses(list(by_key))
             pending = [r for k, r in by_key.items() if statuses.get(k) == "pending"]
             pending = [r for r in pending if tries.get(r.key, 0) < d.cfg.batch_max_attempts]
@@ -51,10 +53,16 @@ def run_batches(d: Dispatch, todo: Sequence[LLMRequest]) -> None:
                                      f"(spent ${d.budget.spent:.4f})")
                 break
             for chunk in chunk_batch(pending, d.backend):
-                for r in chunk:
-                    tries[r.key] = tries.get(r.key, 0) + 1
-                if not submit(d, purpose, chunk, max(tries[r.key] for r in chunk), rng):
-                    break
+                error = submit(d, purpose, chunk, create_failures + 1, rng)
+                if error is None:
+                    create_failures = 0
+                    for r in chunk:
+                        tries[r.key] = tries.get(r.key, 0) + 1
+                    continue
+                create_failures += 1
+                if not d.summary.stopped and create_failures > d.cfg.max_retries:
+                    d.summary.stopped = f"{error} ({create_failures} times in a row)"
+                break  # the next round looks at what is pending again
             collect(d, purpose, by_key, bar)
         for key, status in d.ledger.statuses(list(by_key)).items():
             if status == "pending" and tries.get(key, 0) >= d.cfg.batch_max_attempts:
@@ -64,15 +72,16 @@ def run_batches(d: Dispatch, todo: Sequence[LLMRequest]) -> None:
         bar.close()
 
 
-def submit(d: Dispatch, purpose: str, chunk: list[LLMRequest], attempt: int, rng: random.Random) -> bool:
-    """Create one batch for `chunk`, its intent committed first; False when the run must stop sending."""
+def submit(d: Dispatch, purpose: str, chunk: list[LLMRequest], attempt: int, rng: random.Random) -> str | None:
+    """Create one batch for `chunk`, its intent committed first. None when a batch now holds the chunk (created
+    or adopted), else why not (after a backoff, or with the run stopped when retry-after is beyond the cap)."""
     keys = [r.key for r in chunk]
     token = d.ledger.add_intent(purpose, keys)
     try:
         batch_id = d.backend.create_batch(chunk)  # type: ignore[attr-defined]
     except BatchCreateError as e:
         if token in adopt_created(d):  # the create reached the API after all: adopt it, pay nothing again
-            return True
+            return None
         d.ledger.fail_intent(token, str(e))  # kept: a batch that shows up later is still adopted
         for key in keys:
             d.ledger.record_attempt_failure(key, "batch", str(e))
@@ -81,11 +90,11 @@ def submit(d: Dispatch, purpose: str, chunk: list[LLMRequest], attempt: int, rng
         if e.retry_after is not None and e.retry_after > d.cfg.max_retry_after_s:
             d.summary.stopped = (f"the API asked to wait {e.retry_after:g}s before creating a batch (retry-after), "
                                  f"beyond [llm].max_retry_after_s = {d.cfg.max_retry_after_s:g}s; rerun later")
-            return False
+            return str(e)
         time.sleep(backoff_delay(attempt, d.cfg, e.retry_after, rng))
-        return True
+        return str(e)
     d.ledger.add_batch(batch_id, purpose, keys, token)
-    return True
+    return None
 
 
 def adopt_created(d: Dispatch) -> set[str]:
