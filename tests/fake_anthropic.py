@@ -43,7 +43,11 @@ from urllib.parse import parse_qs, urlsplit
 Responder = Callable[[dict[str, Any]], str]
 
 HTTP_FAULTS = ("rate_limit", "overloaded", "server_error", "timeout", "truncate")
-BATCH_FAULTS = ("errored", "expired", "canceled", "truncate")
+# 200 answers that lie: a body that is not JSON, an HTML page, no usage, negative usage, text far beyond
+# max_tokens; and a connection that sends its headers, then a byte a second
+MALFORMED = ("invalid_json", "html", "usage_null", "negative_usage", "overlong")
+SCRIPTABLE = (*HTTP_FAULTS, *MALFORMED, "stall", "refusal", "too_long")
+BATCH_FAULTS = ("errored", "expired", "canceled", "truncate", "negative_usage")
 _ERRORS = {
     "rate_limit": (429, "rate_limit_error", "This request would exceed your rate limit (fake)."),
     "overloaded": (529, "overloaded_error", "Overloaded"),
@@ -65,14 +69,21 @@ class Faults:
     server_error: float = 0.0  # 500 api_error
     timeout: float = 0.0  # hold the reply for timeout_delay_s, then answer 200
     truncate: float = 0.0  # stop_reason "max_tokens" with the text cut short, whatever max_tokens is
+    malformed: float = 0.0  # a 200 answer of kind `malformed_kind` (one of MALFORMED)
+    malformed_kind: str = "invalid_json"
+    stall: float = 0.0  # send the headers, then a byte a second for stall_s seconds, then hang up
+    stall_s: float = 30.0
     batch_errored: float = 0.0
     batch_expired: float = 0.0
     batch_canceled: float = 0.0
+    batch_malformed: float = 0.0  # a "succeeded" result whose usage is negative
     script: list[str] = field(default_factory=list)
     batch_outcomes: dict[str, str] = field(default_factory=dict)  # custom_id -> "succeeded" or a BATCH_FAULTS
     max_failures_per_request: int | None = None  # a request (by content) fails at most this many times
     retry_after: str = "0"  # seconds, as the header's text
     timeout_delay_s: float = 2.0
+    create_batch_delay_s: float = 0.0  # a slow batch create: the batch exists at once, the reply comes later
+    batch_unknown_ids: int = 0  # results per batch under custom_ids nobody sent
     latency_s: float = 0.0  # added to every POST /v1/messages and batch-creation reply
     batch_polls_before_end: int = 1  # GET polls answered "in_progress" before a batch ends
     seed: int = 0
@@ -82,14 +93,17 @@ class Faults:
             if any(not 0.0 <= p <= 1.0 for _, p in odds) or sum(p for _, p in odds) > 1.0:
                 raise ValueError(f"fault probabilities must be in [0, 1] and sum to at most 1: {odds}")
         for entry in self.script:
-            if entry != "ok" and entry not in HTTP_FAULTS:
-                raise ValueError(f"script: unknown entry {entry!r}; use 'ok' or one of {HTTP_FAULTS}")
+            if entry != "ok" and entry not in SCRIPTABLE:
+                raise ValueError(f"script: unknown entry {entry!r}; use 'ok' or one of {SCRIPTABLE}")
+        if self.malformed_kind not in MALFORMED:
+            raise ValueError(f"malformed_kind: {self.malformed_kind!r} is not one of {MALFORMED}")
         for custom_id, outcome in self.batch_outcomes.items():
             if outcome != "succeeded" and outcome not in BATCH_FAULTS:
                 raise ValueError(f"batch_outcomes[{custom_id!r}]: unknown outcome {outcome!r}")
 
     def http_odds(self) -> list[tuple[str, float]]:
-        return [(name, getattr(self, name)) for name in HTTP_FAULTS]
+        return [*((name, getattr(self, name)) for name in HTTP_FAULTS), (self.malformed_kind, self.malformed),
+                ("stall", self.stall)]
 
     def batch_odds(self) -> list[tuple[str, float]]:
         return [
@@ -97,6 +111,7 @@ class Faults:
             ("expired", self.batch_expired),
             ("canceled", self.batch_canceled),
             ("truncate", self.truncate),
+            ("negative_usage", self.batch_malformed),
         ]
 
 
@@ -471,6 +486,7 @@ class _Reply:
     entry: dict[str, Any]  # the request-log entry, recorded when the reply goes out
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    stall_s: float = 0.0  # > 0: after the headers, send the body a byte a second for this long, then hang up
 
 
 @dataclass
@@ -612,6 +628,11 @@ class FakeAnthropic:
         with self._lock:
             return list(self._log)
 
+    def batch_ids(self) -> list[str]:
+        """Every batch created so far, including those whose create reply has not gone out yet."""
+        with self._lock:
+            return list(self._batches)
+
     def successful_message_hashes(self) -> Counter[str]:
         """How many times each generation request was answered successfully (messages and batch results)."""
         return successful_hashes(self.log)
@@ -645,6 +666,13 @@ class FakeAnthropic:
         if fault in _ERRORS:
             return self._fault_error(endpoint, fault, delay, hash=key)
         message = self._generate(body, truncate=fault == "truncate", service_tier="standard")
+        if fault in MALFORMED:
+            return _malformed_reply(endpoint, fault, message, body, delay, hash=key)
+        if fault == "too_long":  # what the API says to a prompt beyond the context window
+            return _json_reply(400, _error_body("invalid_request_error", "prompt is too long: 818000 tokens > "
+                                                "200000 maximum"), _entry(endpoint, 400, fault=fault, hash=key))
+        if fault == "refusal":  # the model declines: a 200 with stop_reason "refusal" and no text
+            message.update(content=[], stop_reason="refusal")
         if fault == "timeout":
             delay += self.faults.timeout_delay_s
         entry = _entry(
@@ -656,7 +684,10 @@ class FakeAnthropic:
             stop_reason=message["stop_reason"],
             usage=message["usage"],
         )
-        return _json_reply(200, message, entry, delay=delay)
+        reply = _json_reply(200, message, entry, delay=delay)
+        if fault == "stall":
+            reply.stall_s, entry["ok"] = self.faults.stall_s, False
+        return reply
 
     def _count_tokens(self, endpoint: str, body: dict[str, Any], query: dict[str, str]) -> _Reply:
         problem = _params_problem({**body, "max_tokens": 1})
@@ -672,7 +703,8 @@ class FakeAnthropic:
         key = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
         scripted = self._pop_script()
         scripted = "ok" if scripted == "truncate" else scripted  # nothing to truncate when creating a batch
-        odds = [(name, p) for name, p in self.faults.http_odds() if name != "truncate"]
+        scripted = "ok" if scripted in (*MALFORMED, "stall") else scripted
+        odds = [(name, p) for name, p in self.faults.http_odds() if name in _ERRORS or name == "timeout"]
         fault = self._draw_fault(key, odds, scripted)
         if fault in _ERRORS:
             return self._fault_error(endpoint, fault, self.faults.latency_s)
@@ -680,7 +712,8 @@ class FakeAnthropic:
         with self._lock:
             self._batches[batch.id] = batch
             answer = batch.to_json(self.base_url)
-        delay = self.faults.latency_s + (self.faults.timeout_delay_s if fault == "timeout" else 0.0)
+        delay = self.faults.latency_s + self.faults.create_batch_delay_s
+        delay += self.faults.timeout_delay_s if fault == "timeout" else 0.0
         entry = _entry(endpoint, 200, ok=fault != "timeout", fault=fault, batch_id=batch.id)
         return _json_reply(200, answer, entry, delay=delay)
 
@@ -761,10 +794,18 @@ class FakeAnthropic:
                 entry["ok"] = False
             else:
                 message = self._generate(params, truncate=outcome == "truncate", service_tier="batch")
+                if outcome == "negative_usage":
+                    message["usage"] = {**message["usage"], "output_tokens": -1}
                 result = {"type": "succeeded", "message": message}
-                entry.update(ok=True, stop_reason=message["stop_reason"], usage=message["usage"])
+                entry.update(ok=outcome != "negative_usage", stop_reason=message["stop_reason"],
+                             usage=message["usage"])
             batch.results.append({"custom_id": custom_id, "result": result})
             self._record(entry)
+        for i in range(self.faults.batch_unknown_ids):  # answers to requests this batch never held
+            stranger = batch.requests[i % len(batch.requests)]["params"]
+            message = self._generate(stranger, truncate=False, service_tier="batch")
+            batch.results.append({"custom_id": f"unknown-{uuid.uuid4().hex[:12]}",
+                                  "result": {"type": "succeeded", "message": message}})
         batch.status, batch.ended_at = "ended", _now()
 
     def _generate(self, params: dict[str, Any], *, truncate: bool, service_tier: str) -> dict[str, Any]:
@@ -921,6 +962,24 @@ def _continue_prefill(params: dict[str, Any], text: str) -> str:
     return text
 
 
+def _malformed_reply(endpoint: str, kind: str, message: dict[str, Any], params: dict[str, Any], delay: float,
+                     **entry_fields: Any) -> _Reply:
+    """A 200 answer that lies about itself (the request was still billed, as a real server would)."""
+    entry = _entry(endpoint, 200, ok=False, fault=kind, **entry_fields)
+    if kind == "invalid_json":
+        return _Reply(200, json.dumps(message).encode()[:-40], entry, {"content-type": "application/json"}, delay)
+    if kind == "html":
+        page = b"<html><body><h1>502 Bad Gateway</h1><p>upstream answered nothing</p></body></html>"
+        return _Reply(200, page, entry, {"content-type": "text/html"}, delay)
+    if kind == "usage_null":
+        message = {**message, "usage": None}
+    elif kind == "negative_usage":
+        message = {**message, "usage": {**message["usage"], "input_tokens": -5, "output_tokens": -100}}
+    else:  # overlong: far more text than max_tokens allows, claiming a normal stop
+        message = {**message, "content": [{"type": "text", "text": "word " * (params["max_tokens"] * 50)}]}
+    return _json_reply(200, message, entry, delay=delay)
+
+
 def _error_body(error_type: str, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": error_type, "message": message}}
 
@@ -1008,6 +1067,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header(key, value)
             self.send_header("content-length", str(len(reply.body)))
             self.end_headers()
+            if reply.stall_s:  # a byte a second: every socket read succeeds, so only a total deadline ends it
+                self.wfile.flush()
+                for i in range(int(reply.stall_s)):
+                    if fake._stopping.wait(1.0):
+                        break
+                    self.wfile.write(reply.body[i : i + 1])
+                    self.wfile.flush()
+                self.close_connection = True
+                return
             self.wfile.write(reply.body)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (e.g. its timeout fired); the log still says what we answered

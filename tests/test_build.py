@@ -124,6 +124,8 @@ def ledger_snapshot(db_path: Path) -> dict[str, str]:
     """Fake-server content hashes of the requests the ledger holds as answered."""
     db = sqlite3.connect(db_path)
     try:
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'requests'").fetchone() is None:
+            return {}  # killed while the ledger was being created: nothing recorded yet
         rows = db.execute(
             "SELECT r.model, r.params, r.prompt, p.text FROM requests r JOIN prefixes p ON p.hash = r.prefix_hash"
             " WHERE r.status = 'ok'"

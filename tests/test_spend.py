@@ -66,8 +66,8 @@ def test_a_changed_pack_setting_or_a_larger_limit_sends_nothing(tmp_path: Path, 
     reused = [r for r in rows if r["reused_from"]]
     assert len(reused) == 12 and all(r["cost_usd"] == 0 and r["mode"] == "reused" for r in reused)
     # an answer longer than a new limit of 20 would have been cut: it is sent again, and cut; its
-    # truncation retry (16384) is answered by the old answer, which fits
-    build(tmp_path, fake, fast_config(tmp_path, docs=6, max_tokens=20))
+    # truncation retry (16384) is answered by the old answer, which fits; paying again needs --yes
+    build(tmp_path, fake, fast_config(tmp_path, docs=6, max_tokens=20), "--yes")
     assert sent(fake, mark) == 6
 
 

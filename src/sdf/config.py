@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sdf.errors import SdfError
+from sdf.redact import redact_settings
 from sdf.typed_toml import build_table, dump_toml
 
 if sys.version_info >= (3, 11):
@@ -32,7 +33,9 @@ QUALITY_RULES = ("refusal", "meta_commentary", "placeholder", "truncated", "leng
 PACK_FORMATS = ("megatron", "nanotron", "hf", "npy")
 PACK_STRATEGIES = ("concat", "bfd")
 PRODUCTS = ("documents", "advice")  # what a run builds: a midtraining corpus, or SFT transcripts
-SECRET_KEY = re.compile(r"(api[_-]?key|secret|token$|password|authorization)", re.IGNORECASE)
+
+
+SEED_SPAN = 2**63
 
 
 @dataclass
@@ -46,6 +49,8 @@ class RunConfig:
     product: str = "documents"  # "documents" or "advice"; a run directory holds one product
 
     def __post_init__(self) -> None:
+        # any integer seeds a run: folded into [0, 2**63), which numpy's seeding and TOML's int64 both take
+        self.seed %= SEED_SPAN
         if self.name and (self.name in (".", "..") or "/" in self.name or "\\" in self.name or "\0" in self.name):
             raise ValueError(f"name: {self.name!r} must be a plain directory name (no '/', no '..'); "
                              "use out for the parent folder")
@@ -129,8 +134,13 @@ class LLMConfig:
     requests_per_minute: int = 0  # 0 = no client-side rate limit
     max_retries: int = 6
     max_consecutive_failures: int = 20  # the run stops cleanly after this many failures in a row
-    timeout_s: float = 120.0
-    drain_timeout_s: float = 60.0  # after Ctrl-C, how long answers in flight may take to land in the ledger
+    timeout_s: float = 120.0  # per socket read: a server sending a byte now and then never trips it
+    request_deadline_s: float = 300.0  # the whole of one attempt, however the bytes trickle in
+    max_retry_after_s: float = 300.0  # a longer retry-after stops the run (exit 3) instead of sleeping
+    # after Ctrl-C or SIGTERM, how long answers in flight may take to land in the ledger; within the 30 s that
+    # Slurm and Kubernetes allow before SIGKILL
+    drain_timeout_s: float = 25.0
+    context_window: int = 0  # tokens the model accepts (prompt plus max_tokens); 0 = from sdf's table of models
     backoff_base_s: float = 1.0
     backoff_max_s: float = 60.0
     batch: bool = False
@@ -156,10 +166,15 @@ class LLMConfig:
             raise ValueError("temperature: must be between 0 and 1")
         if self.max_retries < 0 or self.batch_max_attempts < 1:
             raise ValueError("max_retries: must not be negative (batch_max_attempts at least 1)")
-        if self.timeout_s <= 0 or self.poll_interval_s < 0:
-            raise ValueError("timeout_s: must be positive")
-        if self.drain_timeout_s < 0:
-            raise ValueError("drain_timeout_s: must not be negative")
+        for name in ("timeout_s", "request_deadline_s", "poll_max_interval_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: must be a positive number of seconds")
+        for name in ("poll_interval_s", "drain_timeout_s", "backoff_base_s", "backoff_max_s", "max_retry_after_s"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name}: must not be negative")
+        if self.requests_per_minute < 0 or self.max_consecutive_failures < 1 or self.context_window < 0:
+            raise ValueError("requests_per_minute: must not be negative (max_consecutive_failures at least 1, "
+                             "context_window not negative)")
         if self.cache_ttl not in ("", *CACHE_WRITE_RATE):
             raise ValueError(f"cache_ttl: '{self.cache_ttl}' is not \"5m\" or \"1h\" (or \"\" for the mode's default)")
 
@@ -173,7 +188,7 @@ class BudgetConfig:
     max_cost_usd: float = 0.0  # 0 = no limit
 
     def __post_init__(self) -> None:
-        if self.max_cost_usd < 0:
+        if not self.max_cost_usd >= 0:
             raise ValueError("max_cost_usd: must not be negative")
 
 
@@ -451,7 +466,7 @@ class Settings:
 
     def to_dict(self, redact: bool = True) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        return _redact(data) if redact else data
+        return redact_settings(data) if redact else data
 
     def to_toml(self) -> str:
         return dump_toml(self.to_dict())
@@ -517,11 +532,4 @@ def settings_from_dict(data: dict[str, Any], source: str = "settings") -> Settin
     return Settings(**kwargs)
 
 
-def _redact(data: Any, key: str = "") -> Any:
-    if isinstance(data, dict):
-        return {k: _redact(v, k) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_redact(v) for v in data]
-    if key and SECRET_KEY.search(key) and isinstance(data, str) and data:
-        return "<redacted>"
-    return data
+

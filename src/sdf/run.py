@@ -372,7 +372,15 @@ class RunDir:
     # -- config, sections, plan ------------------------------------------------------------------
 
     def read_config(self) -> dict[str, Any]:
-        return tomllib.loads(self.config.read_text(encoding="utf-8"))
+        """config.toml, checked as sdf.toml is: a damaged or hand-broken one is one line, not a traceback."""
+        from sdf.config import settings_from_dict
+
+        try:
+            data = tomllib.loads(self.config.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise SdfError(f"{self.config} is not valid TOML ({e}); rerun `sdf build` to write it again") from None
+        settings_from_dict(data, source=str(self.config))
+        return data
 
     def write_config(self, text: str) -> None:
         _write_text(self.config, text)
@@ -495,7 +503,16 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write whole or not at all: a full disk leaves the old file (or none), never a truncated one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -7,6 +7,7 @@ new setting needs only a dataclass field, never loader code.
 from __future__ import annotations
 
 import json
+import math
 import re
 import types
 import typing
@@ -51,6 +52,8 @@ def _type_problem(value: Any, hint: Any) -> str | None:
         return None if ok else f"must be a whole number, not {value!r}"
     if hint is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):  # TOML and the CLI accept nan and inf; no setting means them
+            return f"must be a finite number, not {value!r}"
         return None if ok else f"must be a number, not {value!r}"
     if hint is str:
         return None if isinstance(value, str) else f"must be a string, not {value!r}"

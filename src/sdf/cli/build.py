@@ -23,6 +23,7 @@ from sdf.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INCOMPLETE, EXIT_INTERR
 
 
 def echo_plan(run: Any, specs: list[dict]) -> None:
+    from sdf.llm.limits import context_problem
     from sdf.products.documents import usage_estimate
     from sdf.source.constitution import estimate_tokens, load_constitution
     from sdf.source.plan import genre_weights, plan_warnings, select_sections, selection_notes, summarize
@@ -71,6 +72,7 @@ def echo_plan(run: Any, specs: list[dict]) -> None:
         for note in notes:
             click.echo(f"  {note}")
     warnings = plan_warnings(selection, specs, run.settings.plan, estimate_tokens(run.system), share)
+    warnings += [p for p in [context_problem(run.settings.llm, estimate_tokens(run.system))] if p]
     from sdf.steps.tokens.tokenizer import tokenizer_warning
 
     if tokens := tokenizer_warning(run.settings.pack.tokenizer):
@@ -149,6 +151,10 @@ def echo_generation(summary: Any, ledger_totals: dict) -> None:
     )
     for kind, n in sorted(summary.failures.items()):
         click.echo(f"  failed: {n} x {kind}")
+    if summary.adopted_batches:
+        click.echo(f"  adopted {summary.adopted_batches} batch(es) an earlier create did not get to record")
+    if summary.unknown_results:
+        click.echo(f"  ignored {summary.unknown_results} batch result(s) with a custom_id this run never sent")
     click.echo(
         f"cost: ${summary.cost_usd:.4f} this run, ${ledger_totals['cost_usd']:.4f} in total; "
         f"cached share of input tokens {ledger_totals['cache_read_share']:.1%}"
@@ -236,13 +242,14 @@ def echo_extraction(run: Any, summary: Any, extracted: dict) -> None:
 @click.option("--reset-ledger", is_flag=True, help="Set a damaged store.sqlite aside and start a new ledger.")
 @click.option("--product", type=click.Choice(["documents", "advice"]), default=None,
               help="documents (default): a midtraining corpus; advice: difficult-advice transcripts for SFT.")
+@click.option("--yes", is_flag=True, help="Pay again for requests that a changed constitution or settings make new.")
 @click.option("--rewrite", "rewrite", type=click.Path(path_type=Path), default=None,
               help="Rewrite mode of the advice product: a jsonl of chats ('messages', optional 'tools') whose final "
                    "assistant turns gain deliberation, with the same action.")
 @friendly
 def build(constitution: Path, config_path: Path | None, dry_run: bool, progress: bool, mixes: tuple[str, ...],
           decontaminate: tuple[Path, ...], builtin_evals: bool | None, reset_ledger: bool, product: str | None,
-          rewrite: Path | None, **options: Any) -> None:
+          rewrite: Path | None, yes: bool, **options: Any) -> None:
     """Run every stage: parse, plan, generate, filter, dedup, pack and report.
 
     With --product advice (or --rewrite FILE) the stages build SFT transcripts instead: sft.parquet
@@ -283,6 +290,7 @@ def build(constitution: Path, config_path: Path | None, dry_run: bool, progress:
         echo_plan(run, specs)
         click.echo(f"\ndry run: stopped before generation; plan in {run.dir.specs}")
         return
+    check_before_sending(run, specs, yes)
     click.echo(f"run {run.dir.path}: {len(specs)} documents planned over {len(run.constitution.sections)} sections")
     summary = run_generation(run, backend, progress)
     extracted = extract_stage(run)
@@ -297,6 +305,35 @@ def build(constitution: Path, config_path: Path | None, dry_run: bool, progress:
     if line:
         click.echo(f"error: {line}" if code == EXIT_BAD_INPUT else line, err=True)
     sys.exit(code)
+
+
+def check_before_sending(run: Any, specs: list[dict], yes: bool) -> None:
+    """Refuse a plan the model cannot read, and a changed constitution or settings that would silently pay
+    again for documents this run already has (unless --yes)."""
+    from sdf.llm.limits import context_problem
+    from sdf.products.documents import paid_specs
+    from sdf.source.constitution import estimate_tokens
+
+    problem = context_problem(run.settings.llm, estimate_tokens(run.system))
+    if problem:
+        raise SdfError(problem)
+    if yes or not run.dir.store.exists():
+        return
+    paid, _ = paid_specs(run, specs)
+    ledger = run.ledger()
+    try:
+        answered = {r[0] for r in ledger.db.execute(
+            "SELECT spec_id FROM requests WHERE purpose = 'generate' AND status = 'ok'")}
+    finally:
+        ledger.close()
+    paid_ids = {s["spec_id"] for s in paid}
+    again = [s for s in specs if s["spec_id"] in answered and s["spec_id"] not in paid_ids]
+    if answered and (again or not paid):  # answered before, under inputs that are not today's
+        new = len(specs) - len(paid)
+        raise SdfError(f"the constitution or the settings changed since this run's last build: {new} of "
+                       f"{len(specs)} planned document requests would be new ({len(again) or len(answered)} of them "
+                       "answered before under the old inputs); rerun with --yes to pay for them, or build into a "
+                       "fresh run with --name")
 
 
 def check_product(settings: Any, constitution: Path) -> None:

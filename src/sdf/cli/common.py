@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -12,7 +14,10 @@ from typing import Any
 import click
 
 from sdf import __version__
-from sdf.errors import EXIT_INTERRUPTED, SdfError
+from sdf.errors import EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_INTERRUPTED, SdfError
+from sdf.redact import redact_text
+
+CANNOT_WRITE = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -23,8 +28,18 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except SdfError as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {redact_text(str(e))}", err=True)
             sys.exit(e.exit_code)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:  # every artifact is written whole or not at all: a rerun resumes
+                click.echo(f"error: disk full at {e.filename or 'the run'}: free space and rerun; every answer "
+                           "recorded before is kept", err=True)
+                sys.exit(EXIT_INCOMPLETE)
+            if e.errno in CANNOT_WRITE:
+                click.echo(f"error: cannot write {e.filename or 'the run'}: {e.strerror or os.strerror(e.errno)}",
+                           err=True)
+                sys.exit(EXIT_BAD_INPUT)
+            raise
         except KeyboardInterrupt:  # outside the engine's own handling: every answer received is in the ledger
             click.echo("\ninterrupted: every answer received is recorded in the ledger; rerun the same command to "
                        "resume", err=True)

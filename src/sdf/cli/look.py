@@ -4,6 +4,7 @@ stats and inspect. None of them takes the writer lock."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,15 +25,19 @@ def status(run_dir: Path, as_json: bool) -> None:
     from sdf.run import RunDir
 
     rd = RunDir(run_dir)
-    ledger = Ledger(rd.require(rd.store, "generate"))
+    store = rd.require(rd.store, "generate")
+    writable = os.access(rd.path, os.W_OK)  # a read-only run is shown as it is; a damaged ledger is an error
+    ledger = Ledger(store, readonly=not writable)
     try:
         purposes = [r[0] for r in ledger.db.execute("SELECT DISTINCT purpose FROM requests ORDER BY purpose")]
         data = {
+            "writable": writable,
             "requests": {p: ledger.counts(p) for p in purposes},
             "batches": [
                 {k: (json.loads(b[k]) if k == "counts" and b[k] else b[k]) for k in b.keys()}  # noqa: SIM118 - sqlite3.Row iterates values
                 for b in ledger.batches()
             ],
+            "unconfirmed_creates": [dict(i) for i in ledger.open_intents()] if ledger.has_intents() else [],
             "totals": ledger.totals(),
         }
     finally:
@@ -40,6 +45,8 @@ def status(run_dir: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
+    if not writable:
+        click.echo(f"note: {rd.path} cannot be written (read-only); the ledger is sound and shown as it is")
     for purpose, counts in data["requests"].items():
         click.echo(f"{purpose:<12}" + "  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     in_flight = [b for b in data["batches"] if b["status"] != "ended"]
@@ -47,6 +54,12 @@ def status(run_dir: Path, as_json: bool) -> None:
     for b in data["batches"]:
         click.echo(f"  {b['batch_id']}  {b['purpose']:<10} {b['status']:<12} {b['request_count']:>6} requests"
                    + (f"  {b['counts']}" if b["counts"] else ""))
+    if data["unconfirmed_creates"]:
+        click.echo(f"{len(data['unconfirmed_creates'])} batch creation(s) not yet confirmed (the next build looks "
+                   "for them at the API and adopts them rather than paying again):")
+        for i in data["unconfirmed_creates"]:
+            click.echo(f"  {i['token']}  {i['purpose']:<10} {i['status']:<12} {i['request_count']:>6} requests"
+                       f"  since {i['created_at']}" + (f"  ({i['error']})" if i["error"] else ""))
     t = data["totals"]
     click.echo(f"cost: ${t['cost_usd']:.4f}; tokens in {t['input_tokens']:,} (+{t['cache_read_tokens']:,} cache read,"
                f" {t['cache_creation_tokens']:,} cache write), out {t['output_tokens']:,};"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from sdf.config import LLMConfig
@@ -20,6 +21,20 @@ class RetryableError(Exception):
     def __init__(self, message: str, status: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
+
+
+def malformed(reason: str) -> RetryableError:
+    """A 200 answer that cannot be what it claims: the server may have billed it, but a retry can succeed."""
+    return RetryableError(f"malformed response: {reason}", 200)
+
+
+class BatchCreateError(Exception):
+    """A batch create that failed; `retryable` when it may succeed later (it may also have reached the server)."""
+
+    def __init__(self, message: str, retryable: bool, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
         self.retry_after = retry_after
 
 
@@ -35,6 +50,14 @@ class BatchState:
     batch_id: str
     ended: bool
     counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class ListedBatch:
+    batch_id: str
+    created_at: datetime
+    request_count: int
+    ended: bool
 
 
 @dataclass(frozen=True)
@@ -63,6 +86,8 @@ class BatchBackend(Backend, Protocol):
     def batch_state(self, batch_id: str) -> BatchState: ...
 
     def batch_results(self, batch_id: str) -> Iterator[BatchResult]: ...
+
+    def recent_batches(self, since: datetime) -> list[ListedBatch]: ...
 
 
 def make_backend(cfg: LLMConfig) -> Backend:

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 import anthropic
 
 from sdf.config import LLMConfig
 from sdf.errors import SdfError
-from sdf.llm import BatchResult, BatchState, FatalError, RetryableError
+from sdf.llm import BatchCreateError, BatchResult, BatchState, FatalError, ListedBatch, RetryableError, malformed
 from sdf.llm.ledger import LLMRequest, LLMResponse, Usage
+from sdf.redact import redact_text
 
 RETRYABLE_STATUS = {408, 429}  # plus every 5xx, 529 (overloaded) included
 RUN_FATAL_STATUS = {401, 403, 404}  # bad key, no permission, unknown model: no request can succeed
@@ -50,7 +52,7 @@ class AnthropicBackend:
 
     def _scrub(self, text: str) -> str:
         """Servers sometimes echo credentials in error text; never let the key reach the ledger."""
-        return text.replace(self._key, "<redacted>") if self._key else text
+        return redact_text(text, [self._key])
 
     def batch_body(self, request: LLMRequest, batch: bool | None = None) -> dict[str, Any]:
         """The Messages params of a request; `batch` (default: [llm].batch) picks the cache TTL."""
@@ -70,12 +72,18 @@ class AnthropicBackend:
         extra = {"temperature": body.pop("temperature")} if "temperature" in body else None
         try:
             message = await self.client().messages.create(**body, extra_body=extra)
+        except ValueError as e:  # a 200 whose body is not JSON: the SDK's decoder gives up
+            raise malformed(f"the body is not JSON ({type(e).__name__})") from None
+        except anthropic.APIResponseValidationError as e:
+            raise malformed(f"the body does not fit the Messages schema ({type(e).__name__})") from None
         except anthropic.APITimeoutError:
             raise RetryableError("request timed out") from None
         except anthropic.APIConnectionError as e:
             raise RetryableError(f"connection error: {type(e).__name__}") from None
         except anthropic.APIStatusError as e:
             raise classify_status(e.status_code, self._scrub(_error_message(e)), e.response.headers) from None
+        if not isinstance(message, anthropic.types.Message):  # e.g. a proxy's HTML page with status 200
+            raise malformed(f"expected a message, got {type(message).__name__}")
         return to_response(message, self.ttl[False])
 
     def client(self) -> anthropic.AsyncAnthropic:
@@ -90,16 +98,36 @@ class AnthropicBackend:
             self._client = None
 
     def create_batch(self, requests: Sequence[LLMRequest]) -> str:
+        """One POST, never retried by the SDK: a retried create that had reached the server pays twice, so
+        the engine looks for the batch (`recent_batches`) before it sends again."""
         try:
-            batch = self.sync_client.messages.batches.create(
+            batch = self.sync_client.with_options(max_retries=0).messages.batches.create(
                 requests=[{"custom_id": r.key, "params": self.batch_body(r, batch=True)} for r in requests]
             )
         except anthropic.APIStatusError as e:
             err = classify_status(e.status_code, self._scrub(_error_message(e)), e.response.headers)
-            raise SdfError(f"could not create a message batch: {err}", exit_code=1) from None
-        except anthropic.APIError as e:
-            raise SdfError(f"could not create a message batch: {type(e).__name__}", exit_code=1) from None
+            retry_after = err.retry_after if isinstance(err, RetryableError) else None
+            raise BatchCreateError(f"could not create a message batch: {err}", isinstance(err, RetryableError),
+                                   retry_after) from None
+        except (anthropic.APIError, ValueError) as e:  # timeouts, lost connections, a body that is not JSON
+            raise BatchCreateError(f"could not create a message batch: {type(e).__name__}", True) from None
+        if not getattr(batch, "id", None):
+            raise BatchCreateError("could not create a message batch: the answer holds no batch id", True)
         return batch.id
+
+    def recent_batches(self, since: datetime) -> list[ListedBatch]:
+        """Batches of this API key created at or after `since`, oldest first (the API lists newest first)."""
+        found = []
+        try:
+            for batch in self.sync_client.messages.batches.list(limit=100):
+                if batch.created_at < since:
+                    break
+                counts = batch.request_counts
+                total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
+                found.append(ListedBatch(batch.id, batch.created_at, total, batch.processing_status == "ended"))
+        except (anthropic.APIError, ValueError) as e:
+            raise BatchCreateError(f"could not list message batches: {type(e).__name__}", True) from None
+        return found[::-1]
 
     def batch_state(self, batch_id: str) -> BatchState:
         batch = self.sync_client.messages.batches.retrieve(batch_id)
@@ -110,8 +138,12 @@ class AnthropicBackend:
         for entry in self.sync_client.messages.batches.results(batch_id):
             result = entry.result
             if result.type == "succeeded":
-                yield BatchResult(entry.custom_id, "succeeded", to_response(result.message, self.ttl[True]), None,
-                                  False)
+                try:
+                    response = to_response(result.message, self.ttl[True])
+                except RetryableError as e:  # a malformed result: the request goes back to pending
+                    yield BatchResult(entry.custom_id, "errored", None, str(e), True)
+                    continue
+                yield BatchResult(entry.custom_id, "succeeded", response, None, False)
             elif result.type == "errored":
                 kind = result.error.error.type
                 message = self._scrub(f"{kind}: {result.error.error.message}")
@@ -121,9 +153,16 @@ class AnthropicBackend:
 
 
 def to_response(message: Any, ttl: str = "5m") -> LLMResponse:
-    """`ttl` is the TTL the request asked for: it prices cache writes when usage does not split them by TTL."""
-    text = "".join(block.text for block in message.content if getattr(block, "type", "") == "text")
-    u = message.usage
+    """`ttl` is the TTL the request asked for: it prices cache writes when usage does not split them by TTL.
+    A message without content or usage, or with usage that is not whole numbers, is malformed (retryable)."""
+    u = getattr(message, "usage", None)
+    if not isinstance(getattr(message, "content", None), list) or u is None:
+        raise malformed("the message has no content or no usage")
+    for name in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
+        value = getattr(u, name, 0)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise malformed(f"usage.{name} is {value!r}, not a whole number")
+    text = "".join(str(getattr(block, "text", "")) for block in message.content if getattr(block, "type", "") == "text")
     writes = getattr(u, "cache_creation_input_tokens", 0) or 0
     split = getattr(u, "cache_creation", None)
     writes_1h = (getattr(split, "ephemeral_1h_input_tokens", 0) or 0) if split is not None else \

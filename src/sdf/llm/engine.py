@@ -14,7 +14,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
@@ -41,6 +41,8 @@ class RunSummary:
     failures: dict[str, int] = field(default_factory=dict)
     fatal: str = ""  # an error no rerun can fix (bad key, no permission, unknown model)
     interrupted: bool = False  # Ctrl-C or SIGTERM; the answers in flight were waited for and recorded
+    unknown_results: int = 0  # batch results under custom_ids this ledger never sent: ignored
+    adopted_batches: int = 0  # batches found at the API that an earlier create did not get to record
 
     def note_failure(self, error: str) -> None:
         self.failed += 1
@@ -58,6 +60,8 @@ class RunSummary:
         self.stopped = self.stopped or part.stopped
         self.fatal = self.fatal or part.fatal
         self.interrupted = self.interrupted or part.interrupted
+        self.unknown_results += part.unknown_results
+        self.adopted_batches += part.adopted_batches
         for k, v in part.failures.items():
             self.failures[k] = self.failures.get(k, 0) + v
 
@@ -127,6 +131,24 @@ def backoff_delay(attempt: int, cfg: LLMConfig, retry_after: float | None, rng: 
     return max(delay, retry_after) if retry_after is not None else delay
 
 
+FAR_BEYOND_CHARS_PER_TOKEN = 20  # no tokenizer packs this many characters into a token on average
+
+
+def response_problem(response: LLMResponse, max_tokens: int) -> str:
+    """Why an answer cannot be true ("" when it can): negative usage, more output than max_tokens allows,
+    or text far longer than max_tokens tokens could hold."""
+    u = response.usage
+    for name in ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens",
+                 "cache_creation_1h_tokens"):
+        if getattr(u, name) < 0:
+            return f"usage.{name} is negative ({getattr(u, name)})"
+    if u.output_tokens > max_tokens:
+        return f"{u.output_tokens} output tokens, beyond max_tokens = {max_tokens}"
+    if len(response.text) > max_tokens * FAR_BEYOND_CHARS_PER_TOKEN:
+        return f"{len(response.text):,} characters of text, far beyond max_tokens = {max_tokens}"
+    return ""
+
+
 def cache_ttl(backend: Backend, batch: bool) -> str | None:
     """The prompt-cache TTL a backend sends in this mode, or None when it sets none (LangChain)."""
     ttl = getattr(backend, "ttl", None)
@@ -164,7 +186,9 @@ def run_requests(
     ledger.reset_failed([r.key for r in todo])  # a rerun gives earlier failures a fresh chance
     dispatch = Dispatch(ledger, backend, cfg, Budget(max_cost_usd, ledger.spent()), price_of, summary, desc, progress)
     if cfg.batch and backend.supports_batch:
-        dispatch.batches(todo)
+        from sdf.llm.batches import run_batches  # imports this module's helpers
+
+        run_batches(dispatch, todo)
     elif todo:
         asyncio.run(dispatch.messages(todo))
     return summary
@@ -191,6 +215,7 @@ class Dispatch:
         rng = random.Random()
         consecutive_failures = 0
         in_flight = 0
+        flying: dict[str, LLMRequest] = {}  # by key: what a second Ctrl-C abandons
         settled = asyncio.Condition()
         bar = tqdm(total=len(todo), desc=self.desc, unit="req", disable=not self.progress, dynamic_ncols=True)
 
@@ -213,6 +238,18 @@ class Dispatch:
             if not self.summary.stopped:
                 self.summary.stopped = reason
 
+        async def attempt_once(request: LLMRequest) -> LLMResponse:
+            """One attempt within its total deadline; an answer that cannot be true is a retryable error."""
+            try:
+                response = await asyncio.wait_for(self.backend.complete(request), self.cfg.request_deadline_s)
+            except asyncio.TimeoutError:
+                raise RetryableError(f"no complete answer within request_deadline_s = "
+                                     f"{self.cfg.request_deadline_s:g}s") from None
+            problem = response_problem(response, request.max_tokens)
+            if problem:
+                raise RetryableError(f"malformed response: {problem}", 200)
+            return response
+
         async def send(request: LLMRequest) -> None:
             nonlocal consecutive_failures, in_flight
             price = self.price_of(request.model)
@@ -226,12 +263,17 @@ class Dispatch:
                     return
                 await limiter.wait()
                 in_flight += 1
+                flying[request.key] = request
                 try:
-                    response = await self.backend.complete(request)
+                    response = await attempt_once(request)
                 except RetryableError as e:
                     await settle(worst, 0.0)
                     final = attempt > self.cfg.max_retries
                     self.ledger.record_attempt_failure(request.key, "messages", str(e), e.status, final=final)
+                    if not final and e.retry_after is not None and e.retry_after > self.cfg.max_retry_after_s:
+                        stop(f"the API asked to wait {e.retry_after:g}s before retrying (retry-after), beyond "
+                             f"[llm].max_retry_after_s = {self.cfg.max_retry_after_s:g}s; rerun later")
+                        return
                     if final:
                         self.summary.note_failure(str(e))
                         consecutive_failures += 1
@@ -250,6 +292,7 @@ class Dispatch:
                     return
                 finally:
                     in_flight -= 1
+                    flying.pop(request.key, None)
                 cost = request_cost(response, price, batch=False)
                 self.ledger.record_success(request.key, response, cost, "messages", cache_ttl=ttl)
                 await settle(worst, cost or 0.0)
@@ -274,6 +317,11 @@ class Dispatch:
         loop = asyncio.get_running_loop()
         main = asyncio.ensure_future(run_all())
         signals = 0
+        left: list[str] = []  # what was given up, named before cancellation empties `flying`
+
+        def abandon() -> None:
+            left[:] = [abandoned(flying.values(), queue.qsize())]
+            main.cancel()
 
         def interrupt() -> None:
             # The first Ctrl-C (or SIGTERM) stops sending and lets answers in flight land in the ledger;
@@ -285,102 +333,29 @@ class Dispatch:
                 stop("interrupted")
                 bar.write(f"interrupted: sending stopped; waiting up to {self.cfg.drain_timeout_s:.0f}s for "
                           f"{in_flight} answer(s) in flight to be recorded (Ctrl-C again to quit now)", file=sys.stderr)
-                loop.call_later(self.cfg.drain_timeout_s, main.cancel)
+                loop.call_later(self.cfg.drain_timeout_s, abandon)
             else:
-                main.cancel()
+                abandon()
 
         handled = [s for s in (signal.SIGINT, signal.SIGTERM) if _can_handle(loop, s, interrupt)]
         try:
             await main
         except asyncio.CancelledError:
-            raise Interrupted(f"interrupted: {self.summary.succeeded} answer(s) recorded this run; {in_flight} "
-                              "request(s) in flight were abandoned and a rerun sends them again") from None
+            raise Interrupted(f"interrupted: {self.summary.succeeded} answer(s) recorded this run; "
+                              f"{left[0] if left else abandoned(flying.values(), queue.qsize())} were abandoned and "
+                              "a rerun sends them again") from None
         finally:
             for s in handled:
                 loop.remove_signal_handler(s)
             bar.close()
             await self.backend.aclose()
 
-    def batches(self, todo: Sequence[LLMRequest]) -> None:
-        by_key = {r.key: r for r in todo}
-        purpose = todo[0].purpose if todo else self.desc
-        bar = tqdm(
-            total=len(todo), desc=f"{self.desc} (batch)", unit="req", disable=not self.progress, dynamic_ncols=True
-        )
-        try:
-            # Re-attach first: a batch recorded by an earlier, interrupted run is collected, not resubmitted.
-            self._collect(purpose, by_key, bar)
-            tries: dict[str, int] = {}
-            while True:  # every round submits at least one request or stops, so this ends
-                statuses = self.ledger.statuses(list(by_key))
-                pending = [r for k, r in by_key.items() if statuses.get(k) == "pending"]
-                pending = [r for r in pending if tries.get(r.key, 0) < self.cfg.batch_max_attempts]
-                if not pending:
-                    break
-                if self.budget.exhausted():
-                    self.summary.stopped = f"budget of ${self.budget.max:.2f} reached (spent ${self.budget.spent:.4f})"
-                    break
-                pending = _affordable(pending, self.budget, self.price_of, cache_ttl(self.backend, True) or "5m")
-                if not pending:
-                    self.summary.stopped = (
-                        f"budget of ${self.budget.max:.2f} cannot cover another request at its worst case "
-                        f"(spent ${self.budget.spent:.4f})"
-                    )
-                    break
-                for chunk in chunk_batch(pending, self.backend):
-                    batch_id = self.backend.create_batch(chunk)  # type: ignore[attr-defined]
-                    self.ledger.add_batch(batch_id, purpose, [r.key for r in chunk])
-                    for r in chunk:
-                        tries[r.key] = tries.get(r.key, 0) + 1
-                self._collect(purpose, by_key, bar)
-            for key, status in self.ledger.statuses(list(by_key)).items():
-                if status == "pending" and tries.get(key, 0) >= self.cfg.batch_max_attempts:
-                    self.ledger.record_attempt_failure(key, "batch", "batch attempts exhausted", final=True)
-                    self.summary.note_failure("batch attempts exhausted")
-        finally:
-            bar.close()
 
-    def _collect(self, purpose: str, by_key: dict[str, LLMRequest], bar: tqdm) -> None:
-        """Poll every open batch of this purpose with backoff, streaming results into the ledger."""
-        interval = self.cfg.poll_interval_s
-        while True:
-            open_batches = self.ledger.active_batches(purpose)
-            if not open_batches:
-                return
-            progressed = False
-            for batch in open_batches:
-                state = self.backend.batch_state(batch["batch_id"])  # type: ignore[attr-defined]
-                if not state.ended:
-                    continue
-                progressed = True
-                outcomes: dict[str, int] = {}
-                for result in self.backend.batch_results(batch["batch_id"]):  # type: ignore[attr-defined]
-                    outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
-                    if self.ledger.statuses([result.key]).get(result.key) == "ok":
-                        continue
-                    request = by_key.get(result.key)
-                    if result.response is not None:
-                        model = request.model if request else self.cfg.model
-                        cost = request_cost(result.response, self.price_of(model), batch=True)
-                        self.ledger.record_success(result.key, result.response, cost, "batch", batch["batch_id"],
-                                                   cache_ttl=cache_ttl(self.backend, batch=True))
-                        self.budget.spent += cost or 0.0
-                        self.summary.cost_usd += cost or 0.0
-                        self.summary.succeeded += 1
-                        bar.update(1)
-                    else:
-                        final = not result.retryable
-                        self.ledger.record_attempt_failure(
-                            result.key, "batch", result.error or result.outcome, final=final, batch_id=batch["batch_id"]
-                        )
-                        if final:
-                            self.summary.note_failure(result.error or result.outcome)
-                self.ledger.end_batch(batch["batch_id"], outcomes)
-            if progressed:
-                interval = self.cfg.poll_interval_s
-            else:
-                time.sleep(interval)
-                interval = min(self.cfg.poll_max_interval_s, max(interval * 1.5, 0.01))
+def abandoned(flying: Iterable[LLMRequest], unsent: int) -> str:
+    """Name what a second Ctrl-C leaves behind: the requests in flight by spec, and how many were never sent."""
+    names = sorted(r.spec_id or r.key[:12] for r in flying)
+    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    return f"{len(names)} request(s) in flight ({shown or 'none'}) and {unsent} not yet sent"
 
 
 def _affordable(pending: list[LLMRequest], budget: Budget, price_of: Callable[[str], Price | None],

@@ -20,6 +20,7 @@ from sdf.config import LLMConfig
 from sdf.errors import SdfError
 from sdf.llm import FatalError, RetryableError
 from sdf.llm.ledger import LLMRequest, LLMResponse, Usage
+from sdf.redact import redact_text
 
 RETRYABLE_NAMES = ("timeout", "ratelimit", "rate_limit", "overloaded", "connection", "unavailable", "serviceerror")
 STOP_REASONS = {"length": "max_tokens", "max_tokens": "max_tokens", "stop": "end_turn", "end_turn": "end_turn"}
@@ -98,7 +99,7 @@ def classify_exception(e: Exception) -> RetryableError | FatalError:
     name = type(e).__name__.lower()
     if isinstance(e, (TimeoutError, ConnectionError)) or any(n in name for n in RETRYABLE_NAMES):
         return RetryableError(label)
-    return FatalError(f"{label}: {str(e)[:200]}")
+    return FatalError(f"{label}: {redact_text(str(e))[:200]}")
 
 
 def to_response(reply: Any, ttl: str = "5m") -> LLMResponse:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from sdf.errors import Incomplete, SdfError
+from sdf.redact import redact_text
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS prefixes (
@@ -81,6 +83,16 @@ CREATE TABLE IF NOT EXISTS batches (
     counts TEXT,
     created_at TEXT NOT NULL,
     ended_at TEXT
+);
+CREATE TABLE IF NOT EXISTS batch_intents (
+    token TEXT PRIMARY KEY,
+    purpose TEXT NOT NULL,
+    keys TEXT NOT NULL,
+    request_count INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    batch_id TEXT,
+    error TEXT,
+    created_at TEXT NOT NULL
 );
 """
 
@@ -302,6 +314,7 @@ class Ledger:
     def record_attempt_failure(self, key: str, mode: str, error: str, http_status: int | None = None,
                                final: bool = False, batch_id: str | None = None) -> None:
         """Log a failed attempt; `final` marks the request failed (a rerun will try it again)."""
+        error = redact_text(error)  # whatever a backend let through, no credential reaches the file
         stamp = now()
         with self.transaction() as db:
             db.execute(
@@ -320,10 +333,43 @@ class Ledger:
 
     # -- batches ----------------------------------------------------------------------------
 
-    def add_batch(self, batch_id: str, purpose: str, keys: Sequence[str]) -> None:
-        """Commit a submitted batch and its members in one transaction, before any polling."""
+    def add_intent(self, purpose: str, keys: Sequence[str]) -> str:
+        """Commit the intent to create a batch of `keys` before the create is sent; returns its client token."""
+        token = f"sdf_{secrets.token_hex(12)}"
+        with self.transaction() as db:
+            db.execute("INSERT INTO batch_intents(token, purpose, keys, request_count, status, created_at)"
+                       " VALUES (?,?,?,?,?,?)", (token, purpose, json.dumps(list(keys)), len(keys), "open", now()))
+        return token
+
+    def fail_intent(self, token: str, error: str) -> None:
+        """The create failed and no batch was found; the intent stays open, so a late batch is still adopted."""
+        with self.transaction() as db:
+            db.execute("UPDATE batch_intents SET status='failed', error=? WHERE token=? AND batch_id IS NULL",
+                       (error, token))
+
+    def open_intents(self) -> list[sqlite3.Row]:
+        """Intents with no batch id yet, oldest first."""
+        return self.db.execute("SELECT token, purpose, request_count, status, error, created_at FROM batch_intents"
+                               " WHERE batch_id IS NULL ORDER BY created_at").fetchall()
+
+    def has_intents(self) -> bool:
+        """False on a ledger written before intents, opened read-only (so not brought up to date)."""
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE name='batch_intents'").fetchone() is not None
+
+    def intent_keys(self, token: str) -> list[str]:
+        row = self.db.execute("SELECT keys FROM batch_intents WHERE token=?", (token,)).fetchone()
+        return json.loads(row["keys"]) if row else []
+
+    def batch_ids(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT batch_id FROM batches")]
+
+    def add_batch(self, batch_id: str, purpose: str, keys: Sequence[str], token: str | None = None) -> None:
+        """Commit a submitted batch and its members in one transaction, before any polling (and close its
+        intent)."""
         stamp = now()
         with self.transaction() as db:
+            if token is not None:
+                db.execute("UPDATE batch_intents SET status='created', batch_id=? WHERE token=?", (batch_id, token))
             db.execute("INSERT INTO batches(batch_id, purpose, status, request_count, created_at) VALUES (?,?,?,?,?)",
                        (batch_id, purpose, "in_progress", len(keys), stamp))
             db.executemany("UPDATE requests SET status='submitted', batch_id=?, mode='batch', updated_at=? "
@@ -380,6 +426,15 @@ class Ledger:
         return [dict(r) for r in self.db.execute(
             f"SELECT purpose, model, status, COUNT(*) AS requests, {sums}, MAX(updated_at) AS last_at"
             " FROM requests GROUP BY purpose, model, status ORDER BY purpose, model, status")]
+
+    def refusals(self) -> list[dict[str, Any]]:
+        """Why the API or the model refused requests: the model's stop_reason "refusal", and the error text of
+        requests that failed for good (an invalid request, a prompt too long), with counts."""
+        return [dict(r) for r in self.db.execute(
+            "SELECT CASE WHEN stop_reason = 'refusal' THEN 'the model refused (stop_reason refusal)'"
+            " ELSE substr(COALESCE(error, 'unknown'), 1, 200) END AS reason, purpose, COUNT(*) AS requests"
+            " FROM requests WHERE stop_reason = 'refusal' OR status = 'failed'"
+            " GROUP BY reason, purpose ORDER BY requests DESC")]
 
     def spent(self) -> float:
         return float(self.db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM requests WHERE status='ok'").fetchone()[0])

@@ -79,6 +79,19 @@ def padded_plan(run: Run, pools: DealPools) -> tuple[list[dict], int]:
     return plan_specs(run.constitution.sections, run.catalog, cfg, run.settings.run.seed, pools, extra), n
 
 
+def settled_from_ledger(run: Run, ledger: Ledger, specs: list[dict]) -> list[dict]:
+    """`specs` (the plan as dealt from the cached pools) with the ideas and idea-time re-deals the ledger
+    already holds, sending nothing; specs still waiting for an answer keep an empty idea."""
+    if not run.settings.plan.brainstorm or not specs:
+        return specs
+    pools = cached_pools(run, ledger)[0]
+    size = run.settings.plan.ideas_per_request
+    extra = (-len(specs)) % size
+    padded = plan_specs(run.constitution.sections, run.catalog, run.settings.plan, run.settings.run.seed, pools,
+                        extra)[: len(specs) + extra] if extra else specs
+    return Briefs(run, ledger, None, pools, False).ideas(padded, len(specs))[0]
+
+
 class Briefs:
     """Settles ideas and re-deals for a run's specs through its ledger."""
 

@@ -26,7 +26,7 @@ from sdf.llm import Backend
 from sdf.llm.engine import RunSummary
 from sdf.llm.ledger import Ledger
 from sdf.llm.requests import document_request, estimate_usage, judge_request, unsuitable_document
-from sdf.products.briefs import Briefs, expand_stage, padded_plan, pools_for_plan
+from sdf.products.briefs import Briefs, expand_stage, padded_plan, pools_for_plan, settled_from_ledger
 from sdf.products.context import Run
 from sdf.run import CORPUS_SCHEMA, DOCUMENT_SCHEMA, FILTERED_SCHEMA, TableWriter, count_rows, iter_rows, reject_row
 from sdf.source.deal import name_pools, plan_specs
@@ -195,12 +195,14 @@ def document_from(spec: dict, rows: list) -> tuple[dict | None, dict]:
 
 def paid_specs(run: Run, specs: list[dict]) -> tuple[list[dict], float]:
     """The specs whose document request the run's ledger already answered (or can answer from an answer
-    under another max_tokens), and what the ledger has spent in all; nothing is sent or written."""
+    under another max_tokens), and what the ledger has spent in all; nothing is sent or written.
+
+    The specs are first given the ideas and re-deals the ledger holds, as a build would settle them."""
     if not run.dir.store.exists():
         return [], 0.0
     with _ledger(run) as ledger:
         paid = []
-        for spec in specs:
+        for spec in settled_from_ledger(run, ledger, specs):
             first = _requests(run, spec)[0]
             row = ledger.get(first.key)
             if (row is not None and row["status"] == "ok") or ledger.reusable(first) is not None:

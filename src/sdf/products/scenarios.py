@@ -75,6 +75,10 @@ def plan_scenarios(sections: Sequence[Section], catalog: AdviceCatalog, n: int, 
 
 # -- --rewrite input -------------------------------------------------------------------------------
 
+MAX_REWRITE_BYTES = 2 * 1024**3  # a larger file is not a set of chats to rewrite
+MAX_LINE_BYTES = 16 * 1024**2  # one chat: far beyond any context window
+MAX_DEPTH = 64  # chat JSON nests a few levels (tool arguments a few more); deeper is not a chat
+
 
 def read_transcripts(path: Path) -> list[dict[str, Any]]:
     """The chats of a jsonl file as rewrite specs (SCENARIO_SCHEMA rows), validated line by line.
@@ -82,28 +86,36 @@ def read_transcripts(path: Path) -> list[dict[str, Any]]:
     Each line is {"messages": [...], "tools": [...]?} in the OpenAI/HF chat format; the last message
     must be the assistant turn to rewrite. Errors name the file and line.
     """
+    path = Path(path)
+    if path.is_dir():
+        raise SdfError(f"--rewrite: {path} is a directory; give a .jsonl file of chats")
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        if path.stat().st_size > MAX_REWRITE_BYTES:
+            raise SdfError(f"--rewrite: {path} is larger than {MAX_REWRITE_BYTES // 1024**3} GiB; split it")
+        lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise SdfError(f"--rewrite: {path} not found (give a .jsonl of chats with a 'messages' list)") from None
     except UnicodeDecodeError:
         raise SdfError(f"--rewrite: {path} is not UTF-8 text") from None
+    except OSError as e:
+        raise SdfError(f"--rewrite: cannot read {path}: {e.strerror or e}") from None
     specs = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         where = f"--rewrite: {path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SdfError(f"{where}: invalid JSON ({e.msg})") from None
-        messages = [_message(m, where, i) for i, m in enumerate(record.get("messages") or [])
-                    ] if isinstance(record, dict) else []
+        if len(line) > MAX_LINE_BYTES:
+            raise SdfError(f"{where}: a line of {len(line):,} characters is not one chat (limit {MAX_LINE_BYTES:,})")
+        record = _parse_line(line, where)
+        if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
+            raise SdfError(f"{where}: needs an object with a 'messages' list")
+        messages = [_message(m, where, i) for i, m in enumerate(record["messages"])]
         if len(messages) < 2 or messages[-1]["role"] != "assistant" or not any(m["role"] == "user" for m in messages):
             raise SdfError(f"{where}: needs a 'messages' list with a user turn and ending in an assistant turn")
         tools = record.get("tools")
-        if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
-            raise SdfError(f"{where}: 'tools' must be a list of function definitions")
+        if tools is not None and not (isinstance(tools, list) and all(_is_function(t) for t in tools)):
+            raise SdfError(f"{where}: 'tools' must be a list of function definitions "
+                           '({"type": "function", "function": {"name": ..., "parameters": {...}}})')
         system = next((m["content"] for m in messages if m["role"] == "system"), "")
         spec = {
             "mode": "rewrite", "section_id": "", "section_title": "", "domain": "", "role": "", "temptation": "",
@@ -120,6 +132,34 @@ def read_transcripts(path: Path) -> list[dict[str, Any]]:
     return specs
 
 
+def _parse_line(line: str, where: str) -> Any:
+    """One JSON line, refused before parsing when it nests deeper than a chat can (the parser would recurse)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in line:  # brackets outside strings bound the nesting
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (ch == "\\", ch != '"')
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                raise SdfError(f"{where}: JSON nested deeper than {MAX_DEPTH} levels is not a chat")
+        elif ch in "]}":
+            depth -= 1
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise SdfError(f"{where}: invalid JSON ({e.msg})") from None
+
+
+def _is_function(tool: Any) -> bool:
+    fn = tool.get("function") if isinstance(tool, dict) else None
+    return (isinstance(fn, dict) and isinstance(fn.get("name"), str) and bool(fn["name"])
+            and isinstance(fn.get("parameters", {}), dict))
+
+
 def _message(m: Any, where: str, i: int) -> dict[str, Any]:
     """One message normalised to role/content(/tool_calls/tool_call_id/name); text parts are joined."""
     if not isinstance(m, dict) or m.get("role") not in ROLES:
@@ -131,6 +171,8 @@ def _message(m: Any, where: str, i: int) -> dict[str, Any]:
         raise SdfError(f"{where}: message {i} content must be a string or a list of text parts")
     out: dict[str, Any] = {"role": m["role"], "content": content or ""}
     if m.get("tool_calls"):
+        if not isinstance(m["tool_calls"], list):
+            raise SdfError(f"{where}: message {i} 'tool_calls' must be a list of calls, not {m['tool_calls']!r:.40}")
         out["tool_calls"] = [_tool_call(c, where, i) for c in m["tool_calls"]]
     for key in ("tool_call_id", "name"):
         if m.get(key):
@@ -140,14 +182,16 @@ def _message(m: Any, where: str, i: int) -> dict[str, Any]:
 
 def _tool_call(call: Any, where: str, i: int) -> dict[str, Any]:
     fn = call.get("function") if isinstance(call, dict) else None
-    if not isinstance(fn, dict) or not fn.get("name"):
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
         raise SdfError(f"{where}: message {i} has a tool call without function.name")
     args = fn.get("arguments", {})
     if isinstance(args, str):
         try:
-            args = json.loads(args) if args.strip() else {}
-        except json.JSONDecodeError:
-            raise SdfError(f"{where}: message {i} tool call {fn['name']!r} has arguments that are not JSON") from None
+            args = _parse_line(args, f"{where}: message {i} tool call {fn['name']!r}") if args.strip() else {}
+        except SdfError as e:
+            raise SdfError(f"{e} (its arguments)") from None
+    if not isinstance(args, dict):
+        raise SdfError(f"{where}: message {i} tool call {fn['name']!r} has arguments that are not a JSON object")
     return {"id": str(call.get("id") or ""), "type": "function", "function": {"name": fn["name"], "arguments": args}}
 
 

@@ -10,17 +10,22 @@
 from __future__ import annotations
 
 import base64
+import errno
+import os
 from pathlib import Path
 from typing import Any
 
 from sdf.report.stats import NEEDS, compute_stats, load_run, why_unavailable
+from sdf.run import write_bytes
 
 
 def collect_stats(run_dir: str | Path) -> dict[str, Any]:
-    """The run's numbers as a JSON-ready dict; also written to `<run>/stats.json`."""
+    """The run's numbers as a JSON-ready dict; also written to `<run>/stats.json` when the run can be written
+    (a read-only run, an archive say, still gets its numbers)."""
     run = load_run(run_dir)
     stats = compute_stats(run)
-    run.dir.write_stats(stats)
+    if os.access(run.dir.path, os.W_OK):
+        run.dir.write_stats(stats)
     return stats
 
 
@@ -31,17 +36,19 @@ def write_report(run_dir: str | Path) -> Path:
     from sdf.report.plots import PLOTS, png, render_plots
 
     run = load_run(run_dir)
+    if not os.access(run.dir.path, os.W_OK):
+        raise OSError(errno.EROFS, "the run cannot be written (`sdf stats` prints its numbers)", str(run.dir.report))
     stats = compute_stats(run)
     run.dir.write_stats(stats)
     run.dir.plots.mkdir(exist_ok=True)
     images: dict[str, str] = {}
     for name, fig in render_plots(stats).items():
         data = png(fig)
-        (run.dir.plots / f"{name}.png").write_bytes(data)
+        write_bytes(run.dir.plots / f"{name}.png", data)
         images[name] = base64.b64encode(data).decode("ascii")
     for name in PLOTS:
         if name not in images:  # a plot from an earlier build must not outlive its data
             (run.dir.plots / f"{name}.png").unlink(missing_ok=True)
     html = render_html(stats, run.samples, images, why_unavailable(run.artifacts, NEEDS["samples"]))
-    run.dir.report.write_text(html, encoding="utf-8")
+    write_bytes(run.dir.report, html.encode("utf-8"))
     return run.dir.report

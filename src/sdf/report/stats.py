@@ -81,6 +81,7 @@ class RunData:
     manifest: dict[str, Any] | None = None
     usage: list[dict[str, Any]] | None = None
     batches: list[dict[str, Any]] | None = None
+    refusals: list[dict[str, Any]] | None = None
     samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     final_source: str | None = None  # the table that stands for the final documents: corpus, else documents
 
@@ -114,7 +115,7 @@ def load_run(run_dir: str | Path) -> RunData:
     run.sections = read("sections", rd.read_sections)
     run.plan = read("plan", rd.read_plan)
     run.specs = read("specs", lambda: _table(rd.specs, _present(rd.specs, SPEC_COLUMNS), SPEC_SCHEMA))
-    run.usage, run.batches = read("store", lambda: _ledger(rd)) or (None, None)
+    run.usage, run.batches, run.refusals = read("store", lambda: _ledger(rd)) or (None, None, None)
     run.rejects = read("rejected_dir", lambda: rd.read_rejects(REJECT_COLUMNS))
     run.corpus = read("corpus", lambda: _final_table(rd.corpus, run.samples))
     # Without a corpus (a build stopped before dedup), the extracted documents are the final ones.
@@ -162,9 +163,9 @@ def _sample(doc: dict[str, Any], text: str) -> dict[str, Any]:
     return {**doc, "words": len(text.split()), "chars": len(text), "text": cut, "truncated": len(cut) < len(text)}
 
 
-def _ledger(rd: RunDir) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _ledger(rd: RunDir) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     with closing(Ledger(rd.store, readonly=True)) as ledger:
-        return ledger.usage(), [dict(b) for b in ledger.batches()]
+        return ledger.usage(), [dict(b) for b in ledger.batches()], ledger.refusals()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -414,6 +415,7 @@ def _cost(run: RunData) -> dict[str, Any] | None:
         "by_model": split("model"),
         "by_purpose_model": split("purpose", "model"),
         "requests_by_status": dict(statuses.most_common()),
+        "refusals": run.refusals or [],
         "batches": [{"status": s, "batches": n, "requests": batched[s]} for s, n in sorted(batches.items())],
     }
 
