@@ -76,23 +76,24 @@ def generate_stage(run: Run, backend: Backend, progress: bool = True) -> RunSumm
         briefs = Briefs(run, ledger, backend, pools, progress)
         specs, waiting = briefs.ideas(padded, n)
         summary.add(briefs.summary)
+        todo = list(range(len(specs)))  # first every spec, then only the ones dealt anew
         for _ in range(run.settings.plan.max_redeals + 1):
-            ready = [s for s in specs if not s["unsuitable"] and s["spec_id"] not in waiting]
-            if not ready or summary.stopped:
+            todo = [i for i in todo if not specs[i]["unsuitable"] and specs[i]["spec_id"] not in waiting]
+            if not todo or summary.stopped:
                 break
-            summary.add(_send_documents(run, ledger, ready, progress, backend))
+            summary.add(_send_documents(run, ledger, [specs[i] for i in todo], progress, backend))
             redo = {}
-            for i, spec in enumerate(specs):
-                row = _final_row(run, ledger, spec) if spec["spec_id"] not in waiting else None
-                reason = unsuitable_document(row["response_text"]) if row is not None else None
-                if reason and not spec["unsuitable"]:
-                    redo[i] = briefs.redeal(spec, reason)
+            for i in todo:
+                row = _final_row(run, ledger, specs[i])
+                if row is not None and (reason := unsuitable_document(row["response_text"])):
+                    redo[i] = briefs.redeal(specs[i], reason)
             if not redo:
                 break
             specs = [redo.get(i, s) for i, s in enumerate(specs)]
             briefs.summary = RunSummary()
             specs, waiting = briefs.alone(specs, waiting)
             summary.add(briefs.summary)
+            todo = sorted(redo)
         run.dir.write_specs(specs)
         return summary
 
