@@ -139,6 +139,14 @@ def extract_answers(rd: RunDir, target: Path, schema: pa.Schema,
     return {"specs": stage["input"], "documents": stage["kept"], "no_answer": no_answer}
 
 
+def texts_of(source: Path, doc_ids: set[str]) -> dict[str, str]:
+    """The texts of a few documents of an artifact, by doc_id, in one streaming read."""
+    found: dict[str, str] = {}
+    for batch in iter_rows(source, ["doc_id", "text"], batch_size=4 * BATCH_ROWS):
+        found.update((d["doc_id"], d["text"] or "") for d in batch if d["doc_id"] in doc_ids)
+    return found
+
+
 def columnar(step: Step) -> Callable[[dict[str, list]], dict[str, list]]:
     """The step as a function of a column batch, for `datasets.Dataset.map(batched=True)` or Ray's
     `map_batches`: dropped records simply leave the batch."""

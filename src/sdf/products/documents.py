@@ -20,7 +20,7 @@ import numpy as np
 
 from sdf.config import Settings
 from sdf.errors import SdfError
-from sdf.executor import BATCH_ROWS, Rejects, StageCounts, apply_steps, extract_answers, run_steps
+from sdf.executor import BATCH_ROWS, Rejects, StageCounts, apply_steps, extract_answers, run_steps, texts_of
 from sdf.llm import Backend
 from sdf.llm.engine import RunSummary, run_requests
 from sdf.llm.ledger import Ledger
@@ -273,7 +273,7 @@ def dedup_stage(run: Run) -> dict:
     from sdf.steps.decontam.step import Decontaminate, contamination_summary
     from sdf.steps.dedup.clusters import find_duplicates
     from sdf.steps.dedup.minhash import SignatureTable
-    from sdf.steps.diversity.caps import CapRow, apply_edit, cap_features, decide_caps, renamed_names
+    from sdf.steps.diversity.caps import CapRow, apply_edit, cap_features, confirm_names, decide_caps, renamed_names
     from sdf.steps.diversity.metrics import Tally, diversity_metrics
 
     rd, cfg = run.dir, run.settings
@@ -293,6 +293,7 @@ def dedup_stage(run: Run) -> dict:
                 removed.update(d["doc_id"] for d in batch if d["doc_id"] not in still)
             signatures.add([d["text"] for d in kept])
             table += cap_features(kept, run.catalog.genres, cfg.diversity)
+        scanned = len(table)
         ids = [r.doc_id for r in table]
         duplicates = find_duplicates(
             ids, signatures.keys, signatures.signatures,
@@ -304,8 +305,10 @@ def dedup_stage(run: Run) -> dict:
         counts.add("dedup", len(table), len(table) - len(drop), [{"reason": d[1]} for d in drop.values()])
         unique = [r for r in table if r.doc_id not in drop]
         del table
+        names = confirm_names(unique, cfg.diversity, lambda wanted: texts_of(source, wanted), scanned)
+        unique = names.table
         # over-cap names are replaced by unused names from the planner's pool, so the documents are kept
-        caps = decide_caps(unique, cfg.diversity, *name_pools(run.catalog, cfg.run.seed))
+        caps = decide_caps(unique, cfg.diversity, *name_pools(run.catalog, cfg.run.seed), used=names.used)
         counts.add("diversity", len(unique), len(unique) - len(caps.drops),
                    [{"reason": r} for r, _ in caps.drops.values()])
         drop.update((doc_id, ("diversity", reason, detail, None)) for doc_id, (reason, detail) in caps.drops.items())
@@ -336,7 +339,7 @@ def dedup_stage(run: Run) -> dict:
         dedup["decontaminate"] = {"index": index.counts,
                                   **contamination_summary(r for r in rows if r["stage"] == "decontaminate")}
     caps_metrics = {**caps.caps, "renamed": caps.counts.get("renamed", 0),
-                    "opener_trimmed": caps.counts.get("opener_trimmed", 0)}
+                    "opener_trimmed": caps.counts.get("opener_trimmed", 0), **names.counts}
     rd.update_metrics(stages=stages, dedup=dedup, caps=caps_metrics, diversity=diversity)
     first = stages.get("decontaminate", stages["dedup"])
     return {"stages": stages, "input": first["input"], "corpus": tally.documents, "dedup": dedup,

