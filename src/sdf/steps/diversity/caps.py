@@ -140,22 +140,24 @@ def cap_features(batch: Sequence[Mapping[str, Any]], genres: Mapping[str, GenreL
     """The per-document rows the caps decide on: doc_id, score, fiction, opener, its first sentence and
     what follows it, names and surnames, and the names that cannot be renamed safely (also ordinary words)."""
     texts = [str(d.get("text") or "") for d in batch]
+    words = [_WHOLE_WORD.findall(text) for text in texts]
     if cfg.names == "ner":
         found = people(texts, cfg) if texts else []
         planned: list[set[str]] = [set() for _ in texts]
     else:
         found, planned = [], []
-        for d, text in zip(batch, texts, strict=True):
+        for d, text, present in zip(batch, texts, words, strict=True):
             given, surnames = name_candidates(text)
-            plan_given, plan_surnames = planned_people(d.get("names"), text)
+            plan_given, plan_surnames = planned_people(d.get("names"), set(present))
             given |= plan_given
             found.append((sorted(given), sorted((surnames | plan_surnames) - given)))
             planned.append(plan_given | plan_surnames)
     rows = []
-    for d, text, (given, surnames), plan in zip(batch, texts, found, planned, strict=True):
+    for d, text, (given, surnames), plan, present in zip(batch, texts, found, planned, words, strict=True):
         sentence, cut = first_sentence(text)
         rest = text[cut:]
-        ordinary = _ordinary_words(text)
+        # names also written in lower case here (Hope, Grace, Will): a rename would change their meaning
+        ordinary = {w.lower() for w in present if w[0].islower()}
         rows.append(CapRow(
             str(d["doc_id"]), quality_of(d), is_fiction(d, genres), sys.intern(opener(text, cfg.opener_words)),
             interned(given), interned(surnames),
@@ -167,12 +169,6 @@ def cap_features(batch: Sequence[Mapping[str, Any]], genres: Mapping[str, GenreL
 
 
 _WHOLE_WORD = re.compile(r"(?<![\w'’-])[^\W\d_]+(?![\w-])")  # where a name can match (see _word)
-
-
-def _ordinary_words(text: str) -> set[str]:
-    """Lower-cased words the text writes in lower case: a name among them (Hope, Grace, Will) is also an
-    ordinary word there, and a rename would change its meaning."""
-    return {w.lower() for w in _WHOLE_WORD.findall(text) if w[0].islower()}
 
 
 def _rank(doc_id: str) -> int:

@@ -21,7 +21,7 @@ import contextlib
 import re
 import sys
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -177,23 +177,36 @@ def people(texts: Sequence[str], cfg: DiversityConfig | None = None) -> list[tup
 
 # -- candidates: one regex pass, no model ------------------------------------------------------------
 
-# a word (letters, with the dot that may follow it), a sentence break, or any other single character
-_TOKEN = re.compile(r"([^\W\d_]+)(\.?)|([!?:\"\u201c\u201d\u2014]|\s*\n\s*)|\S")
+_UPPER = "".join(sorted({c for c in map(chr, range(0x3000)) if c.isupper() and c.isalpha()}))
+# a word that starts with a capital (letters only), with the dot that may follow it
+_CAPITAL = re.compile(rf"\b([{re.escape(_UPPER)}][^\W\d_]*)(\.?)")
+_BREAKS = frozenset('!?:."\u201c\u201d\u2014\n')
+_LAST_WORD = re.compile(r"([^\W\d_]+)\.?$")
 
 
 def name_candidates(text: str) -> tuple[set[str], set[str]]:
     """(given names, surnames) a capitalised-word heuristic finds: the first word of a capitalised run that
-    does not start a sentence or that follows a title, and the capitalised words after it as surnames.
-    Candidates only: "Paris" or "Tuesday Market" pass too, so the caps confirm the frequent ones with NER."""
+    does not start a sentence or that follows a title, and the capitalised words after it as surnames (a
+    run of two that opens a sentence counts too). Candidates only: "Paris" or "Tuesday Market" pass as
+    well, so the caps confirm the frequent ones with NER. Only capitalised words are visited."""
     found: set[str] = set()
     surnames: set[str] = set()
-    sentence_start, after_title, in_name = True, False, False
+    end, dotted = -1, False  # where the previous capitalised word ended, and whether a dot followed it
+    in_name = after_title = False
     opening = None  # a capitalised word that opens a sentence: a given name if a capitalised word follows
-    for m in _TOKEN.finditer(text):
-        word = m.group(1)
-        if word is None:  # punctuation, a quote or a line break
-            sentence_start, after_title, in_name, opening = m.group(3) is not None, False, False, None
-            continue
+    for m in _CAPITAL.finditer(text):
+        word, dot = m.group(1), bool(m.group(2))
+        gap = text[max(end, 0): m.start()].rstrip(" \t")
+        if end >= 0 and not gap and not dotted:  # right after the previous capitalised word
+            sentence_start = False
+        else:
+            if gap:  # titles are short: the last word before a capital is looked for in the gap's tail only
+                last = _LAST_WORD.search(gap, max(0, len(gap) - 16)) if gap[-1] == "." or gap[-1].isalpha() else None
+                title = bool(last and last.group(1).lower() in _TITLES)
+            else:
+                title = dotted and after_title
+            sentence_start = not title and (not gap and end < 0 or (dotted and not gap) or bool(gap) and gap[-1] in _BREAKS)
+            after_title, in_name, opening = title, False, None
         capitalised = len(word) > 1 and word.istitle()
         lower = word.lower()
         name = None
@@ -209,25 +222,23 @@ def name_candidates(text: str) -> tuple[set[str], set[str]]:
         elif in_name and capitalised and lower not in _NOT_NAMES:
             surnames.add(word)
         opening = word if plain and sentence_start and not after_title else None
-        in_name = bool(name) or (in_name and capitalised)
-        title = lower in _TITLES
-        dot = bool(m.group(2))
-        sentence_start = dot and not title  # "Dr." does not end a sentence; "harbour." does
-        after_title = title
-        if dot:
-            in_name = False
+        in_name = (bool(name) or (in_name and capitalised)) and not dot
+        after_title = lower in _TITLES
+        end, dotted = m.end(), dot
     return found, surnames
 
 
-def planned_people(planned: Iterable[str] | None, text: str) -> tuple[set[str], set[str]]:
-    """(given names, surnames) of the plan's people for a document ("Maya Okafor") that its text uses."""
+def planned_people(planned: Iterable[str] | None, words: Set[str]) -> tuple[set[str], set[str]]:
+    """(given names, surnames) of the plan's people for a document ("Maya Okafor") that it uses, given the
+    set of its whole words as written."""
     given: set[str] = set()
     surnames: set[str] = set()
     for full in planned or ():
-        words = [w for w in str(full).split() if w.isalpha()]
-        for kind, word in ((given, words[0] if words else None), (surnames, words[-1] if len(words) > 1 else None)):
-            if word and len(word) > 1 and re.search(rf"(?<![\w'’-]){re.escape(word)}(?![\w-])", text):
-                kind.add(word)
+        parts = [w for w in str(full).split() if w.isalpha()]
+        if parts and len(parts[0]) > 1 and parts[0] in words:
+            given.add(parts[0])
+        if len(parts) > 1 and len(parts[-1]) > 1 and parts[-1] in words:
+            surnames.add(parts[-1])
     return given, surnames
 
 
