@@ -205,7 +205,8 @@ def name_candidates(text: str) -> tuple[set[str], set[str]]:
                 title = bool(last and last.group(1).lower() in _TITLES)
             else:
                 title = dotted and after_title
-            sentence_start = not title and (not gap and end < 0 or (dotted and not gap) or bool(gap) and gap[-1] in _BREAKS)
+            opens = (end < 0 or dotted) if not gap else gap[-1] in _BREAKS  # the text's start, or a break before
+            sentence_start = not title and opens
             after_title, in_name, opening = title, False, None
         capitalised = len(word) > 1 and word.istitle()
         lower = word.lower()
