@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, Protocol
 import pyarrow as pa
 
 from sdf.run import STAGES, RunDir, TableWriter, iter_rows
+from sdf.workers import ordered_map
 
 BATCH_ROWS = 512  # records per batch: bounds memory whatever the corpus size
 
@@ -81,30 +82,50 @@ class Rejects:
         self.abort() if exc_type else self.close()
 
 
+class BatchOutcome(NamedTuple):
+    kept: list[dict[str, Any]]
+    steps: list[tuple[str, int, int, list[dict[str, Any]]]]  # per step: stage, input, kept, dropped rows
+
+
+def run_batch(steps: Sequence[Step], batch: list[dict[str, Any]]) -> BatchOutcome:
+    """One batch through the steps in order (pure: it runs in a worker process as well as here)."""
+    done = []
+    for step in steps:
+        result = step(batch)
+        done.append((step.stage, len(batch), len(result.kept), result.dropped))
+        batch = result.kept
+    return BatchOutcome(batch, done)
+
+
+def record(outcome: BatchOutcome, rejects: Rejects, counts: StageCounts) -> list[dict[str, Any]]:
+    """Count a batch's outcome and write its drops, in step order; returns what it kept."""
+    for stage, n_in, kept, dropped in outcome.steps:
+        counts.add(stage, n_in, kept, dropped)
+        if dropped:
+            rejects.write(stage, dropped)
+    return outcome.kept
+
+
 def apply_steps(batch: list[dict[str, Any]], steps: Sequence[Step], rejects: Rejects, counts: StageCounts
                 ) -> list[dict[str, Any]]:
     """Run one batch through the steps in order; drops are written as they happen."""
-    for step in steps:
-        result = step(batch)
-        counts.add(step.stage, len(batch), len(result.kept), result.dropped)
-        if result.dropped:
-            rejects.write(step.stage, result.dropped)
-        batch = result.kept
-    return batch
+    return record(run_batch(steps, batch), rejects, counts)
 
 
 def run_steps(rd: RunDir, source: Path, target: Path, schema: pa.Schema, steps: Sequence[Step],
               batch_rows: int = BATCH_ROWS, after_batch: Callable[[list[dict]], list[dict]] | None = None,
-              ) -> StageCounts:
+              workers: int | None = None) -> StageCounts:
     """Stream `source` through `steps` into `target`; each step's drops go to rejected/<stage>.parquet.
 
-    `after_batch`, when given, maps each batch of kept rows before it is written (for a step that
-    needs the engine, such as the judge). Nothing is replaced unless the whole stream succeeds.
+    The steps run on `sdf.workers.count(workers)` processes, batch by batch in order, so the output is the
+    same for any number. `after_batch`, when given, maps each batch of kept rows before it is written (for a
+    step that needs the engine, such as the judge), here. Nothing is replaced unless the whole stream succeeds.
     """
     counts = StageCounts()
     with Rejects(rd, [s.stage for s in steps]) as rejects, TableWriter(target, schema) as out:
-        for batch in iter_rows(source, batch_size=batch_rows):
-            kept = apply_steps(batch, steps, rejects, counts)
+        batches = iter_rows(source, batch_size=batch_rows)
+        for outcome in ordered_map(run_batch, batches, steps, workers):
+            kept = record(outcome, rejects, counts)
             if after_batch is not None:
                 kept = after_batch(kept)
             out.write(kept)

@@ -20,7 +20,7 @@ import numpy as np
 
 from sdf.config import Settings
 from sdf.errors import SdfError
-from sdf.executor import BATCH_ROWS, Rejects, StageCounts, apply_steps, extract_answers, run_steps, texts_of
+from sdf.executor import BATCH_ROWS, Rejects, StageCounts, extract_answers, record, run_steps, texts_of
 from sdf.llm import Backend
 from sdf.llm.engine import RunSummary, run_requests
 from sdf.llm.ledger import Ledger
@@ -261,6 +261,20 @@ def _judge_filter(run: Run, ledger: Ledger) -> Any:
 # -- dedup -----------------------------------------------------------------------------------------
 
 
+def _dedup_features(state: tuple, batch: list[dict]) -> tuple:
+    """Pass 1 of dedup for one batch (in a worker process): decontamination, then the kept documents'
+    signatures, exact keys and cap rows."""
+    from sdf.executor import run_batch
+    from sdf.steps.dedup.minhash import minhash_signatures
+    from sdf.steps.diversity.caps import cap_features
+
+    steps, dedup_cfg, genres, diversity_cfg = state
+    outcome = run_batch(steps, batch)
+    kept = outcome.kept
+    return (outcome._replace(kept=[d["doc_id"] for d in kept]),
+            *minhash_signatures([d["text"] for d in kept], dedup_cfg), cap_features(kept, genres, diversity_cfg))
+
+
 def dedup_stage(run: Run) -> dict:
     """Decontaminate, drop exact and near duplicates, apply diversity caps; writes corpus.parquet.
 
@@ -273,8 +287,10 @@ def dedup_stage(run: Run) -> dict:
     from sdf.steps.decontam.step import Decontaminate, contamination_summary
     from sdf.steps.dedup.clusters import find_duplicates
     from sdf.steps.dedup.minhash import SignatureTable
-    from sdf.steps.diversity.caps import CapRow, apply_edit, cap_features, confirm_names, decide_caps, renamed_names
+    from sdf.steps.diversity.caps import CapRow, apply_edit, confirm_names, decide_caps, reinterned, renamed_names
     from sdf.steps.diversity.metrics import Tally, diversity_metrics
+    from sdf.steps.diversity.names import preload_ner
+    from sdf.workers import ordered_map
 
     rd, cfg = run.dir, run.settings
     source = rd.require(rd.filtered, "filter")
@@ -286,13 +302,15 @@ def dedup_stage(run: Run) -> dict:
     signatures = SignatureTable(count_rows(source), cfg.dedup)
     removed: set[str] = set()  # decontaminated in pass 1 (and recorded there)
     with Rejects(rd, ["decontaminate", "dedup", "diversity"]) as rejects:
-        for batch in iter_rows(source, batch_size=BATCH_ROWS):
-            kept = apply_steps(batch, steps, rejects, counts)
-            if len(kept) < len(batch):
-                still = {d["doc_id"] for d in kept}
-                removed.update(d["doc_id"] for d in batch if d["doc_id"] not in still)
-            signatures.add([d["text"] for d in kept])
-            table += cap_features(kept, run.catalog.genres, cfg.diversity)
+        batches = iter_rows(source, batch_size=BATCH_ROWS)
+        state = (steps, cfg.dedup, run.catalog.genres, cfg.diversity)
+        for i, (outcome, sig, keys, rows) in enumerate(ordered_map(_dedup_features, batches, state)):
+            if i == 0:
+                preload_ner(cfg.diversity)  # the workers are forked by now
+            record(outcome, rejects, counts)
+            removed.update(r["doc_id"] for _, _, _, dropped in outcome.steps for r in dropped)
+            signatures.put(sig, keys)
+            table += (reinterned(r) for r in rows)
         scanned = len(table)
         ids = [r.doc_id for r in table]
         duplicates = find_duplicates(

@@ -267,8 +267,11 @@ class SignatureTable:
         self._keys = np.empty(capacity, dtype=_U64)
 
     def add(self, texts: Sequence[str]) -> None:
-        sig, key = minhash_signatures(texts, self.cfg)
-        end = self.rows + len(texts)
+        self.put(*minhash_signatures(texts, self.cfg))
+
+    def put(self, sig: np.ndarray, key: np.ndarray) -> None:
+        """Append signatures and keys computed elsewhere (in a worker process)."""
+        end = self.rows + len(key)
         if end > len(self._keys):
             raise ValueError(f"signature table holds {len(self._keys)} documents; {end} were added")
         self._sigs[self.rows : end] = sig

@@ -130,6 +130,13 @@ def interned(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(sys.intern(n) for n in names)
 
 
+def reinterned(row: CapRow) -> CapRow:
+    """A row that crossed a process boundary, its strings interned again (unpickling makes new copies)."""
+    return row._replace(opener=sys.intern(row.opener), next_opener=sys.intern(row.next_opener),
+                        names=interned(row.names), surnames=interned(row.surnames), unsafe=interned(row.unsafe),
+                        planned=interned(row.planned))
+
+
 def sentence_key(sentence: str) -> int:
     """A nonzero 64-bit hash of a normalised first sentence; 0 stands for no sentence."""
     return (xxhash.xxh64_intdigest(sentence.encode()) or 1) if sentence else 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sys
+import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from functools import lru_cache
@@ -66,9 +67,24 @@ def _torch_hidden(model: str) -> Iterator[None]:
             del sys.modules["torch"]
 
 
-@lru_cache(maxsize=4)
+_LOADING = threading.Lock()  # a preloading thread and the caller never load the same model twice
+
+
 def load_ner(model: str = "en_core_web_sm", fallback: bool = False) -> tuple[Any, str | None]:
     """(spaCy pipeline running only what NER needs, None) or (blank English pipeline, why it is used)."""
+    with _LOADING:
+        return _load_ner(model, fallback)
+
+
+def preload_ner(cfg: DiversityConfig) -> None:
+    """Load the NER model in a background thread when the candidate mode will likely need it, so the 1-2 s
+    of importing spaCy overlap other work. Start it after any worker processes were forked."""
+    if cfg.names == "candidates" and not cfg.ner_fallback:
+        threading.Thread(target=load_ner, args=(cfg.spacy_model, False), daemon=True).start()
+
+
+@lru_cache(maxsize=4)
+def _load_ner(model: str, fallback: bool) -> tuple[Any, str | None]:
     with _torch_hidden(model):
         import spacy
 

@@ -1,0 +1,64 @@
+"""Worker processes for per-record work: batches go out in order and come back in order, so the output
+never depends on how many workers ran.
+
+`ordered_map(fn, items, state, workers)` yields ``fn(state, item)`` for every item, in input order. With one
+worker it runs in-process; with more, forked processes receive `state` once (when they start, never per
+item) and at most two items per worker are in flight, so memory stays bounded however long the input.
+`fn` and the items cross a process boundary, so they must pickle; `state` need not (it is inherited).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+DEFAULT: int = 0  # the CLI's --workers; 0 = the CPU count
+_STATE: Any = None  # what a worker process was started with
+
+
+def count(workers: int | None = None) -> int:
+    """Worker processes to use: the given number, else the CLI's --workers, else the CPU count."""
+    if workers or DEFAULT:
+        return max(1, workers or DEFAULT)
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def _start(state: Any) -> None:
+    global _STATE
+    _STATE = state
+
+
+def _call(fn: Callable[[Any, T], R], item: T) -> R:
+    return fn(_STATE, item)
+
+
+def ordered_map(fn: Callable[[Any, T], R], items: Iterable[T], state: Any = None, workers: int | None = None
+                ) -> Iterator[R]:
+    """``fn(state, item)`` for each item, in order, on `count(workers)` processes."""
+    n = count(workers)
+    if n < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        for item in items:
+            yield fn(state, item)
+        return
+    # fork: workers inherit the loaded modules and `state` as they are, and start in milliseconds
+    pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"), initializer=_start,
+                               initargs=(state,))
+    pending: deque[Future[R]] = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(_call, fn, item))
+            if len(pending) >= 2 * n:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
