@@ -97,9 +97,9 @@ def echo_increment(run: Any, specs: list[dict]) -> None:
 
 def _set_workers(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
     if value is not None:
-        import sdf.workers
+        from sdf.workers import configure
 
-        sdf.workers.DEFAULT = value
+        configure(value)
 
 
 workers_option = click.option(
