@@ -161,6 +161,14 @@ def person_names(texts: Sequence[str], cfg: DiversityConfig | None = None) -> li
     return [given for given, _ in people(texts, cfg)]
 
 
+def given_names(texts: Sequence[str], cfg: DiversityConfig) -> list[list[str]]:
+    """Each text's given names: NER's (``names = "ner"``) or the candidates, which `caps.confirm_names`
+    confirms where it matters."""
+    if cfg.names == "ner":
+        return person_names(texts, cfg)
+    return [sorted(name_candidates(t)[0]) for t in texts]
+
+
 _WARM: set[int] = set()  # pipelines whose tokenizer cache a first call has filled
 
 
