@@ -163,16 +163,21 @@ def cap_features(batch: Sequence[Mapping[str, Any]], genres: Mapping[str, GenreL
     for d, text, (given, surnames), plan, present in zip(batch, texts, found, planned, words, strict=True):
         sentence, cut = first_sentence(text)
         rest = text[cut:]
-        # names also written in lower case here (Hope, Grace, Will): a rename would change their meaning
-        ordinary = {w.lower() for w in present if w[0].islower()}
+        written = set(present)
         rows.append(CapRow(
             str(d["doc_id"]), quality_of(d), is_fiction(d, genres), sys.intern(opener(text, cfg.opener_words)),
             interned(given), interned(surnames),
-            interned(sorted(n for n in {*given, *surnames} if n.lower() in ordinary)),
+            interned(sorted(n for n in {*given, *surnames} if _ordinary(n, written))),
             sentence=sentence_key(sentence), trim=cut,
             next_opener=sys.intern(opener(rest.lstrip(), cfg.opener_words)) if cut else "",
             words_after_trim=len(rest.split()) if cut else 0, planned=interned(sorted(plan))))
     return rows
+
+
+def _ordinary(name: str, written: set[str]) -> bool:
+    """The name is also an ordinary lower-case word in the text (Hope, Grace, Will): renaming it would change
+    the meaning of that word, since a rename replaces every form of the name."""
+    return name.lower() in written or name[:1].lower() + name[1:] in written
 
 
 _WHOLE_WORD = re.compile(r"(?<![\w'’-])[^\W\d_]+(?![\w-])")  # where a name can match (see _word)

@@ -7,6 +7,7 @@ import sys
 import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -138,9 +139,15 @@ def diversity_metrics(tally: Tally, genre_targets: Mapping[str, float]) -> dict[
     - genre_mix {genre: {target, actual, count}}: targets normalised to shares.
     """
     cfg, texts = tally.cfg, tally.sample.texts()
-    grams = ngram_hashes(texts, (1, 2, 3, 4))
-    word_counts = np.diff(grams[1][1])
     joined = "\n\n".join(texts).encode("utf-8")
+    with ThreadPoolExecutor(1) as pool:  # zlib releases the GIL: it compresses while numpy counts n-grams
+        compressed = pool.submit(lambda: len(zlib.compress(joined, 6)) if joined else 0)
+        grams = ngram_hashes(texts, (1, 2, 3, 4))
+        word_counts = np.diff(grams[1][1])
+        distinct = {str(n): _distinct_n(grams[n], n, word_counts) for n in range(1, 5)}
+        repetition = _self_repetition(grams[4])
+        del grams
+        compressed_bytes = compressed.result()
 
     name_docs = tally.names
     if name_docs is None:
@@ -163,9 +170,9 @@ def diversity_metrics(tally: Tally, genre_targets: Mapping[str, float]) -> dict[
     return {
         "documents": documents,
         "sample_documents": len(texts),
-        "distinct_n": {str(n): _distinct_n(grams[n], n, word_counts) for n in range(1, 5)},
-        "compression_ratio": round(len(joined) / len(zlib.compress(joined, 6)), 4) if joined else None,
-        "self_repetition": _self_repetition(grams[4]),
+        "distinct_n": distinct,
+        "compression_ratio": round(len(joined) / compressed_bytes, 4) if joined else None,
+        "self_repetition": repetition,
         "name_entropy": _entropy_bits(name_docs),
         "top_names": _top(name_docs, cfg.top_k),
         "top_openers": _top(openers, cfg.top_k),
