@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -98,12 +99,19 @@ def write_documents(run_dir: Path, docs: int, words: int) -> None:
         out.write(batch)
 
 
+CPU: list[float] = []  # CPU seconds (user + sys, its workers included) of each `sdf` process, in order
+
+
 def sdf(*args: str) -> float:
-    """Seconds a fresh `sdf ...` process takes, start to exit."""
+    """Seconds a fresh `sdf ...` process takes, start to exit (its CPU seconds go to CPU)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "sdf", *args], check=True, capture_output=True, text=True,
                    env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return elapsed
 
 
 def make_run(tmp: Path, docs: int, words: int) -> Path:
@@ -126,11 +134,12 @@ def dedup_figures(tmp: Path, docs: int, words: int, extra: list[str]) -> list[di
     for n in (docs, 4 * docs):
         run_dir = make_run(tmp, n, words)
         sdf("filter", str(run_dir), "--no-progress", *extra)
-        seconds = min(sdf("dedup", str(run_dir), *extra) for _ in range(2))
+        seconds = min(sdf("dedup", str(run_dir), *extra) for _ in range(3))
+        cpu = min(CPU[-3:])
         metrics = json.loads((run_dir / "metrics.json").read_text())
         corpus = pq.read_table(run_dir / "corpus.parquet", columns=["text"]).column("text").to_pylist()
         planted = sum(PLANTED[0] in t for t in corpus)
-        out.append({"docs": n, "run": run_dir, "seconds": seconds, "caps": metrics["caps"],
+        out.append({"docs": n, "run": run_dir, "seconds": seconds, "cpu": cpu, "caps": metrics["caps"],
                     "input": metrics["stages"]["dedup"]["input"], "planted_left": planted,
                     "planted_renamed": metrics["caps"].get("renamed", 0)})
     return out
@@ -138,16 +147,19 @@ def dedup_figures(tmp: Path, docs: int, words: int, extra: list[str]) -> list[di
 
 def worker_figures(run_dir: Path) -> dict:
     times: dict[str, dict[int, float]] = {"filter": {}, "pack": {}}
+    cpu: dict[str, dict[int, float]] = {"filter": {}, "pack": {}}
     digests: dict[int, tuple[str, str]] = {}
     for workers in (1, 2):
         times["filter"][workers] = sdf("filter", str(run_dir), "--no-progress", "--workers", str(workers))
+        cpu["filter"][workers] = CPU[-1]
         filtered = digest([run_dir / "filtered.parquet"])
         sdf("dedup", str(run_dir))
         shutil.rmtree(run_dir / "shards", ignore_errors=True)
         times["pack"][workers] = sdf("pack", str(run_dir), "--no-progress", "--workers", str(workers))
+        cpu["pack"][workers] = CPU[-1]
         digests[workers] = (filtered, digest([p for p in (run_dir / "shards").rglob("*") if p.is_file()
                                               and p.name != "manifest.json"]))
-    return {"times": times, "identical": digests[1] == digests[2]}
+    return {"times": times, "cpu": cpu, "identical": digests[1] == digests[2]}
 
 
 def quality_figures(run_dir: Path, limit: int) -> dict | None:
@@ -201,16 +213,22 @@ def main() -> None:
         for r in (small, large):
             ner = r["caps"].get("ner_documents")
             share = f"NER read {ner:,} documents ({ner / r['input']:.1%})" if ner is not None else "NER read all"
-            print(f"sdf dedup, {r['docs']:,} docs: {r['seconds']:.2f} s = {r['docs'] / r['seconds']:,.0f} docs/s "
-                  f"(process start included; target >= 300); {share}; planted name left in "
-                  f"{r['planted_left']} documents (name cap {r['caps']['name']}), {r['planted_renamed']} renamed")
+            print(f"sdf dedup, {r['input']:,} docs in: {r['seconds']:.2f} s = {r['input'] / r['seconds']:,.0f} docs/s "
+                  f"(process start included; target >= 300), {r['cpu']:.2f} CPU s; {share}; the planted name is "
+                  f"left in {r['planted_left']} documents (name cap {r['caps']['name']}); {r['planted_renamed']} "
+                  "documents renamed")
         ratio = large["seconds"] / small["seconds"]
-        print(f"sdf dedup time 4N / N: {ratio:.2f} (target <= 4.4: {'linear' if ratio <= 4.4 else 'GROWS'})")
+        print(f"sdf dedup time 4N / N: {ratio:.2f} (target <= 4.4: {'linear' if ratio <= 4.4 else 'GROWS'}); "
+              f"CPU 4N / N: {large['cpu'] / small['cpu']:.2f}")
+        print(f"load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other work slows "
+              "every figure)")
         if not args.skip_workers:
             w = worker_figures(large["run"])
             for stage, t in w["times"].items():
+                c = w["cpu"][stage]
                 print(f"sdf {stage} on {large['docs']:,} docs: 1 worker {t[1]:.2f} s, 2 workers {t[2]:.2f} s: "
-                      f"{t[1] / t[2]:.2f}x (target >= 1.7x on 2 cores; this machine has {os.cpu_count()})")
+                      f"{t[1] / t[2]:.2f}x (target >= 1.7x on 2 cores; this machine has {os.cpu_count()}); "
+                      f"CPU s {c[1]:.2f} and {c[2]:.2f}")
             print(f"outputs identical across worker counts: {w['identical']}")
         if not args.skip_datatrove:
             q = quality_figures(large["run"], 3000)
