@@ -409,7 +409,8 @@ def echo_dedup(m: dict) -> None:
                f"{dropped['dedup'].get('near_duplicate', 0)} near duplicates, "
                f"{sum(dropped['decontaminate'].values())} contaminated, "
                f"{sum(dropped['diversity'].values())} over caps; {m['caps'].get('renamed', 0)} renamed and "
-               f"{m['caps'].get('opener_trimmed', 0)} stock openers cut instead of dropped)")
+               f"{m['caps'].get('opener_trimmed', 0)} stock openers cut instead of dropped; NER read "
+               f"{m['caps'].get('ner_documents', 0)} documents)")
 
 
 @cli.command(name="filter")
