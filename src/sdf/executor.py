@@ -29,7 +29,8 @@ class StepResult(NamedTuple):
 
 
 class Step(Protocol):
-    stage: str  # the stage its drops are recorded under (sdf.run.STAGES)
+    stage: str  # the stage its drops are recorded under (sdf.run.STAGES); a step may also set
+    # `in_process = True` when it must not run in a worker process (it holds a handle such as a ledger)
 
     def __call__(self, batch: list[dict[str, Any]]) -> StepResult: ...
 
@@ -122,6 +123,8 @@ def run_steps(rd: RunDir, source: Path, target: Path, schema: pa.Schema, steps: 
     step that needs the engine, such as the judge), here. Nothing is replaced unless the whole stream succeeds.
     """
     counts = StageCounts()
+    if any(getattr(s, "in_process", False) for s in steps):  # a step holding a handle (a ledger) stays here
+        workers = 1
     with Rejects(rd, [s.stage for s in steps]) as rejects, TableWriter(target, schema) as out:
         batches = iter_rows(source, batch_size=batch_rows)
         for outcome in ordered_map(run_batch, batches, steps, workers):
