@@ -49,11 +49,14 @@ def _call(fn: Callable[[Any, T], R], item: T) -> R:
     return fn(_STATE, item)
 
 
-def ordered_map(fn: Callable[[Any, T], R], items: Iterable[T], state: Any = None, workers: int | None = None
-                ) -> Iterator[R]:
-    """``fn(state, item)`` for each item, in order, on `count(workers)` processes."""
+def ordered_map(fn: Callable[[Any, T], R], items: Iterable[T], state: Any = None, workers: int | None = None,
+                started: Callable[[], None] | None = None) -> Iterator[R]:
+    """``fn(state, item)`` for each item, in order, on `count(workers)` processes. `started` is called once
+    the worker processes exist (the place to start a thread: never before a fork)."""
     n = count(workers)
     if n < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        if started is not None:
+            started()
         for item in items:
             yield fn(state, item)
         return
@@ -64,6 +67,9 @@ def ordered_map(fn: Callable[[Any, T], R], items: Iterable[T], state: Any = None
     try:
         for item in items:
             pending.append(pool.submit(_call, fn, item))
+            if started is not None:  # with fork, the first submit starts every worker process
+                started()
+                started = None
             if len(pending) >= 2 * n:
                 yield pending.popleft().result()
         while pending:

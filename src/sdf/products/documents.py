@@ -304,9 +304,9 @@ def dedup_stage(run: Run) -> dict:
     with Rejects(rd, ["decontaminate", "dedup", "diversity"]) as rejects:
         batches = iter_rows(source, batch_size=BATCH_ROWS)
         state = (steps, cfg.dedup, run.catalog.genres, cfg.diversity)
-        for i, (outcome, sig, keys, rows) in enumerate(ordered_map(_dedup_features, batches, state)):
-            if i == 0:
-                preload_ner(cfg.diversity)  # the workers are forked by now
+        # spaCy loads on a thread meanwhile, for the names above the cap
+        for outcome, sig, keys, rows in ordered_map(_dedup_features, batches, state,
+                                                    started=lambda: preload_ner(cfg.diversity)):
             record(outcome, rejects, counts)
             removed.update(r["doc_id"] for _, _, _, dropped in outcome.steps for r in dropped)
             signatures.put(sig, keys)

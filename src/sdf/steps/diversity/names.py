@@ -78,7 +78,8 @@ def load_ner(model: str = "en_core_web_sm", fallback: bool = False) -> tuple[Any
 
 def preload_ner(cfg: DiversityConfig) -> None:
     """Load the NER model in a background thread when the candidate mode will likely need it, so the 1-2 s
-    of importing spaCy overlap other work. Start it after any worker processes were forked."""
+    of importing spaCy overlap other work. Start it after any worker processes were forked (a fork while
+    a thread imports could leave the child an import lock that nobody releases)."""
     if cfg.names == "candidates" and not cfg.ner_fallback:
         threading.Thread(target=load_ner, args=(cfg.spacy_model, False), daemon=True).start()
 
