@@ -187,13 +187,16 @@ def quality_figures(run_dir: Path, limit: int) -> dict | None:
     mine = time.perf_counter() - start
     filters = [GopherRepetitionFilter(), GopherQualityFilter(), C4QualityFilter(filter_no_terminal_punct=False),
                FineWebQualityFilter()]
+    sample = docs[: max(1, len(docs) // 10)]  # datatrove is timed on a tenth of them (it is far slower)
+    for f in filters:  # its first call loads word lists and tokenizers: not part of the rate
+        f.filter(Document(text=docs[0]["text"], id="warm"))
     start = time.perf_counter()
-    for i, d in enumerate(docs):
+    for i, d in enumerate(sample):
         doc = Document(text=d["text"], id=str(i))
         for f in filters:
             if f.filter(doc) is not True:
                 break
-    theirs = time.perf_counter() - start
+    theirs = (time.perf_counter() - start) * len(docs) / len(sample)
     return {"docs": len(docs), "ours": mine, "datatrove": theirs}
 
 
@@ -235,8 +238,9 @@ def main() -> None:
             if q is None:
                 print("quality vs datatrove: skipped (pip install -e '.[bench]')")
             else:
-                print(f"quality filter on {q['docs']:,} docs: sdf {q['docs'] / q['ours']:,.0f} docs/s, datatrove "
-                      f"{q['docs'] / q['datatrove']:,.0f} docs/s: {q['datatrove'] / q['ours']:.1f}x (target >= 1)")
+                print(f"quality filter on {q['docs']:,} docs: sdf {q['docs'] / q['ours']:,.0f} docs/s, datatrove's "
+                      f"Gopher quality + repetition, C4 and FineWeb filters {q['docs'] / q['datatrove']:,.0f} docs/s "
+                      f"(on a tenth of them): {q['datatrove'] / q['ours']:.1f}x (target >= 1)")
 
 
 if __name__ == "__main__":
