@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -43,6 +44,10 @@ def count(workers: int | None = None) -> int:
 def _start(state: Any) -> None:
     global _STATE
     _STATE = state
+    # Ctrl-C reaches the whole process group: the parent alone stops the run (and says so, exit 130),
+    # letting the batches in flight finish; SIGTERM ends a worker at once
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _call(fn: Callable[[Any, T], R], item: T) -> R:
