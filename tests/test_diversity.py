@@ -215,6 +215,13 @@ def test_metrics_for_the_manifest() -> None:
     assert r["genre_mix"]["essay"]["target"] is None
 
 
+def test_metrics_of_an_empty_or_tiny_corpus() -> None:
+    one = {"doc_id": "a", "genre": "essay", "text": "Hi"}
+    for docs in ([], [{**one, "text": ""}], [one]):
+        m = diversity_metrics(docs, {"essay": 1.0})
+        assert m["documents"] == len(docs) and m["self_repetition"] is None
+
+
 def test_metrics_sample_is_deterministic_and_bounded() -> None:
     docs = [{"doc_id": f"d{i}", "genre": "essay", "text": f"word{i} " * 5 + NAMES[i]} for i in range(50)]
     cfg = DiversityConfig(metrics_sample=10)

@@ -95,14 +95,14 @@ def _self_repetition(grams: tuple[np.ndarray, np.ndarray]) -> float | None:
     """Mean over documents of the share of a document's distinct n-grams found in any other document."""
     hashes, offsets = grams
     docs = len(offsets) - 1
+    if docs < 2 or not len(hashes):
+        return None
     owner = np.repeat(np.arange(docs), np.diff(offsets))
     order = np.lexsort((owner, hashes))  # by n-gram, then document
     h, o = hashes[order], owner[order]
     first = np.r_[True, (h[1:] != h[:-1]) | (o[1:] != o[:-1])]  # each (n-gram, document) once
     h, o = h[first], o[first]
     sizes = np.bincount(o, minlength=docs)
-    if docs < 2 or not sizes.sum():
-        return None
     starts = np.flatnonzero(np.r_[True, h[1:] != h[:-1]])
     df = np.diff(np.r_[starts, len(h)])  # documents per distinct n-gram
     shared = np.bincount(o, weights=np.repeat(df > 1, df).astype(float), minlength=docs)
