@@ -27,6 +27,8 @@ check-readers: $(VENV)/.installed
 	$(BIN)/python -m pytest -q tests/test_readers_frameworks.py
 
 bench: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/perf.py
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/dedup.py
 	$(BIN)/python bench/pack.py

@@ -61,12 +61,21 @@ def corpus_with_pairs(targets: list[float], pairs_per_target: int, seed: int = 7
 
 def test_lsh_parameters_follow_the_stated_s_curve() -> None:
     cfg = DedupConfig()
-    assert (cfg.num_perm, cfg.bands, cfg.rows, cfg.threshold) == (128, 21, 6, 0.8)
+    assert (cfg.num_perm, cfg.bands, cfg.rows, cfg.threshold) == (128, 21, 6, 0.75)
     assert candidate_probability(0.8, cfg.bands, cfg.rows) >= 0.99
     assert candidate_probability(0.3, cfg.bands, cfg.rows) < 0.02
     assert candidate_probability(0.5, cfg.bands, cfg.rows) < 0.3
     with pytest.raises(ValueError, match="bands"):
         DedupConfig(bands=30, rows=6)
+
+
+def test_pairs_just_above_jaccard_085_merge_at_least_98_percent_of_the_time() -> None:
+    docs, pairs = corpus_with_pairs([0.86], 200, seed=7)  # a 0.8 cut on the estimate merges 99.0% of these
+    result = deduplicate(docs)
+    dropped = {r["doc_id"]: r["duplicate_of"] for r in result.rejected}
+    high = [(a, b) for a, b, j in pairs if j >= 0.85]
+    merged = sum(dropped.get(docs[b]["doc_id"]) == docs[a]["doc_id"] for a, b in high)
+    assert len(high) == 200 and merged / len(high) >= 0.995
 
 
 def test_normalisation_ignores_case_punctuation_and_spacing() -> None:

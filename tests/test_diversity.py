@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import pytest
 
 from sdf.config import DiversityConfig
-from sdf.steps.diversity.caps import apply_caps, cap_for, name_cap, opener
+from sdf.steps.diversity.caps import apply_caps, cap_features, cap_for, confirm_names, name_cap, opener
 from sdf.steps.diversity.metrics import corpus_metrics as diversity_metrics
-from sdf.steps.diversity.names import load_ner, person_names
+from sdf.steps.diversity.names import load_ner, name_candidates, person_names
 
 SYLLABLES = ["ka", "lo", "mi", "ren", "tu", "sa", "vi", "no", "da", "pe"]
 NAMES = ["".join(p).title() for p in itertools.product(SYLLABLES, repeat=3)]
@@ -144,6 +144,53 @@ def test_statistical_ner_finds_people() -> None:
     assert "Elara" in names and "Lisbon" not in names
 
 
+def test_name_candidates_are_capitalised_words_that_do_not_open_a_sentence() -> None:
+    text = ("Maya Okafor had come to the harbour. Later, Maya said Dr. Smith and Tom Lee were late. "
+            "The boats left for Lisbon.\n\nNobody argued with Maya after that.")
+    given, surnames = name_candidates(text)
+    assert given == {"Maya", "Smith", "Tom", "Lisbon"}  # candidates only: NER confirms the frequent ones
+    assert surnames == {"Okafor", "Lee"}
+    assert name_candidates("Later, nobody came. The end.") == (set(), set())
+
+
+def ner_or_skip() -> None:
+    _, why_fallback = load_ner("en_core_web_sm")
+    if why_fallback:
+        pytest.skip(why_fallback)
+
+
+def test_ner_confirms_only_over_cap_candidates_on_a_bounded_sample() -> None:
+    ner_or_skip()
+    cfg = DiversityConfig(ner_sample=5)
+    docs = [story(i, NAMES[i]) for i in range(150)]
+    for i in range(150, 200):  # an unplanned favourite name and a place, both far above the cap of 2
+        docs.append({"doc_id": f"doc{i:04d}", "genre": "short_story", "section_id": "s1",
+                     "text": f"Entry {i}. After the storm, Elara {SURNAMES[i]} walked to the harbour. Then they sailed "
+                             f"to Lisbon with the nets. It was Elara who first saw the lights of Lisbon."})
+    docs += [story(i, "Orla", names=["Orla Fenn"]) for i in range(200, 204)]  # planned: known without NER
+    texts = {d["doc_id"]: d["text"] for d in docs}
+    read: list[set[str]] = []
+    check = confirm_names(cap_features(docs, GENRES, cfg), cfg, lambda ids: read.append(ids) or texts)
+    assert ("Elara" in check.table[160].names and SURNAMES[160] not in check.table[160].surnames
+            and "Lisbon" not in check.table[160].names)  # a surname under the cap is not a suspect
+    assert "Orla" in check.table[-1].names  # over the cap, planned, so no NER needed
+    assert check.counts["ner_documents"] == len(read[0]) <= 5 * check.counts["name_suspects"]
+    assert "Lisbon" in check.used  # replacements still avoid every candidate
+    result = apply_caps(docs, GENRES, cfg, POOL + [f"Extra{c}" for c in "abcdefghijklmnopqrstuvwxyz"], SURNAME_POOL)
+    assert len(result.kept) == len(docs)
+    assert sum("Elara" in d["text"] for d in result.kept) == 2  # renamed in the 48 others
+    assert sum("Lisbon" in d["text"] for d in result.kept) == 50  # a place: NER does not confirm it
+
+
+def test_full_ner_mode_is_kept_for_audits() -> None:
+    ner_or_skip()
+    docs = [story(i, NAMES[i]) for i in range(190)] + [story(i, "Elara") for i in range(190, 200)]
+    result = apply_caps(docs, GENRES, DiversityConfig(names="ner"), POOL, SURNAME_POOL)
+    assert sorted(d["doc_id"] for d in result.kept if "Elara" in d["text"]) == ["doc0190", "doc0191"]
+    with pytest.raises(ValueError, match="names"):
+        DiversityConfig(names="spacy")
+
+
 def test_metrics_for_the_manifest() -> None:
     varied = [{"doc_id": f"v{i}", "genre": "essay" if i % 4 else "short_story",
                "text": " ".join(f"{NAMES[(i * 37 + j) % len(NAMES)].lower()}" for j in range(60))}
@@ -166,6 +213,13 @@ def test_metrics_for_the_manifest() -> None:
     assert r["distinct_n"]["4"] < m["distinct_n"]["4"]
     assert r["top_openers"][0][1] == 40
     assert r["genre_mix"]["essay"]["target"] is None
+
+
+def test_metrics_of_an_empty_or_tiny_corpus() -> None:
+    one = {"doc_id": "a", "genre": "essay", "text": "Hi"}
+    for docs in ([], [{**one, "text": ""}], [one]):
+        m = diversity_metrics(docs, {"essay": 1.0})
+        assert m["documents"] == len(docs) and m["self_repetition"] is None
 
 
 def test_metrics_sample_is_deterministic_and_bounded() -> None:

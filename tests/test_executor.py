@@ -72,3 +72,16 @@ def test_importing_the_contract_and_the_settings_loads_no_step_code() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(ROOT / "src")})
     assert out.stdout.strip() == "[]"
+
+
+def test_worker_processes_write_the_same_bytes_as_one(tmp_path: Path) -> None:
+    outputs = []
+    for workers in (1, 2, 3):
+        rd = RunDir(tmp_path / f"w{workers}")
+        write_rows(rd.documents, documents(700), DOCUMENT_SCHEMA)
+        counts = run_steps(rd, rd.documents, rd.filtered, FILTERED_SCHEMA, [quality_step()], batch_rows=64,
+                           workers=workers)
+        outputs.append((rd.filtered.read_bytes(), (rd.path / "rejected" / "quality.parquet").read_bytes(),
+                        counts.as_dict()))
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert outputs[0][2]["quality"]["kept"] == 560

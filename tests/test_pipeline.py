@@ -258,6 +258,8 @@ def test_a_model_answering_with_every_defect_leaves_a_clean_corpus(tmp_path, mon
     assert sum(r["paid_usd"] for r in rej["by_reason"]) == pytest.approx(rej["paid_usd"], abs=1e-5)
     assert {r["stage"] for r in rej["by_stage"]} >= {"quality", "dedup"}
     assert stats["run"]["envelope_missing"] == len(refusals) and stats["run"]["renamed_in_corpus"] >= len(renamed)
+    # NER read only a sample of the documents that use a candidate above the cap, and the report says how many
+    assert stats["run"]["ner_documents"] == metrics["caps"]["ner_documents"] < len(corpus) / 2
     # at least 95% of clean, distinct documents are kept
     clean = [i for i, k in kinds.items() if k == "clean"]
     # no clean document is dropped by the caps (renamed instead); the quality filter's repetition rule

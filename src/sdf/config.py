@@ -268,7 +268,7 @@ class DedupConfig:
     num_perm: int = 128
     bands: int = 21
     rows: int = 6
-    threshold: float = 0.8  # verified MinHash Jaccard estimate needed to merge a candidate pair
+    threshold: float = 0.75  # verified MinHash Jaccard estimate needed to merge a candidate pair (recall at J 0.85)
     seed: int = 1
     batch_docs: int = 1024  # documents hashed per batch
     workers: int = 0  # threads for signatures; 0 = min(4, CPU count)
@@ -306,6 +306,8 @@ class DiversityConfig:
     opener_words: int = 4
     min_cap: int = 2  # a cap never goes below this many documents
     min_docs: int = 100  # the opener cap applies only to corpora at least this large (the name cap always)
+    names: str = "candidates"  # "candidates": capitalised words, NER confirms the over-cap ones; "ner": NER reads all
+    ner_sample: int = 12  # documents per over-cap candidate whose context NER reads to confirm it is a name
     spacy_model: str = "en_core_web_sm"
     ner_fallback: bool = False  # force the capitalised-word heuristic instead of spaCy NER
     ner_max_chars: int = 5000  # NER reads this much of each document; names introduced later are missed
@@ -317,7 +319,10 @@ class DiversityConfig:
         for name in ("name_share", "opener_share"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name}: must be in (0, 1]")
-        for name in ("opener_words", "min_cap", "ner_max_chars", "ner_batch_size", "metrics_sample", "top_k"):
+        if self.names not in ("candidates", "ner"):
+            raise ValueError('names: must be "candidates" or "ner"')
+        for name in ("opener_words", "min_cap", "ner_max_chars", "ner_batch_size", "ner_sample", "metrics_sample",
+                     "top_k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1")
         if self.min_docs < 0:

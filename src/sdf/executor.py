@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, Protocol
 import pyarrow as pa
 
 from sdf.run import STAGES, RunDir, TableWriter, iter_rows
+from sdf.workers import ordered_map
 
 BATCH_ROWS = 512  # records per batch: bounds memory whatever the corpus size
 
@@ -28,7 +29,8 @@ class StepResult(NamedTuple):
 
 
 class Step(Protocol):
-    stage: str  # the stage its drops are recorded under (sdf.run.STAGES)
+    stage: str  # the stage its drops are recorded under (sdf.run.STAGES); a step may also set
+    # `in_process = True` when it must not run in a worker process (it holds a handle such as a ledger)
 
     def __call__(self, batch: list[dict[str, Any]]) -> StepResult: ...
 
@@ -81,30 +83,52 @@ class Rejects:
         self.abort() if exc_type else self.close()
 
 
+class BatchOutcome(NamedTuple):
+    kept: list[dict[str, Any]]
+    steps: list[tuple[str, int, int, list[dict[str, Any]]]]  # per step: stage, input, kept, dropped rows
+
+
+def run_batch(steps: Sequence[Step], batch: list[dict[str, Any]]) -> BatchOutcome:
+    """One batch through the steps in order (pure: it runs in a worker process as well as here)."""
+    done = []
+    for step in steps:
+        result = step(batch)
+        done.append((step.stage, len(batch), len(result.kept), result.dropped))
+        batch = result.kept
+    return BatchOutcome(batch, done)
+
+
+def record(outcome: BatchOutcome, rejects: Rejects, counts: StageCounts) -> list[dict[str, Any]]:
+    """Count a batch's outcome and write its drops, in step order; returns what it kept."""
+    for stage, n_in, kept, dropped in outcome.steps:
+        counts.add(stage, n_in, kept, dropped)
+        if dropped:
+            rejects.write(stage, dropped)
+    return outcome.kept
+
+
 def apply_steps(batch: list[dict[str, Any]], steps: Sequence[Step], rejects: Rejects, counts: StageCounts
                 ) -> list[dict[str, Any]]:
     """Run one batch through the steps in order; drops are written as they happen."""
-    for step in steps:
-        result = step(batch)
-        counts.add(step.stage, len(batch), len(result.kept), result.dropped)
-        if result.dropped:
-            rejects.write(step.stage, result.dropped)
-        batch = result.kept
-    return batch
+    return record(run_batch(steps, batch), rejects, counts)
 
 
 def run_steps(rd: RunDir, source: Path, target: Path, schema: pa.Schema, steps: Sequence[Step],
               batch_rows: int = BATCH_ROWS, after_batch: Callable[[list[dict]], list[dict]] | None = None,
-              ) -> StageCounts:
+              workers: int | None = None) -> StageCounts:
     """Stream `source` through `steps` into `target`; each step's drops go to rejected/<stage>.parquet.
 
-    `after_batch`, when given, maps each batch of kept rows before it is written (for a step that
-    needs the engine, such as the judge). Nothing is replaced unless the whole stream succeeds.
+    The steps run on `sdf.workers.count(workers)` processes, batch by batch in order, so the output is the
+    same for any number. `after_batch`, when given, maps each batch of kept rows before it is written (for a
+    step that needs the engine, such as the judge), here. Nothing is replaced unless the whole stream succeeds.
     """
     counts = StageCounts()
+    if any(getattr(s, "in_process", False) for s in steps):  # a step holding a handle (a ledger) stays here
+        workers = 1
     with Rejects(rd, [s.stage for s in steps]) as rejects, TableWriter(target, schema) as out:
-        for batch in iter_rows(source, batch_size=batch_rows):
-            kept = apply_steps(batch, steps, rejects, counts)
+        batches = iter_rows(source, batch_size=batch_rows)
+        for outcome in ordered_map(run_batch, batches, steps, workers):
+            kept = record(outcome, rejects, counts)
             if after_batch is not None:
                 kept = after_batch(kept)
             out.write(kept)
@@ -137,6 +161,14 @@ def extract_answers(rd: RunDir, target: Path, schema: pa.Schema,
     stage = counts.as_dict().get("generate", {"kept": 0, "input": 0, "dropped": {}})
     no_answer = sum(n for reason, n in stage["dropped"].items() if reason in ("api_error", "not_generated"))
     return {"specs": stage["input"], "documents": stage["kept"], "no_answer": no_answer}
+
+
+def texts_of(source: Path, doc_ids: set[str]) -> dict[str, str]:
+    """The texts of a few documents of an artifact, by doc_id, in one streaming read."""
+    found: dict[str, str] = {}
+    for batch in iter_rows(source, ["doc_id", "text"], batch_size=4 * BATCH_ROWS):
+        found.update((d["doc_id"], d["text"] or "") for d in batch if d["doc_id"] in doc_ids)
+    return found
 
 
 def columnar(step: Step) -> Callable[[dict[str, list]], dict[str, list]]:

@@ -125,6 +125,18 @@ def echo_increment(run: Any, specs: list[dict]) -> None:
                    f"${usage['batch_cost_usd']:.2f} (--batch), before pool extensions, ideas and judge")
 
 
+def _set_workers(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
+    if value is not None:
+        from sdf.workers import configure
+
+        configure(value)
+
+
+workers_option = click.option(
+    "--workers", type=click.IntRange(min=1), default=None, expose_value=False, callback=_set_workers,
+    help="Worker processes for the per-record steps (default: the CPU count); the output is the same for any number.")
+
+
 @cli.command()
 @settings_options
 @friendly
@@ -240,6 +252,7 @@ def echo_extraction(run: Any, summary: Any, extracted: dict) -> None:
 @click.option("--dry-run", is_flag=True, help="Parse and plan, print the plan and cost, call no API.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 @click.option("--reset-ledger", is_flag=True, help="Set a damaged store.sqlite aside and start a new ledger.")
+@workers_option
 @click.option("--product", type=click.Choice(["documents", "advice"]), default=None,
               help="documents (default): a midtraining corpus; advice: difficult-advice transcripts for SFT.")
 @click.option("--yes", is_flag=True, help="Pay again for requests that a changed constitution or settings make new.")
@@ -461,13 +474,15 @@ def echo_dedup(m: dict) -> None:
                f"{dropped['dedup'].get('near_duplicate', 0)} near duplicates, "
                f"{sum(dropped['decontaminate'].values())} contaminated, "
                f"{sum(dropped['diversity'].values())} over caps; {m['caps'].get('renamed', 0)} renamed and "
-               f"{m['caps'].get('opener_trimmed', 0)} stock openers cut instead of dropped)")
+               f"{m['caps'].get('opener_trimmed', 0)} stock openers cut instead of dropped; NER read "
+               f"{m['caps'].get('ner_documents', 0)} documents)")
 
 
 @cli.command(name="filter")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--judge/--no-judge", default=None, help="Score documents with the LLM judge.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@workers_option
 @friendly
 def filter_command(run_dir: Path, progress: bool, **options: Any) -> None:
     """Apply the quality filters (and the optional LLM judge) to RUN_DIR's documents."""
@@ -489,6 +504,7 @@ def filter_command(run_dir: Path, progress: bool, **options: Any) -> None:
                    "corpus (repeatable).")
 @click.option("--builtin-evals/--no-builtin-evals", "builtin_evals", default=None,
               help="Drop documents using the entities of public evaluations listed in prompts/evals/ (default on).")
+@workers_option
 @friendly
 def dedup(run_dir: Path, decontaminate: tuple[Path, ...], builtin_evals: bool | None) -> None:
     """Decontaminate, remove exact and near duplicates and apply diversity caps -> corpus.parquet."""
@@ -512,6 +528,7 @@ def dedup(run_dir: Path, decontaminate: tuple[Path, ...], builtin_evals: bool | 
 @click.option("--format", "formats", multiple=True, help="npy, megatron, nanotron, hf (repeatable).")
 @click.option("--mix", "mixes", multiple=True, help="PATH:RATIO replay text to interleave (repeatable).")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@workers_option
 @friendly
 def pack(run_dir: Path, progress: bool, mixes: tuple[str, ...], **options: Any) -> None:
     """Tokenize and pack RUN_DIR's corpus into shards plus shards/manifest.json."""

@@ -21,7 +21,7 @@ import numpy as np
 
 from sdf.config import Settings
 from sdf.errors import SdfError
-from sdf.executor import BATCH_ROWS, Rejects, StageCounts, apply_steps, extract_answers, run_steps
+from sdf.executor import BATCH_ROWS, Rejects, StageCounts, extract_answers, record, run_steps, texts_of
 from sdf.llm import Backend
 from sdf.llm.engine import RunSummary
 from sdf.llm.ledger import Ledger
@@ -282,6 +282,20 @@ def _judge_filter(run: Run, ledger: Ledger) -> Any:
 # -- dedup -----------------------------------------------------------------------------------------
 
 
+def _dedup_features(state: tuple, batch: list[dict]) -> tuple:
+    """Pass 1 of dedup for one batch (in a worker process): decontamination, then the kept documents'
+    signatures, exact keys and cap rows."""
+    from sdf.executor import run_batch
+    from sdf.steps.dedup.minhash import minhash_signatures
+    from sdf.steps.diversity.caps import cap_features
+
+    steps, dedup_cfg, genres, diversity_cfg = state
+    outcome = run_batch(steps, batch)
+    kept = outcome.kept
+    return (outcome._replace(kept=[d["doc_id"] for d in kept]),
+            *minhash_signatures([d["text"] for d in kept], dedup_cfg), cap_features(kept, genres, diversity_cfg))
+
+
 def dedup_stage(run: Run) -> dict:
     """Decontaminate, drop exact and near duplicates, apply diversity caps; writes corpus.parquet.
 
@@ -294,8 +308,10 @@ def dedup_stage(run: Run) -> dict:
     from sdf.steps.decontam.step import Decontaminate, contamination_summary
     from sdf.steps.dedup.clusters import find_duplicates
     from sdf.steps.dedup.minhash import SignatureTable
-    from sdf.steps.diversity.caps import CapRow, apply_edit, cap_features, decide_caps, renamed_names
+    from sdf.steps.diversity.caps import CapRow, apply_edit, confirm_names, decide_caps, reinterned, renamed_names
     from sdf.steps.diversity.metrics import Tally, diversity_metrics
+    from sdf.steps.diversity.names import preload_ner
+    from sdf.workers import ordered_map
 
     rd, cfg = run.dir, run.settings
     source = rd.require(rd.filtered, "filter")
@@ -307,13 +323,16 @@ def dedup_stage(run: Run) -> dict:
     signatures = SignatureTable(count_rows(source), cfg.dedup)
     removed: set[str] = set()  # decontaminated in pass 1 (and recorded there)
     with Rejects(rd, ["decontaminate", "dedup", "diversity"]) as rejects:
-        for batch in iter_rows(source, batch_size=BATCH_ROWS):
-            kept = apply_steps(batch, steps, rejects, counts)
-            if len(kept) < len(batch):
-                still = {d["doc_id"] for d in kept}
-                removed.update(d["doc_id"] for d in batch if d["doc_id"] not in still)
-            signatures.add([d["text"] for d in kept])
-            table += cap_features(kept, run.catalog.genres, cfg.diversity)
+        batches = iter_rows(source, batch_size=BATCH_ROWS)
+        state = (steps, cfg.dedup, run.catalog.genres, cfg.diversity)
+        # spaCy loads on a thread meanwhile, for the names above the cap
+        for outcome, sig, keys, rows in ordered_map(_dedup_features, batches, state,
+                                                    started=lambda: preload_ner(cfg.diversity)):
+            record(outcome, rejects, counts)
+            removed.update(r["doc_id"] for _, _, _, dropped in outcome.steps for r in dropped)
+            signatures.put(sig, keys)
+            table += (reinterned(r) for r in rows)
+        scanned = len(table)
         ids = [r.doc_id for r in table]
         duplicates = find_duplicates(
             ids, signatures.keys, signatures.signatures,
@@ -325,8 +344,10 @@ def dedup_stage(run: Run) -> dict:
         counts.add("dedup", len(table), len(table) - len(drop), [{"reason": d[1]} for d in drop.values()])
         unique = [r for r in table if r.doc_id not in drop]
         del table
+        names = confirm_names(unique, cfg.diversity, lambda wanted: texts_of(source, wanted), scanned)
+        unique = names.table
         # over-cap names are replaced by unused names from the planner's pool, so the documents are kept
-        caps = decide_caps(unique, cfg.diversity, *name_pools(run.catalog, cfg.run.seed))
+        caps = decide_caps(unique, cfg.diversity, *name_pools(run.catalog, cfg.run.seed), used=names.used)
         counts.add("diversity", len(unique), len(unique) - len(caps.drops),
                    [{"reason": r} for r, _ in caps.drops.values()])
         drop.update((doc_id, ("diversity", reason, detail, None)) for doc_id, (reason, detail) in caps.drops.items())
@@ -357,7 +378,7 @@ def dedup_stage(run: Run) -> dict:
         dedup["decontaminate"] = {"index": index.counts,
                                   **contamination_summary(r for r in rows if r["stage"] == "decontaminate")}
     caps_metrics = {**caps.caps, "renamed": caps.counts.get("renamed", 0),
-                    "opener_trimmed": caps.counts.get("opener_trimmed", 0)}
+                    "opener_trimmed": caps.counts.get("opener_trimmed", 0), **names.counts}
     rd.update_metrics(stages=stages, dedup=dedup, caps=caps_metrics, diversity=diversity)
     first = stages.get("decontaminate", stages["dedup"])
     return {"stages": stages, "input": first["input"], "corpus": tally.documents, "dedup": dedup,

@@ -412,8 +412,8 @@ def dedup_stage(run: Run) -> dict[str, Any]:
     from sdf.steps.decontam.step import Decontaminate, contamination_summary
     from sdf.steps.dedup.clusters import find_duplicates
     from sdf.steps.dedup.minhash import SignatureTable
-    from sdf.steps.diversity.caps import CapRow, decide_caps, interned, opener
-    from sdf.steps.diversity.names import person_names
+    from sdf.steps.diversity.caps import CapRow, confirm_names, decide_caps, interned, opener
+    from sdf.steps.diversity.names import given_names
     from sdf.writers.chat import SftWriter
 
     rd, cfg = run.dir, run.settings
@@ -436,7 +436,7 @@ def dedup_stage(run: Run) -> dict[str, Any]:
             for part, texts in (("user", [c["user"] for c in batch]),
                                 ("reply", [c["deliberation"] + "\n\n" + c["answer"] for c in batch])):
                 parts[part].add(texts)
-            names = person_names([c["user"] + "\n\n" + c["answer"] for c in batch], cfg.diversity)
+            names = given_names([_named_text(c) for c in batch], cfg.diversity)
             table += [CapRow(c["doc_id"], c["quality_score"] or 0.0, True,
                              "" if rewrite else sys.intern(opener(c["user"], cfg.diversity.opener_words)),
                              interned(n)) for c, n in zip(batch, names, strict=True)]
@@ -452,11 +452,13 @@ def dedup_stage(run: Run) -> dict[str, Any]:
         del parts
         counts.add("dedup", len(table), len(table) - len(drop), [{"reason": d[1]} for d in drop.values()])
         unique = [r for r in table if r.doc_id not in drop]
-        caps = decide_caps(unique, cfg.diversity)
+        checked = confirm_names(unique, cfg.diversity, lambda wanted: _named_texts(source, wanted), len(table))
+        caps = decide_caps(checked.table, cfg.diversity, used=checked.used)
         counts.add("diversity", len(unique), len(unique) - len(caps.drops),
                    [{"reason": r} for r, _ in caps.drops.values()])
         drop.update((i, ("diversity", reason, detail, None)) for i, (reason, detail) in caps.drops.items())
-        del table, unique, ids
+        name_counts = checked.counts
+        del table, unique, ids, checked
         with SftWriter(rd) as out:
             for batch in iter_rows(source, batch_size=BATCH_ROWS):
                 for chat in batch:
@@ -471,9 +473,19 @@ def dedup_stage(run: Run) -> dict[str, Any]:
         rows = rd.read_rejects(["stage", "reason", "detail"]).to_pylist()
         dedup["decontaminate"] = {"index": index.counts,
                                   **contamination_summary(r for r in rows if r["stage"] == "decontaminate")}
-    rd.update_metrics(stages=stages, dedup=dedup, caps=caps.caps)
+    rd.update_metrics(stages=stages, dedup=dedup, caps={**caps.caps, **name_counts})
     first = stages.get("decontaminate", stages["dedup"])
     return {"stages": stages, "input": first["input"], "sft": out.rows, "caps": caps.caps}
+
+
+def _named_text(chat: dict[str, Any]) -> str:
+    """The part of a chat whose people the name cap counts: the user's message and the answer."""
+    return chat["user"] + "\n\n" + chat["answer"]
+
+
+def _named_texts(source: Path, wanted: set[str]) -> dict[str, str]:
+    return {c["doc_id"]: _named_text(c) for batch in iter_rows(source, ["doc_id", "user", "answer"], BATCH_ROWS * 4)
+            for c in batch if c["doc_id"] in wanted}
 
 
 # -- pack and report ---------------------------------------------------------------------------------------

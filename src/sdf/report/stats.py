@@ -251,6 +251,8 @@ def _summary(run: RunData, cost: dict[str, Any] | None) -> dict[str, Any]:
         "envelope_missing": _flagged(run.dir.documents, "envelope_missing"),
         "envelope_missing_in_corpus": _flagged(run.dir.corpus, "envelope_missing"),
         "renamed_in_corpus": _flagged(run.dir.corpus, "renamed"),
+        # documents spaCy NER read to confirm over-used names (all of them in the "ner" audit mode)
+        "ner_documents": ((run.metrics or {}).get("caps") or {}).get("ner_documents"),
     }
 
 

@@ -240,6 +240,13 @@ def _mode(form: str, entity: Entity) -> str:
     return "any" if single and entity.rare else "capitals"
 
 
+def _form_pattern(form: str) -> str:
+    """A regex for the form's words with its separators, any whitespace run standing for any other."""
+    parts = re.split(r"(\w+)", form)[1:-1]  # from its first word to its last, as the matcher reads it
+    return "".join(r"\s+".join(re.escape(g) for g in re.split(r"\s+", p)) if i % 2 else re.escape(p)
+                   for i, p in enumerate(parts))
+
+
 class EntityMatcher:
     """Finds which of a set of entities a text uses. Plain data: pickles, and holds no handles."""
 
@@ -255,24 +262,39 @@ class EntityMatcher:
                 self._first.setdefault(words[0].lower(), []).append(_Form(i, form, words, _mode(form, e), solo))
         for forms in self._first.values():
             forms.sort(key=lambda f: -len(f.words))  # longest first: "Kyle Johnson" before "Kyle"
+        # every form as one case-insensitive regex: it only locates where a form may start, and the rules
+        # below decide; so a document is scanned in C, not word by word in Python
+        forms = sorted({f.text for fs in self._first.values() for f in fs}, key=len, reverse=True)
+        self._locate = re.compile(r"(?<!\w)(?:" + "|".join(_form_pattern(f) for f in forms) + r")(?!\w)",
+                                  re.IGNORECASE) if forms else None
 
     def find(self, text: str) -> dict[int, str]:
         """Entity index -> the first spelling of it found in `text`."""
         found: dict[int, str] = {}
-        if not self._first:
+        if self._locate is None:
             return found
-        tokens = list(_WORD.finditer(text))
-        i = 0
-        while i < len(tokens):
+        pos = 0
+        while hit := self._locate.search(text, pos):
+            first = _WORD.match(text, hit.start())
+            forms = self._first.get(first.group().lower(), ()) if first else ()
+            if not first or not forms:
+                pos = hit.start() + 1
+                continue
+            longest = len(forms[0].words)
+            tokens = [first]
+            for tok in _WORD.finditer(text, first.end()):
+                if len(tokens) == longest:
+                    break
+                tokens.append(tok)
             step = 0  # the longest form matching here; every entity spelled that way is found
-            for form in self._first.get(tokens[i].group().lower(), ()):
+            for form in forms:
                 n = len(form.words)
                 if n < step:
                     break
-                if i + n <= len(tokens) and self._matches(text, tokens[i: i + n], form):
-                    found.setdefault(form.entity, text[tokens[i].start(): tokens[i + n - 1].end()])
+                if n <= len(tokens) and self._matches(text, tokens[:n], form):
+                    found.setdefault(form.entity, text[tokens[0].start(): tokens[n - 1].end()])
                     step = n
-            i += max(step, 1)
+            pos = tokens[max(step, 1) - 1].end()
         return found
 
     @staticmethod

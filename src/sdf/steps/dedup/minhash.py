@@ -19,11 +19,11 @@ Candidates, verification and clusters are in ``sdf.steps.dedup.clusters``.
 from __future__ import annotations
 
 import os
-import sys
 import unicodedata
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
@@ -36,15 +36,19 @@ MAX32 = np.uint32(0xFFFFFFFF)  # the signature slot of a text with no words
 HASH_CHARS = 1 << 20  # characters hashed in one pass
 
 
+class _Separators(dict):
+    """str.translate table mapping punctuation, symbols, separators and control characters to a space, and
+    any other character to itself; filled as characters are met (a text uses a few hundred of the 1.1M)."""
+
+    def __missing__(self, cp: int) -> str:
+        cat = unicodedata.category(chr(cp))
+        self[cp] = out = " " if cat[0] in "PSZ" or cat == "Cc" else chr(cp)
+        return out
+
+
 @lru_cache(maxsize=1)
 def _separator_table() -> dict[int, str]:
-    """str.translate table mapping punctuation, symbols, separators and control characters to a space."""
-    table: dict[int, str] = {}
-    for cp in range(sys.maxunicode + 1):
-        cat = unicodedata.category(chr(cp))
-        if cat[0] in "PSZ" or cat == "Cc":
-            table[cp] = " "
-    return table
+    return _Separators()
 
 
 def _prepare(text: str) -> str:
@@ -91,9 +95,17 @@ _CHAR_POWERS = _Powers(_CHAR_BASE)
 _WORD_POWERS = _Powers(_WORD_BASE)
 
 
-def _hash_batch(texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Shingle hashes (uint64, document-major), shingles per document, and a per-document key
-    hashing its whole normalised word sequence (uint64)."""
+class _Words(NamedTuple):
+    """Per-word hashes of a batch of normalised texts, with the prefix sums any k-word shingle hash needs."""
+
+    n_words: np.ndarray  # words per document
+    doc_start: np.ndarray  # index of each document's first word
+    doc_end: np.ndarray
+    wprefix: np.ndarray  # prefix sums of word hash * base**i
+    wdown: np.ndarray  # base**-i
+
+
+def _words(texts: Sequence[str]) -> _Words:
     n = len(texts)
     blob = "\n".join(_prepare(t) for t in texts).encode("utf-8", "surrogatepass")
     buf = np.frombuffer(blob, dtype=np.uint8)
@@ -115,28 +127,46 @@ def _hash_batch(texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray, n
     wup, wdown = _WORD_POWERS.get(len(words) + 1)
     wprefix = np.zeros(len(words) + 1, dtype=_U64)
     np.cumsum(words * wup[: len(words)], out=wprefix[1:])
-    keys = _mix((wprefix[doc_end] - wprefix[doc_start]) * wdown[doc_start] ^ n_words.astype(_U64))
+    return _Words(n_words, doc_start, doc_end, wprefix, wdown)
 
-    per_doc = np.where(n_words >= k, n_words - k + 1, np.minimum(n_words, 1))
-    shingle_doc = np.repeat(np.arange(n), per_doc)
+
+def _shingles(w: _Words, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every k-word shingle hash (document-major) and shingles per document."""
+    per_doc = np.where(w.n_words >= k, w.n_words - k + 1, np.minimum(w.n_words, 1))
+    shingle_doc = np.repeat(np.arange(len(w.n_words)), per_doc)
     first = np.cumsum(per_doc) - per_doc
-    lo = np.arange(len(shingle_doc)) - first[shingle_doc] + doc_start[shingle_doc]
-    hi = np.minimum(lo + k, doc_end[shingle_doc])
-    shingles = _mix((wprefix[hi] - wprefix[lo]) * wdown[lo])
+    lo = np.arange(len(shingle_doc)) - first[shingle_doc] + w.doc_start[shingle_doc]
+    hi = np.minimum(lo + k, w.doc_end[shingle_doc])
+    return _mix((w.wprefix[hi] - w.wprefix[lo]) * w.wdown[lo]), per_doc
+
+
+def _hash_batch(texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shingle hashes (uint64, document-major), shingles per document, and a per-document key
+    hashing its whole normalised word sequence (uint64)."""
+    w = _words(texts)
+    keys = _mix((w.wprefix[w.doc_end] - w.wprefix[w.doc_start]) * w.wdown[w.doc_start] ^ w.n_words.astype(_U64))
+    shingles, per_doc = _shingles(w, k)
     return shingles, per_doc, keys
+
+
+def _runs(texts: Sequence[str]) -> Iterator[Sequence[str]]:
+    """Consecutive runs of texts of at most HASH_CHARS characters (a longer text alone), at least one."""
+    start = 0
+    while start < len(texts) or start == 0:
+        end, chars = start, 0
+        while end < len(texts) and (end == start or chars + len(texts[end]) <= HASH_CHARS):
+            chars += len(texts[end])
+            end += 1
+        yield texts[start:end]
+        if end >= len(texts):
+            return
+        start = end
 
 
 def _hash_texts(texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`_hash_batch` over runs of at most HASH_CHARS characters, so the working arrays (about 40 bytes
     per character) and the cached powers stay small however large the batch."""
-    parts, start = [], 0
-    while start < len(texts) or not parts:
-        end, chars = start, 0
-        while end < len(texts) and (end == start or chars + len(texts[end]) <= HASH_CHARS):
-            chars += len(texts[end])
-            end += 1
-        parts.append(_hash_batch(texts[start:end], k))
-        start = end
+    parts = [_hash_batch(run, k) for run in _runs(texts)]
     if len(parts) == 1:
         return parts[0]
     shingles, per_doc, keys = (np.concatenate(p) for p in zip(*parts, strict=True))
@@ -151,6 +181,20 @@ def shingle_hashes(texts: Sequence[str], k: int = 5) -> tuple[np.ndarray, np.nda
     """
     hashes, per_doc, _ = _hash_texts(texts, k)
     return hashes, np.concatenate(([0], np.cumsum(per_doc))).astype(np.int64)
+
+
+def ngram_hashes(texts: Sequence[str], ns: Sequence[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """`shingle_hashes(texts, n)` for each n, normalising and hashing each run of texts' words once."""
+    parts: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {n: [] for n in ns}
+    for run in _runs(texts):
+        w = _words(run)
+        for n in ns:
+            parts[n].append(_shingles(w, n))
+    out = {}
+    for n, found in parts.items():
+        per_doc = np.concatenate([p for _, p in found])
+        out[n] = np.concatenate([h for h, _ in found]), np.concatenate(([0], np.cumsum(per_doc))).astype(np.int64)
+    return out
 
 
 class _Permutations:
@@ -223,8 +267,11 @@ class SignatureTable:
         self._keys = np.empty(capacity, dtype=_U64)
 
     def add(self, texts: Sequence[str]) -> None:
-        sig, key = minhash_signatures(texts, self.cfg)
-        end = self.rows + len(texts)
+        self.put(*minhash_signatures(texts, self.cfg))
+
+    def put(self, sig: np.ndarray, key: np.ndarray) -> None:
+        """Append signatures and keys computed elsewhere (in a worker process)."""
+        end = self.rows + len(key)
         if end > len(self._keys):
             raise ValueError(f"signature table holds {len(self._keys)} documents; {end} were added")
         self._sigs[self.rows : end] = sig

@@ -26,7 +26,7 @@ import math
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -36,7 +36,7 @@ from sdf.config import DiversityConfig
 from sdf.run import quality_of, reject_row
 from sdf.steps import GenreLike
 from sdf.steps.dedup.minhash import normalize_text
-from sdf.steps.diversity.names import people
+from sdf.steps.diversity.names import confirm_people, evidence, name_candidates, people, planned_people
 
 FIRST_SENTENCE = re.compile(r"\s*(.{12,300}?[.!?])(?=\s)", re.DOTALL)
 MIN_WORDS_AFTER_TRIM = 40  # a stock opener is trimmed only when a document remains behind it
@@ -66,6 +66,16 @@ class CapRow(NamedTuple):
     trim: int = 0  # characters to cut to remove that sentence
     next_opener: str = ""  # the opener once it is cut
     words_after_trim: int = 0
+    planned: tuple[str, ...] = ()  # names the plan gave this document that its text uses: known names, no NER
+
+
+class NameCheck(NamedTuple):
+    """The table with each row's names cut to confirmed ones, the names any document uses (candidates
+    included: replacements avoid them all), and counts for metrics.json."""
+
+    table: list[CapRow]
+    used: frozenset[str]
+    counts: dict[str, Any]
 
 
 class Edit(NamedTuple):
@@ -120,6 +130,13 @@ def interned(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(sys.intern(n) for n in names)
 
 
+def reinterned(row: CapRow) -> CapRow:
+    """A row that crossed a process boundary, its strings interned again (unpickling makes new copies)."""
+    return row._replace(opener=sys.intern(row.opener), next_opener=sys.intern(row.next_opener),
+                        names=interned(row.names), surnames=interned(row.surnames), unsafe=interned(row.unsafe),
+                        planned=interned(row.planned))
+
+
 def sentence_key(sentence: str) -> int:
     """A nonzero 64-bit hash of a normalised first sentence; 0 stands for no sentence."""
     return (xxhash.xxh64_intdigest(sentence.encode()) or 1) if sentence else 0
@@ -130,24 +147,79 @@ def cap_features(batch: Sequence[Mapping[str, Any]], genres: Mapping[str, GenreL
     """The per-document rows the caps decide on: doc_id, score, fiction, opener, its first sentence and
     what follows it, names and surnames, and the names that cannot be renamed safely (also ordinary words)."""
     texts = [str(d.get("text") or "") for d in batch]
-    found = people(texts, cfg) if texts else []
+    words = [_WHOLE_WORD.findall(text) for text in texts]
+    if cfg.names == "ner":
+        found = people(texts, cfg) if texts else []
+        planned: list[set[str]] = [set() for _ in texts]
+    else:
+        found, planned = [], []
+        for d, text, present in zip(batch, texts, words, strict=True):
+            given, surnames = name_candidates(text)
+            plan_given, plan_surnames = planned_people(d.get("names"), set(present))
+            given |= plan_given
+            found.append((sorted(given), sorted((surnames | plan_surnames) - given)))
+            planned.append(plan_given | plan_surnames)
     rows = []
-    for d, text, (given, surnames) in zip(batch, texts, found, strict=True):
+    for d, text, (given, surnames), plan, present in zip(batch, texts, found, planned, words, strict=True):
         sentence, cut = first_sentence(text)
         rest = text[cut:]
+        written = set(present)
         rows.append(CapRow(
             str(d["doc_id"]), quality_of(d), is_fiction(d, genres), sys.intern(opener(text, cfg.opener_words)),
             interned(given), interned(surnames),
-            interned(sorted(n for n in {*given, *surnames} if _lowercase_use(text, n))),
+            interned(sorted(n for n in {*given, *surnames} if _ordinary(n, written))),
             sentence=sentence_key(sentence), trim=cut,
             next_opener=sys.intern(opener(rest.lstrip(), cfg.opener_words)) if cut else "",
-            words_after_trim=len(rest.split()) if cut else 0))
+            words_after_trim=len(rest.split()) if cut else 0, planned=interned(sorted(plan))))
     return rows
 
 
-def _lowercase_use(text: str, name: str) -> bool:
-    """The name is also an ordinary word in the text (Hope, Grace, Will): a rename would change its meaning."""
-    return any(m.group(0)[0].islower() for m in _word(name).finditer(text))
+def _ordinary(name: str, written: set[str]) -> bool:
+    """The name is also an ordinary lower-case word in the text (Hope, Grace, Will): renaming it would change
+    the meaning of that word, since a rename replaces every form of the name."""
+    return name.lower() in written or name[:1].lower() + name[1:] in written
+
+
+_WHOLE_WORD = re.compile(r"(?<![\w'’-])[^\W\d_]+(?![\w-])")  # where a name can match (see _word)
+
+
+def _rank(doc_id: str) -> int:
+    return xxhash.xxh64_intdigest(doc_id.encode())
+
+
+def confirm_names(table: Sequence[CapRow], cfg: DiversityConfig,
+                  read_texts: Callable[[set[str]], Mapping[str, str]], scanned: int | None = None) -> NameCheck:
+    """Candidate names (``names = "candidates"``) that the caps could act on, confirmed by NER.
+
+    A candidate in more documents than the name cap is a suspect; NER reads the context of the name in up to
+    ``ner_sample`` of the documents where the plan did not give it (lowest doc_id hash first), fetched with
+    ``read_texts(doc_ids)``, and confirms it when it tags a person's name there in at least half of them. Each
+    row keeps its planned names and its confirmed suspects. In ``"ner"`` mode the rows are already NER's, and
+    NER read every one of the ``scanned`` documents."""
+    used = frozenset(n for r in table for n in (*r.names, *r.surnames))
+    if cfg.names == "ner":
+        return NameCheck(list(table), used, {"names": "ner", "ner_documents": len(table) if scanned is None
+                                             else scanned})
+    cap = name_cap(len(table), cfg)
+    uses: Counter[tuple[str, str]] = Counter(
+        (kind, n) for r in table for kind in ("names", "surnames") for n in getattr(r, kind))
+    suspects = {key for key, n in uses.items() if n > cap}
+    sample: dict[tuple[str, str], list[tuple[int, str]]] = {key: [] for key in suspects}
+    for r in table:  # the ner_sample unplanned uses of each suspect with the lowest doc_id hash
+        for kind in ("names", "surnames"):
+            for n in getattr(r, kind):
+                if (kind, n) in sample and n not in r.planned:
+                    sample[(kind, n)].append((_rank(r.doc_id), r.doc_id))
+    sample = {key: sorted(ids)[: cfg.ner_sample] for key, ids in sample.items() if ids}
+    wanted = {doc_id for ids in sample.values() for _, doc_id in ids}
+    texts = read_texts(wanted) if wanted else {}
+    found = {key: [evidence(texts[doc_id], key[1], key[0]) for _, doc_id in ids] for key, ids in sample.items()}
+    confirmed = confirm_people(found, cfg) if found else set()
+    rows = [r._replace(names=tuple(n for n in r.names if n in r.planned or ("names", n) in confirmed),
+                       surnames=tuple(n for n in r.surnames if n in r.planned or ("surnames", n) in confirmed))
+            for r in table]
+    return NameCheck(rows, used, {"names": "candidates", "ner_documents": len(wanted), "name_suspects": len(suspects),
+                                  "names_confirmed": len(confirmed)})
 
 
 def _stock_sentences(table: Sequence[CapRow], cap: int | None) -> set[int]:
@@ -160,15 +232,15 @@ def _stock_sentences(table: Sequence[CapRow], cap: int | None) -> set[int]:
 
 
 def decide_caps(table: Sequence[CapRow], cfg: DiversityConfig, given_pool: Sequence[str] = (),
-                surname_pool: Sequence[str] = ()) -> CapDecision:
+                surname_pool: Sequence[str] = (), used: Iterable[str] | None = None) -> CapDecision:
     """Which documents of the feature table are renamed, trimmed or dropped (rule in the module docstring).
 
     ``given_pool`` and ``surname_pool`` are replacement names in the order to use them (the planner's);
-    names some document already uses are skipped.
+    names some document already uses (``used``, default: the table's) are skipped.
     """
     cap_names = name_cap(len(table), cfg)
     opener_cap = cap_for(cfg.opener_share, len(table), cfg)
-    used = {n for r in table for n in (*r.names, *r.surnames)}
+    used = set(used) if used is not None else {n for r in table for n in (*r.names, *r.surnames)}
     pools = {"names": _unused(given_pool, used), "surnames": _unused(surname_pool, used)}
     del used
     stock = _stock_sentences(table, opener_cap)
@@ -268,8 +340,10 @@ def apply_caps(docs: Iterable[Mapping[str, Any]], genres: Mapping[str, GenreLike
     order, with their edits applied; dropped ones become rejected rows with stage "diversity"."""
     cfg = cfg or DiversityConfig()
     docs = list(docs)
-    table = cap_features(docs, genres, cfg)
-    decision = decide_caps(table, cfg, given_pool, surname_pool)
+    texts = {str(d["doc_id"]): str(d.get("text") or "") for d in docs}
+    check = confirm_names(cap_features(docs, genres, cfg), cfg, lambda ids: texts)
+    table = check.table
+    decision = decide_caps(table, cfg, given_pool, surname_pool, check.used)
     kept, rejected, names = [], [], {}
     for doc, row in zip(docs, table, strict=True):
         if row.doc_id in decision.drops:

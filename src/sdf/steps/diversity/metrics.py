@@ -7,13 +7,14 @@ import sys
 import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import xxhash
 
 from sdf.config import DiversityConfig
-from sdf.steps.dedup.minhash import shingle_hashes
+from sdf.steps.dedup.minhash import ngram_hashes
 from sdf.steps.diversity.caps import opener
 from sdf.steps.diversity.names import person_names
 
@@ -78,23 +79,33 @@ def corpus_metrics(docs: Sequence[Mapping[str, Any]], genre_targets: Mapping[str
     return diversity_metrics(tally, genre_targets)
 
 
-def _distinct_n(texts: Sequence[str], n: int, word_counts: np.ndarray) -> float | None:
-    hashes, offsets = shingle_hashes(texts, n)
+def _distinct(values: np.ndarray) -> int:
+    """How many distinct values (a sort: numpy's hashing unique is slower on large uint64 arrays)."""
+    return int(np.count_nonzero(np.diff(np.sort(values)))) + 1 if len(values) else 0
+
+
+def _distinct_n(grams: tuple[np.ndarray, np.ndarray], n: int, word_counts: np.ndarray) -> float | None:
+    hashes, offsets = grams
     full = np.repeat(word_counts >= n, np.diff(offsets))  # drop the one short shingle of texts under n words
-    grams = hashes[full]
-    return round(len(np.unique(grams)) / len(grams), 4) if len(grams) else None
+    kept = hashes[full]
+    return round(_distinct(kept) / len(kept), 4) if len(kept) else None
 
 
-def _self_repetition(texts: Sequence[str], n: int = 4) -> float | None:
+def _self_repetition(grams: tuple[np.ndarray, np.ndarray]) -> float | None:
     """Mean over documents of the share of a document's distinct n-grams found in any other document."""
-    hashes, offsets = shingle_hashes(texts, n)
-    per_doc = [np.unique(hashes[offsets[i] : offsets[i + 1]]) for i in range(len(texts))]
-    sizes = np.array([len(u) for u in per_doc])
-    if len(texts) < 2 or not sizes.sum():
+    hashes, offsets = grams
+    docs = len(offsets) - 1
+    if docs < 2 or not len(hashes):
         return None
-    _, inverse, df = np.unique(np.concatenate(per_doc), return_inverse=True, return_counts=True)
-    owner = np.repeat(np.arange(len(texts)), sizes)
-    shared = np.bincount(owner, weights=(df[inverse] > 1).astype(float), minlength=len(texts))
+    owner = np.repeat(np.arange(docs), np.diff(offsets))
+    order = np.lexsort((owner, hashes))  # by n-gram, then document
+    h, o = hashes[order], owner[order]
+    first = np.r_[True, (h[1:] != h[:-1]) | (o[1:] != o[:-1])]  # each (n-gram, document) once
+    h, o = h[first], o[first]
+    sizes = np.bincount(o, minlength=docs)
+    starts = np.flatnonzero(np.r_[True, h[1:] != h[:-1]])
+    df = np.diff(np.r_[starts, len(h)])  # documents per distinct n-gram
+    shared = np.bincount(o, weights=np.repeat(df > 1, df).astype(float), minlength=docs)
     has = sizes > 0
     return round(float((shared[has] / sizes[has]).mean()), 4)
 
@@ -128,9 +139,15 @@ def diversity_metrics(tally: Tally, genre_targets: Mapping[str, float]) -> dict[
     - genre_mix {genre: {target, actual, count}}: targets normalised to shares.
     """
     cfg, texts = tally.cfg, tally.sample.texts()
-    _, word_offsets = shingle_hashes(texts, 1)
-    word_counts = np.diff(word_offsets)
     joined = "\n\n".join(texts).encode("utf-8")
+    with ThreadPoolExecutor(1) as pool:  # zlib releases the GIL: it compresses while numpy counts n-grams
+        compressed = pool.submit(lambda: len(zlib.compress(joined, 6)) if joined else 0)
+        grams = ngram_hashes(texts, (1, 2, 3, 4))
+        word_counts = np.diff(grams[1][1])
+        distinct = {str(n): _distinct_n(grams[n], n, word_counts) for n in range(1, 5)}
+        repetition = _self_repetition(grams[4])
+        del grams
+        compressed_bytes = compressed.result()
 
     name_docs = tally.names
     if name_docs is None:
@@ -153,9 +170,9 @@ def diversity_metrics(tally: Tally, genre_targets: Mapping[str, float]) -> dict[
     return {
         "documents": documents,
         "sample_documents": len(texts),
-        "distinct_n": {str(n): _distinct_n(texts, n, word_counts) for n in range(1, 5)},
-        "compression_ratio": round(len(joined) / len(zlib.compress(joined, 6)), 4) if joined else None,
-        "self_repetition": _self_repetition(texts),
+        "distinct_n": distinct,
+        "compression_ratio": round(len(joined) / compressed_bytes, 4) if joined else None,
+        "self_repetition": repetition,
         "name_entropy": _entropy_bits(name_docs),
         "top_names": _top(name_docs, cfg.top_k),
         "top_openers": _top(openers, cfg.top_k),

@@ -26,6 +26,7 @@ class JudgeFilter:
     """Drop documents scored below `min_score` (judge_low) or with no score (judge_missing)."""
 
     stage = "judge"
+    in_process = True  # score_of reads the run's ledger, an SQLite connection that must not cross a fork
 
     def __init__(self, score_of: Callable[[dict[str, Any]], tuple[float | None, str]], min_score: float) -> None:
         self.score_of, self.min_score = score_of, min_score  # score_of(doc) -> (score or None, request status)

@@ -255,11 +255,17 @@ _EN_FUNCTION_WORDS = frozenset(
 _LETTER_RUN = re.compile(r"[^\W\d_]+")
 
 
-def language_detail(text: str, cfg: QualityConfig) -> str | None:
-    """Too few English function words for English prose (stopword ratio, cheap and dependency-free)."""
+def letter_words(text: str) -> list[str]:
+    """The lower-cased letter runs of a text: the one word split the language and repetition rules share."""
+    return _LETTER_RUN.findall(text.lower())
+
+
+def language_detail(text: str, cfg: QualityConfig, words: list[str] | None = None) -> str | None:
+    """Too few English function words for English prose (stopword ratio, cheap and dependency-free);
+    ``words`` is `letter_words(text)` when the caller has it."""
     if cfg.language != "en":
         return None
-    tokens = _LETTER_RUN.findall(text.lower())
+    tokens = letter_words(text) if words is None else words
     if len(tokens) < cfg.language_min_words:
         return None
     ratio = sum(t in _EN_FUNCTION_WORDS for t in tokens) / len(tokens)
@@ -288,7 +294,8 @@ def _duplicate_shares(items: list[str]) -> tuple[float, float]:
 
 
 def repetition_stats(
-    text: str, top_ns: Iterable[int] = (2, 3, 4), dup_ns: Iterable[int] = range(5, 11)
+    text: str, top_ns: Iterable[int] = (2, 3, 4), dup_ns: Iterable[int] = range(5, 11),
+    words: list[str] | None = None,
 ) -> dict[str, float]:
     """Gopher-style repetition measures (Rae et al. 2021), our implementation:
 
@@ -303,7 +310,7 @@ def repetition_stats(
     stats: dict[str, float] = {}
     stats["dup_line_frac"], stats["dup_line_char_frac"] = _duplicate_shares(lines)
     stats["dup_para_frac"], stats["dup_para_char_frac"] = _duplicate_shares(paras)
-    words = _LETTER_RUN.findall(text.lower()) or []
+    words = letter_words(text) if words is None else words
     vocab: dict[str, int] = {}
     ids = np.array([vocab.setdefault(w, len(vocab)) for w in words], dtype=np.uint64)
     lengths = np.array([len(w) for w in words], dtype=np.int64)
@@ -334,11 +341,11 @@ def repetition_stats(
     return stats
 
 
-def repetition_detail(text: str, cfg: QualityConfig) -> str | None:
+def repetition_detail(text: str, cfg: QualityConfig, words: list[str] | None = None) -> str | None:
     """The first repetition measure above its threshold."""
     top = {int(k): v for k, v in cfg.max_top_ngram_char_frac.items()}
     dup = {int(k): v for k, v in cfg.max_dup_ngram_char_frac.items()}
-    stats = repetition_stats(text, top, dup)
+    stats = repetition_stats(text, top, dup, words)
     limits = {
         "dup_line_frac": cfg.max_dup_line_frac,
         "dup_para_frac": cfg.max_dup_para_frac,
@@ -363,16 +370,17 @@ def load_slop_phrases(path: Path) -> list[str]:
 
 
 def slop_pattern(phrases: Iterable[str]) -> re.Pattern[str] | None:
-    """One case-insensitive regex for all phrases; a trailing '*' on a word matches any ending."""
+    """One regex for all phrases, to run on lower-cased text (the phrases are lower case, so no case-insensitive
+    matching is needed); a trailing '*' on a word matches any ending."""
 
     def one(phrase: str) -> str:
-        parts = [re.escape(w[:-1]) + r"\w*" if w.endswith("*") else re.escape(w) for w in phrase.split()]
+        parts = [re.escape(w[:-1]) + r"\w*" if w.endswith("*") else re.escape(w) for w in phrase.lower().split()]
         return r"\s+".join(parts)
 
     alternatives = sorted({one(p) for p in phrases if p.strip()}, key=len, reverse=True)
     if not alternatives:
         return None
-    return re.compile(r"\b(?:" + "|".join(alternatives) + r")\b", re.IGNORECASE)
+    return re.compile(r"\b(?:" + "|".join(alternatives) + r")\b")
 
 
 @lru_cache(maxsize=8)
@@ -382,19 +390,15 @@ def _slop_for(slop_file: str) -> re.Pattern[str] | None:
 
 def slop_hits(text: str, cfg: QualityConfig) -> Counter[str]:
     """Slop phrases found in the text, lowercased, with counts."""
-    return Counter(dict(_slop_hits(text, cfg.slop_file)))
-
-
-@lru_cache(maxsize=64)  # the rule and the quality score both ask, for the same text, one after the other
-def _slop_hits(text: str, slop_file: str) -> tuple[tuple[str, int], ...]:
-    pattern = _slop_for(slop_file)
+    pattern = _slop_for(cfg.slop_file)
     if pattern is None:
-        return ()
-    return tuple(Counter(" ".join(m.group(0).lower().split()) for m in pattern.finditer(_plain(text))).items())
+        return Counter()
+    return Counter(" ".join(m.group(0).split()) for m in pattern.finditer(_plain(text).lower()))
 
 
-def slop_detail(text: str, cfg: QualityConfig) -> str | None:
-    hits = slop_hits(text, cfg)
+def slop_detail(text: str, cfg: QualityConfig, hits: Counter[str] | None = None) -> str | None:
+    """Too many stock phrases per 1,000 words; ``hits`` is `slop_hits(text, cfg)` when the caller has it."""
+    hits = slop_hits(text, cfg) if hits is None else hits
     total = sum(hits.values())
     density = 1000 * total / max(1, _words(text))
     if total < cfg.slop_min_hits or density <= cfg.slop_max_per_1k:
@@ -414,16 +418,21 @@ def check_document(
     Returns (text, None, detail) when it passes, where text may be stripped of meta commentary and
     detail then lists what was stripped; or (None, reason, detail) when a rule rejects it.
     """
-    cfg = cfg or QualityConfig()
+    return _check(doc, genre, cfg or QualityConfig())[:3]
+
+
+def _check(doc: Mapping[str, Any], genre: GenreLike | None, cfg: QualityConfig
+           ) -> tuple[str | None, str | None, str, int]:
+    """`check_document`, plus the slop hits of a kept text (what its quality score needs), found once."""
     on = set(RULES) - set(cfg.skip_rules)
     text = str(doc.get("text") or "")
     fiction = bool(genre.fiction) if genre is not None else False
     min_words = genre.min_words if genre is not None else None
     if not text.strip():
-        return None, "too_short", "empty document"
+        return None, "too_short", "empty document", 0
 
     if "refusal" in on and (d := refusal_detail(text, fiction, min_words, cfg)):
-        return None, "refusal", d
+        return None, "refusal", d, 0
     note = ""
     if "meta_commentary" in on:
         stripped, removed = strip_meta(text, cfg)
@@ -431,26 +440,28 @@ def check_document(
             left = _words(stripped)
             shown = " | ".join(r[:60] for r in removed)
             if left < cfg.meta_min_remaining_words:
-                return None, "meta_commentary", f"only {left} words besides meta commentary: {shown}"
+                return None, "meta_commentary", f"only {left} words besides meta commentary: {shown}", 0
             text, note = stripped, f"stripped meta: {shown}"
     if "placeholder" in on and (d := placeholder_detail(text)):
-        return None, "placeholder", d
+        return None, "placeholder", d, 0
     if "truncated" in on and (d := truncation_detail(text, doc.get("stop_reason"), cfg)):
-        return None, "truncated", d
+        return None, "truncated", d, 0
     if "length" in on and genre is not None:
         n = _words(text)
         low, high = genre.min_words * cfg.length_low, genre.max_words * cfg.length_high
         if n < low:
-            return None, "too_short", f"{n} words < {low:g} ({genre.name}: min_words x {cfg.length_low})"
+            return None, "too_short", f"{n} words < {low:g} ({genre.name}: min_words x {cfg.length_low})", 0
         if n > high:
-            return None, "too_long", f"{n} words > {high:g} ({genre.name}: max_words x {cfg.length_high})"
-    if "language" in on and (d := language_detail(text, cfg)):
-        return None, "wrong_language", d
-    if "repetition" in on and (d := repetition_detail(text, cfg)):
-        return None, "repetition", d
-    if "slop" in on and (d := slop_detail(text, cfg)):
-        return None, "slop", d
-    return text, None, note
+            return None, "too_long", f"{n} words > {high:g} ({genre.name}: max_words x {cfg.length_high})", 0
+    words = letter_words(text) if {"language", "repetition"} & on else None
+    if "language" in on and (d := language_detail(text, cfg, words)):
+        return None, "wrong_language", d, 0
+    if "repetition" in on and (d := repetition_detail(text, cfg, words)):
+        return None, "repetition", d, 0
+    hits = slop_hits(text, cfg)
+    if "slop" in on and (d := slop_detail(text, cfg, hits)):
+        return None, "slop", d, 0
+    return text, None, note, sum(hits.values())
 
 
 def filter_documents(
@@ -458,8 +469,14 @@ def filter_documents(
 ) -> QualityResult:
     """Run ``check_document`` over documents. Kept ones are copies with the (possibly stripped) text;
     counts has input, kept, meta_stripped, unknown_genre and one entry per rejection reason."""
-    cfg = cfg or QualityConfig()
+    return _filter(docs, genres, cfg or QualityConfig())[0]
+
+
+def _filter(docs: Iterable[Mapping[str, Any]], genres: Mapping[str, GenreLike], cfg: QualityConfig
+            ) -> tuple[QualityResult, list[int]]:
+    """`filter_documents`, plus the slop hits of each kept document."""
     kept: list[dict[str, Any]] = []
+    slop: list[int] = []
     rejected: list[dict[str, Any]] = []
     counts: Counter[str] = Counter()
     for doc in docs:
@@ -467,7 +484,7 @@ def filter_documents(
         genre = genres.get(str(doc.get("genre")))
         if genre is None:
             counts["unknown_genre"] += 1
-        text, reason, detail = check_document(doc, genre, cfg)
+        text, reason, detail, hits = _check(doc, genre, cfg)
         if reason is not None:
             counts[reason] += 1
             rejected.append(reject_row(doc, "quality", reason, detail))
@@ -475,8 +492,9 @@ def filter_documents(
         if text != doc.get("text"):
             counts["meta_stripped"] += 1
         kept.append({**doc, "text": text})
+        slop.append(hits)
     counts["kept"] = len(kept)
-    return QualityResult(kept, rejected, dict(counts))
+    return QualityResult(kept, rejected, dict(counts)), slop
 
 
 class QualityFilter:
@@ -489,11 +507,11 @@ class QualityFilter:
         self.genres, self.cfg = genres, cfg
 
     def __call__(self, batch: list[dict[str, Any]]) -> StepResult:
-        result = filter_documents(batch, self.genres, self.cfg)
+        result, slop = _filter(batch, self.genres, self.cfg)
         kept = []
-        for doc in result.kept:
+        for doc, hits in zip(result.kept, slop, strict=True):
             words = max(1, len(doc["text"].split()))
-            slop_per_1k = sum(slop_hits(doc["text"], self.cfg).values()) * 1000 / words
+            slop_per_1k = hits * 1000 / words
             score = max(0.0, 1.0 - slop_per_1k / self.cfg.slop_max_per_1k)
             kept.append({**doc, "quality_score": round(score, 4), "judge_score": None})
         return StepResult(kept, result.rejected)

@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sdf import workers
 from sdf.errors import SdfError
 
 EOS_CANDIDATES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|eos|>", "[SEP]")
@@ -104,7 +105,7 @@ class TiktokenTokenizer(Tokenizer):
         eos_id = encoding._special_tokens.get("<|endoftext|>")
         super().__init__(name, name, encoding.n_vocab, eos_id, None, _ranks_sha256(encoding._mergeable_ranks))
         self.encoding = encoding
-        self.threads = max(1, os.cpu_count() or 1)
+        self.threads = workers.count()  # --workers, else the CPU count
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return self.encoding.encode_ordinary_batch(texts, num_threads=self.threads)

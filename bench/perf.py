@@ -1,0 +1,247 @@
+"""CPU performance of the stages after generation, each figure a ratio or a bound, in one run; no API.
+
+    .venv/bin/python bench/perf.py [--docs 1000] [--words 1000] [--skip-datatrove]
+
+1. `sdf dedup` on N and 4N documents of about `--words` words, timed as a fresh `sdf dedup RUN` process
+   (process start included): docs/s (target >= 300 at N = 1,000), the time ratio 4N / N (target
+   <= 4.4), the share of documents NER read, and whether the caps caught the planted over-used name
+   (a given name and surname the plan never dealt, in 10% of the documents).
+2. The workers' scaling: `sdf filter` and `sdf pack` with `--workers 1` and `--workers 2` on 4N documents
+   (target >= 1.7x on two cores), and that the outputs are byte-identical.
+3. The quality filter against datatrove's Gopher quality, Gopher repetition, C4 and FineWeb filters on
+   the same documents (target: at least as fast); needs the `bench` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+CONSTITUTION = ROOT / "tests" / "data" / "fixture_constitution.md"
+TOKENIZER = ROOT / "tests" / "data" / "tokenizer.json"
+PLANTED = ("Elara", "Voss")  # the model's favourite name, never dealt by the plan
+PLANTED_SHARE = 0.10
+_SAYINGS = ("{n} looked at the notes again and frowned.", "Later, {n} said the numbers did not add up.",
+            "It was {n} who first noticed the change.", "Nobody argued with {n} after that.",
+            "By evening {n} had written three pages.")
+
+
+def settings():  # noqa: ANN201 - sdf.config.Settings, imported late so the parent stays light
+    from sdf.config import load_settings
+
+    return load_settings(None, {"run.variables": {"model_name": "Orin"}, "pack.tokenizer": str(TOKENIZER),
+                                "pack.formats": ["npy", "megatron"]})
+
+
+def named_text(rng: random.Random, body: str, people: list[tuple[str, str]]) -> str:
+    """The body with its people introduced by full name early on and mentioned by given name later."""
+    paragraphs = body.split("\n\n")
+    for k, (first, last) in enumerate(people):
+        at = min(k, len(paragraphs) - 1)
+        paragraphs[at] = f"{first} {last} had come to the harbour that spring. " + paragraphs[at]
+        for _ in range(3):
+            j = rng.randrange(len(paragraphs))
+            paragraphs[j] += " " + rng.choice(_SAYINGS).format(n=first)
+    return "\n\n".join(paragraphs)
+
+
+def write_documents(run_dir: Path, docs: int, words: int) -> None:
+    """documents.parquet: `docs` documents, each with its planned people; 2% exact and 2% near copies, and
+    PLANTED in PLANTED_SHARE of them besides their own people."""
+    from fake_anthropic import _document_body
+
+    from sdf.products.context import create_run
+    from sdf.run import DOCUMENT_SCHEMA, TableWriter
+    from sdf.source.plan import name_pools
+
+    run = create_run(settings(), CONSTITUTION, run_dir)
+    given, surnames = name_pools(run.catalog, 0)
+    sections = [s.id for s in run.constitution.sections]
+    genres = list(run.catalog.genres.values())
+    rng = random.Random(docs)
+    recent: list[str] = []
+    with TableWriter(run.dir.documents, DOCUMENT_SCHEMA) as out:
+        batch = []
+        for i in range(docs):
+            genre = genres[i % len(genres)]
+            target = max(genre.min_words, min(genre.max_words, int(rng.gauss(words, words / 5))))
+            people = [(rng.choice(given), rng.choice(surnames)) for _ in range(3 if genre.fiction else 2)]
+            roll = rng.random()
+            if recent and roll < 0.02:
+                text = rng.choice(recent)  # exact copy
+            elif recent and roll < 0.04:
+                text = rng.choice(recent).replace(" the ", " a ", 3)  # near copy
+            else:
+                body = _document_body(rng, [genre.title.lower(), rng.choice(sections), "the harbour"], target)
+                cast = people + [PLANTED] if rng.random() < PLANTED_SHARE else people
+                text = named_text(rng, body, cast)
+            recent = (recent + [text])[-50:]
+            batch.append({"doc_id": f"{i:07d}", "genre": genre.name, "section_id": rng.choice(sections),
+                          "section_title": "", "names": [f"{a} {b}" for a, b in people], "target_words": target,
+                          "text": text, "stop_reason": "end_turn", "model": "bench", "cost_usd": 0.01})
+            if len(batch) == 1000:
+                out.write(batch)
+                batch = []
+        out.write(batch)
+
+
+CPU: list[float] = []  # CPU seconds (user + sys, its workers included) of each `sdf` process, in order
+
+
+def sdf(*args: str) -> float:
+    """Seconds a fresh `sdf ...` process takes, start to exit (its CPU seconds go to CPU)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "sdf", *args], check=True, capture_output=True, text=True,
+                   env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return elapsed
+
+
+def make_run(tmp: Path, docs: int, words: int) -> Path:
+    run_dir = tmp / f"run{docs}"
+    subprocess.run([sys.executable, __file__, "--child", str(run_dir), str(docs), str(words)], check=True)
+    return run_dir
+
+
+def digest(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def dedup_figures(tmp: Path, docs: int, words: int, extra: list[str]) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    out = []
+    for n in (docs, 4 * docs):
+        run_dir = make_run(tmp, n, words)
+        sdf("filter", str(run_dir), "--no-progress", *extra)
+        seconds = min(sdf("dedup", str(run_dir), *extra) for _ in range(3))
+        cpu = min(CPU[-3:])
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        corpus = pq.read_table(run_dir / "corpus.parquet", columns=["text"]).column("text").to_pylist()
+        planted = sum(PLANTED[0] in t for t in corpus)
+        out.append({"docs": n, "run": run_dir, "seconds": seconds, "cpu": cpu, "caps": metrics["caps"],
+                    "input": metrics["stages"]["dedup"]["input"], "planted_left": planted,
+                    "planted_renamed": metrics["caps"].get("renamed", 0)})
+    return out
+
+
+def worker_figures(run_dir: Path) -> dict:
+    times: dict[str, dict[int, float]] = {"filter": {}, "pack": {}}
+    cpu: dict[str, dict[int, float]] = {"filter": {}, "pack": {}}
+    digests: dict[int, tuple[str, str]] = {}
+    for workers in (1, 2):
+        times["filter"][workers] = sdf("filter", str(run_dir), "--no-progress", "--workers", str(workers))
+        cpu["filter"][workers] = CPU[-1]
+        filtered = digest([run_dir / "filtered.parquet"])
+        sdf("dedup", str(run_dir))
+        shutil.rmtree(run_dir / "shards", ignore_errors=True)
+        times["pack"][workers] = sdf("pack", str(run_dir), "--no-progress", "--workers", str(workers))
+        cpu["pack"][workers] = CPU[-1]
+        digests[workers] = (filtered, digest([p for p in (run_dir / "shards").rglob("*") if p.is_file()
+                                              and p.name != "manifest.json"]))
+    return {"times": times, "cpu": cpu, "identical": digests[1] == digests[2]}
+
+
+def quality_figures(run_dir: Path, limit: int) -> dict | None:
+    try:
+        from datatrove.data import Document
+        from datatrove.pipeline.filters import (
+            C4QualityFilter,
+            FineWebQualityFilter,
+            GopherQualityFilter,
+            GopherRepetitionFilter,
+        )
+    except ImportError:
+        return None
+    import pyarrow.parquet as pq
+
+    from sdf.config import QualityConfig
+    from sdf.products.context import open_run
+    from sdf.steps.filters.quality import QualityFilter
+
+    run = open_run(run_dir)
+    docs = pq.read_table(run.dir.documents).to_pylist()[:limit]
+    ours = QualityFilter(run.catalog.genres, QualityConfig())
+    start = time.perf_counter()
+    ours([dict(d) for d in docs])
+    mine = time.perf_counter() - start
+    filters = [GopherRepetitionFilter(), GopherQualityFilter(), C4QualityFilter(filter_no_terminal_punct=False),
+               FineWebQualityFilter()]
+    sample = docs[: max(1, len(docs) // 10)]  # datatrove is timed on a tenth of them (it is far slower)
+    for f in filters:  # its first call loads word lists and tokenizers: not part of the rate
+        f.filter(Document(text=docs[0]["text"], id="warm"))
+    start = time.perf_counter()
+    for i, d in enumerate(sample):
+        doc = Document(text=d["text"], id=str(i))
+        for f in filters:
+            if f.filter(doc) is not True:
+                break
+    theirs = (time.perf_counter() - start) * len(docs) / len(sample)
+    return {"docs": len(docs), "ours": mine, "datatrove": theirs}
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":  # a fresh process writes the documents (it holds the lock)
+        write_documents(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--docs", type=int, default=1000, help="N; the second size is 4N")
+    parser.add_argument("--words", type=int, default=1000, help="mean words per document")
+    parser.add_argument("--skip-workers", action="store_true", help="do not measure the workers' scaling")
+    parser.add_argument("--skip-datatrove", action="store_true", help="do not compare with datatrove")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sdf-bench-perf-") as name:
+        tmp = Path(name)
+        small, large = dedup_figures(tmp, args.docs, args.words, [])
+        for r in (small, large):
+            ner = r["caps"].get("ner_documents")
+            share = f"NER read {ner:,} documents ({ner / r['input']:.1%})" if ner is not None else "NER read all"
+            print(f"sdf dedup, {r['input']:,} docs in: {r['seconds']:.2f} s = {r['input'] / r['seconds']:,.0f} docs/s "
+                  f"(process start included; target >= 300), {r['cpu']:.2f} CPU s; {share}; the planted name is "
+                  f"left in {r['planted_left']} documents (name cap {r['caps']['name']}); {r['planted_renamed']} "
+                  "documents renamed")
+        ratio = large["seconds"] / small["seconds"]
+        print(f"sdf dedup time 4N / N: {ratio:.2f} (target <= 4.4: {'linear' if ratio <= 4.4 else 'GROWS'}); "
+              f"CPU 4N / N: {large['cpu'] / small['cpu']:.2f}")
+        print(f"load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other work slows "
+              "every figure)")
+        if not args.skip_workers:
+            w = worker_figures(large["run"])
+            for stage, t in w["times"].items():
+                c = w["cpu"][stage]
+                print(f"sdf {stage} on {large['docs']:,} docs: 1 worker {t[1]:.2f} s, 2 workers {t[2]:.2f} s: "
+                      f"{t[1] / t[2]:.2f}x (target >= 1.7x on 2 cores; this machine has {os.cpu_count()}); "
+                      f"CPU s {c[1]:.2f} and {c[2]:.2f}")
+            print(f"outputs identical across worker counts: {w['identical']}")
+        if not args.skip_datatrove:
+            q = quality_figures(large["run"], 3000)
+            if q is None:
+                print("quality vs datatrove: skipped (pip install -e '.[bench]')")
+            else:
+                print(f"quality filter on {q['docs']:,} docs: sdf {q['docs'] / q['ours']:,.0f} docs/s, datatrove's "
+                      f"Gopher quality + repetition, C4 and FineWeb filters {q['docs'] / q['datatrove']:,.0f} docs/s "
+                      f"(on a tenth of them): {q['datatrove'] / q['ours']:.1f}x (target >= 1)")
+
+
+if __name__ == "__main__":
+    main()
