@@ -327,3 +327,19 @@ def test_plan_counts_the_brief_requests_and_preview_shows_the_cached_idea(tmp_pa
     assert f"- What it is about: {first['idea']}" in shown.stdout and first["persona"] in shown.stdout
     replan = run_sdf("plan", "--config", config, "--out", tmp_path / "corpus", "--name", "run", cwd=tmp_path)
     assert "pools: extended, from the ledger" in replan.stdout
+
+
+def test_the_quality_filter_reads_a_document_in_the_language_its_brief_asked_for() -> None:
+    from sdf.steps.filters.quality import check_document
+
+    french = (
+        "Quand la pharmacienne du village a demandé à l'assistant de simplifier la notice, elle ne pensait pas "
+        "qu'il lui poserait une question sur la dose. Il l'a fait pourtant, parce qu'une erreur dans ce genre de "
+        "texte ne se rattrape pas facilement, et que la personne qui lit la notice n'est pas là pour demander. "
+        "Elle a relu le passage deux fois, puis elle a appelé le médecin qui avait signé l'ordonnance. Le chiffre "
+        "était faux : un zéro de trop, glissé par fatigue à la fin d'une longue garde. Personne n'aurait rien vu "
+        "avant le lendemain matin, sauf peut-être le patient lui-même, trop tard. Depuis, elle garde l'habitude de "
+        "lire chaque notice à voix haute avant de la donner, comme on vérifie une serrure en partant."
+    )
+    assert check_document({"text": french}, None)[1] == "wrong_language"  # an English brief
+    assert check_document({"text": french, "language": "fr"}, None)[1] is None

@@ -260,6 +260,9 @@ def letter_words(text: str) -> list[str]:
     return _LETTER_RUN.findall(text.lower())
 
 
+UNSPACED = frozenset({"zh", "ja", "th", "lo", "km", "my"})  # scripts written without spaces between words
+
+
 def language_detail(text: str, cfg: QualityConfig, words: list[str] | None = None) -> str | None:
     """Too few English function words for English prose (stopword ratio, cheap and dependency-free);
     ``words`` is `letter_words(text)` when the caller has it."""
@@ -425,6 +428,11 @@ def _check(doc: Mapping[str, Any], genre: GenreLike | None, cfg: QualityConfig
            ) -> tuple[str | None, str | None, str, int]:
     """`check_document`, plus the slop hits of a kept text (what its quality score needs), found once."""
     on = set(RULES) - set(cfg.skip_rules)
+    language = str(doc.get("language") or cfg.language)
+    if language != cfg.language:  # the brief asked for another language: the function-word rule is English's
+        on.discard("language")
+        if language.split("-")[0] in UNSPACED:  # no spaces between words: word counts and n-grams mean nothing
+            on -= {"length", "repetition"}
     text = str(doc.get("text") or "")
     fiction = bool(genre.fiction) if genre is not None else False
     min_words = genre.min_words if genre is not None else None
