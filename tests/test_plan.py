@@ -222,7 +222,8 @@ def test_plan_warnings_name_what_costs_money_and_what_is_left_out(catalog, chart
     chosen = select_sections(charter, PlanConfig())
     sections = chosen.constitution.sections
     specs = plan_specs(sections, catalog, PlanConfig(docs=4), seed=1)
-    warnings = plan_warnings(chosen, specs, PlanConfig(docs=4), system_tokens=61_000, system_cost_share=0.47)
+    warnings = plan_warnings(chosen, {s["section_id"] for s in specs}, len(specs), PlanConfig(docs=4),
+                             system_tokens=61_000, system_cost_share=0.47)
     text = "\n".join(warnings)
     assert "the system prompt is about 61,000 tokens" in text and "about 47% of the estimated cost" in text
     assert "--exclude-section" in text
@@ -230,7 +231,7 @@ def test_plan_warnings_name_what_costs_money_and_what_is_left_out(catalog, chart
     # non-normative sections are out of the plan by default, and `sdf plan` says so
     assert chosen.excluded["bibliography"].startswith("non-normative (")
     covered = plan_specs(sections, catalog, PlanConfig(docs=60), 1)
-    quiet = plan_warnings(chosen, covered, PlanConfig(docs=60), 9_000, 0.1)
+    quiet = plan_warnings(chosen, {s["section_id"] for s in covered}, 60, PlanConfig(docs=60), 9_000, 0.1)
     assert not any("system prompt" in w or "get no document" in w for w in quiet)
 
 

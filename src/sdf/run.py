@@ -37,6 +37,7 @@ import numbers
 import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -401,9 +402,13 @@ class RunDir:
 
     # -- tables ------------------------------------------------------------------------------------
 
-    def write_specs(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        with TableWriter(self.specs, SPEC_SCHEMA) as w:
-            w.write(rows)
+    def write_specs(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Stream specs into specs.parquet (a plan of a million is never held whole); returns the count."""
+        rows = iter(rows)
+        with TableWriter(self.specs, SPEC_SCHEMA, group_rows=8192) as w:
+            while chunk := list(islice(rows, 8192)):
+                w.write(chunk)
+        return w.rows
 
     def write_scenarios(self, rows: Sequence[Mapping[str, Any]]) -> None:
         with TableWriter(self.specs, SCENARIO_SCHEMA) as w:

@@ -22,30 +22,40 @@ from sdf.cli.common import (
 from sdf.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, SdfError
 
 
-def echo_plan(run: Any, specs: list[dict]) -> None:
+def echo_plan(run: Any) -> None:
+    """What `sdf plan` prints, read back from specs.parquet batch by batch (a large plan is never held)."""
+    from collections import Counter
+
+    import pyarrow.parquet as pq
+
     from sdf.llm.limits import context_problem
     from sdf.products.documents import usage_estimate
+    from sdf.run import iter_rows
     from sdf.source.constitution import estimate_tokens, load_constitution
-    from sdf.source.plan import genre_weights, plan_warnings, select_sections, selection_notes, summarize
+    from sdf.source.plan import genre_weights, plan_warnings, select_sections, selection_notes
 
-    summary = summarize(specs)
+    table = pq.read_table(run.dir.specs, columns=["genre", "section_id"])
+    by_genre = Counter(table.column("genre").to_pylist())
+    by_section = Counter(table.column("section_id").to_pylist())
+    planned = table.num_rows
+    del table
     weights = genre_weights(run.catalog, run.settings.plan)
     sections = run.constitution.sections
-    click.echo(f"plan: {summary.docs} documents over {len(summary.by_section)} of "
-               f"{len(sections)} sections and {len(summary.by_genre)} genres")
+    click.echo(f"plan: {planned} documents over {len(by_section)} of "
+               f"{len(sections)} sections and {len(by_genre)} genres")
     click.echo(f"\n{'genre':<24}{'docs':>6}{'share':>8}{'target':>8}")
-    for genre, n in summary.by_genre.items():
-        click.echo(f"{genre:<24}{n:>6}{n / summary.docs:>8.1%}{weights.get(genre, 0):>8.1%}")
+    for genre, n in sorted(by_genre.items()):
+        click.echo(f"{genre:<24}{n:>6}{n / planned:>8.1%}{weights.get(genre, 0):>8.1%}")
     width = max(12, min(56, max(len(s.id) for s in sections)))
     click.echo(f"\n{'section':<{width}}  {'normative':>9}{'examples':>9}{'docs':>6}")
     for section in sections:
         lines = wrap_id(section.id, width)
         click.echo(f"{lines[0]:<{width}}  {section.normative_chars:>9,}{section.example_share:>9.0%}"
-                   f"{summary.by_section.get(section.id, 0):>6}")
+                   f"{by_section.get(section.id, 0):>6}")
         for line in lines[1:]:
             click.echo(f"  {line}")
-    echo_briefs(run, specs)
-    usage = usage_estimate(run, specs)
+    echo_briefs(run, planned)
+    usage = usage_estimate(run, (spec for batch in iter_rows(run.dir.specs, batch_size=8192) for spec in batch))
     model = run.settings.llm.model
     click.echo(f"\nestimated tokens: input {usage['input_tokens']:,} + cache write {usage['cache_creation_tokens']:,}"
                f" + cache read {usage['cache_read_tokens']:,}; output {usage['output_tokens']:,}")
@@ -61,7 +71,8 @@ def echo_plan(run: Any, specs: list[dict]) -> None:
         total_batch = usage["batch_cost_usd"] + sum(p["batch_cost_usd"] for _, p in extras)
         what = "documents" + "".join(f" + {name}" for name, _ in extras)
         click.echo(f"estimated cost with {model} ({what}): ${total:.2f} (messages), ${total_batch:.2f} (--batch)")
-    echo_increment(run, specs)
+    if run.dir.store.exists():
+        echo_increment(run, run.dir.read_specs())
     system_cost = price.cost(0, 0, usage["cache_creation_tokens"], usage["cache_read_tokens"]) if price else None
     share = system_cost / usage["cost_usd"] if system_cost is not None and usage["cost_usd"] else None
     parsed = load_constitution(Path(run.settings.run.constitution), run.settings.run.variables)
@@ -71,7 +82,8 @@ def echo_plan(run: Any, specs: list[dict]) -> None:
         click.echo("\nselection:")
         for note in notes:
             click.echo(f"  {note}")
-    warnings = plan_warnings(selection, specs, run.settings.plan, estimate_tokens(run.system), share)
+    warnings = plan_warnings(selection, set(by_section), planned, run.settings.plan, estimate_tokens(run.system),
+                             share)
     warnings += [p for p in [context_problem(run.settings.llm, estimate_tokens(run.system))] if p]
     from sdf.steps.tokens.tokenizer import tokenizer_warning
 
@@ -83,7 +95,7 @@ def echo_plan(run: Any, specs: list[dict]) -> None:
             click.echo(f"  - {warning}")
 
 
-def echo_briefs(run: Any, specs: list[dict]) -> None:
+def echo_briefs(run: Any, planned: int) -> None:
     """How the briefs will be dealt: from extended or seed pools, with or without ideas, and what that sends."""
     from sdf.products.briefs import expansions, pools_for_plan
 
@@ -99,7 +111,7 @@ def echo_briefs(run: Any, specs: list[dict]) -> None:
     else:
         click.echo(f"\npools: extended, from the ledger ({sizes})")
     if cfg.brainstorm:
-        click.echo(f"ideas: one request per {cfg.ideas_per_request} specs ({-(-len(specs) // cfg.ideas_per_request)} "
+        click.echo(f"ideas: one request per {cfg.ideas_per_request} specs ({-(-planned // cfg.ideas_per_request)} "
                    "requests); a brief the model calls unsuitable is dealt anew, at most "
                    f"{cfg.max_redeals} times")
     else:
@@ -151,8 +163,8 @@ def plan(constitution: Path, config_path: Path | None, **options: Any) -> None:
 
     settings = with_section_flags(load_settings(resolve_config(config_path), overrides_from(**options)), options)
     run = create_run(settings, constitution)
-    specs = plan_stage(run)
-    echo_plan(run, specs)
+    plan_stage(run)
+    echo_plan(run)
     click.echo(f"\nwrote {run.dir.specs}")
 
 
@@ -298,13 +310,13 @@ def build(constitution: Path, config_path: Path | None, dry_run: bool, progress:
     backend = None if dry_run else make_backend(settings.llm)  # a missing key fails before anything is written
     run = create_run(settings, constitution)
     reset_ledger_if_asked(run, reset_ledger)
-    specs = plan_stage(run)
+    planned = plan_stage(run)
     if dry_run:
-        echo_plan(run, specs)
+        echo_plan(run)
         click.echo(f"\ndry run: stopped before generation; plan in {run.dir.specs}")
         return
-    check_before_sending(run, specs, yes)
-    click.echo(f"run {run.dir.path}: {len(specs)} documents planned over {len(run.constitution.sections)} sections")
+    check_before_sending(run, yes)
+    click.echo(f"run {run.dir.path}: {planned} documents planned over {len(run.constitution.sections)} sections")
     summary = run_generation(run, backend, progress)
     extracted = extract_stage(run)
     echo_extraction(run, summary, extracted)
@@ -320,7 +332,7 @@ def build(constitution: Path, config_path: Path | None, dry_run: bool, progress:
     sys.exit(code)
 
 
-def check_before_sending(run: Any, specs: list[dict], yes: bool) -> None:
+def check_before_sending(run: Any, yes: bool) -> None:
     """Refuse a plan the model cannot read, and a changed constitution or settings that would silently pay
     again for documents this run already has (unless --yes)."""
     from sdf.llm.limits import context_problem
@@ -332,6 +344,7 @@ def check_before_sending(run: Any, specs: list[dict], yes: bool) -> None:
         raise SdfError(problem)
     if yes or not run.dir.store.exists():
         return
+    specs = run.dir.read_specs()
     paid, _ = paid_specs(run, specs)
     ledger = run.ledger()
     try:

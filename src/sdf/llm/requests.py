@@ -7,12 +7,12 @@ settings are enough, so `sdf preview` and `sdf plan` render exactly what `sdf bu
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sdf.config import JudgeConfig, LLMConfig, PlanConfig, Price
 from sdf.llm.ledger import LLMRequest
-from sdf.source.brief import document_prompt, expand_prompt, ideas_prompt
+from sdf.source.brief import document_prompt, document_prompt_chars, expand_prompt, ideas_prompt
 from sdf.source.catalog import Catalog
 from sdf.source.constitution import Section, estimate_tokens
 from sdf.source.plan import TOKENS_PER_WORD
@@ -95,39 +95,53 @@ def judge_request(catalog: Catalog, doc: Mapping[str, Any], section: Section, sy
                       llm.temperature)
 
 
-def estimate_usage(catalog: Catalog, sections: Mapping[str, Section], specs: Sequence[Mapping[str, Any]],
+def estimate_usage(catalog: Catalog, sections: Mapping[str, Section], specs: Iterable[Mapping[str, Any]],
                    system: str, llm: LLMConfig, plan: PlanConfig, judge: JudgeConfig, price: Price | None,
                    expansions: Sequence[tuple[str, str]] = ()) -> dict:
-    """Tokens and cost of generating `specs`, from the rendered prompts; no API is called.
+    """Tokens and cost of generating `specs`, from the rendered prompts' lengths; no API is called.
 
-    The first request writes the prompt cache and the rest read it (the engine sends one request
-    alone before opening concurrency for exactly this reason). Output is the target length. Cache
-    writes are priced at the TTL each mode would use ([llm].cache_ttl, else 1h for batches and 5m
-    for messages), as the engine prices the answers.
-    The pool extensions still to send (`expansions`), the ideas requests and the judge, when enabled,
-    are estimated under "expand", "ideas" and "judge". Re-deals of unsuitable briefs are not foreseen.
+    `specs` may be a stream (`sdf plan` at scale reads them back batch by batch): one pass, keeping only
+    token counts. The first request writes the prompt cache and the rest read it (the engine sends one
+    request alone before opening concurrency for exactly this reason). Output is the target length.
+    Cache writes are priced at the TTL each mode would use ([llm].cache_ttl, else 1h for batches and 5m
+    for messages), as the engine prices the answers. The pool extensions still to send (`expansions`),
+    the ideas requests and the judge, when enabled, are estimated under "expand", "ideas" and "judge".
+    Re-deals of unsuitable briefs are not foreseen.
     """
     system_tokens = estimate_tokens(system)
-    prompts = [estimate_tokens(document_request(catalog, s, sections[s["section_id"]], system, llm).prompt)
-               for s in specs]
-    outputs = [round(s["target_words"] * TOKENS_PER_WORD) + ENVELOPE_TOKENS for s in specs]
+    prompts: list[int] = []
+    outputs: list[int] = []
+    judged: list[int] = []
+    ideas: list[int] = []
+    idea_outputs: list[int] = []
+    chunk: list[Mapping[str, Any]] = []
+
+    def ask_ideas() -> None:
+        ideas.append(estimate_tokens(ideas_prompt(catalog, chunk, sections, {})))
+        idea_outputs.append(IDEA_TOKENS * len(chunk))
+        chunk.clear()
+
+    for s in specs:
+        section = sections[s["section_id"]]
+        prompts.append(-(-document_prompt_chars(catalog, s, section) // 4))  # estimate_tokens, unrendered
+        outputs.append(round(s["target_words"] * TOKENS_PER_WORD) + ENVELOPE_TOKENS)
+        if judge.enabled:
+            judged.append(estimate_tokens(judge_request(catalog, {**s, "doc_id": "", "text": ""}, section, system,
+                                                        judge, llm).prompt) + outputs[-1])
+        if plan.brainstorm:
+            chunk.append(s)
+            if len(chunk) == plan.ideas_per_request:
+                ask_ideas()
+    if chunk:
+        ask_ideas()
     usage = _usage(system_tokens, prompts, outputs, price, llm)
     if expansions:
         asked = [expand_request(catalog, p, k, plan.pool_items, system, llm) for p, k in expansions]
         usage["expand"] = _usage(system_tokens, [estimate_tokens(r.prompt) for r in asked],
                                  [ITEM_TOKENS * plan.pool_items] * len(asked), price, llm)
-    if plan.brainstorm and specs:
-        size = plan.ideas_per_request
-        chunks = [specs[i:i + size] for i in range(0, len(specs), size)]
-        asked = [ideas_request(catalog, c, sections, {}, system, llm) for c in chunks]
-        usage["ideas"] = _usage(system_tokens, [estimate_tokens(r.prompt) for r in asked],
-                                [IDEA_TOKENS * len(c) for c in chunks], price, llm)
+    if ideas:
+        usage["ideas"] = _usage(system_tokens, ideas, idea_outputs, price, llm)
     if judge.enabled:
-        judged = [
-            estimate_tokens(judge_request(catalog, {**s, "doc_id": "", "text": ""}, sections[s["section_id"]],
-                                          system, judge, llm).prompt) + out
-            for s, out in zip(specs, outputs, strict=True)
-        ]
         usage["judge"] = _usage(system_tokens, judged, [JUDGE_TOKENS] * len(judged), price, llm)
     return usage
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from contextlib import closing
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,8 @@ from sdf.llm.requests import document_request, estimate_usage, judge_request, un
 from sdf.products.briefs import Briefs, expand_stage, padded_plan, pools_for_plan, settled_from_ledger
 from sdf.products.context import Run
 from sdf.run import CORPUS_SCHEMA, DOCUMENT_SCHEMA, FILTERED_SCHEMA, TableWriter, count_rows, iter_rows, reject_row
-from sdf.source.deal import name_pools, plan_specs
-from sdf.source.plan import genre_weights
+from sdf.source.deal import iter_specs, name_pools
+from sdf.source.plan import genre_weights, plan_size
 from sdf.source.pools import DealPools
 
 ENVELOPE = re.compile(r"<document>\s*(.*?)\s*</document>", re.DOTALL | re.IGNORECASE)
@@ -40,16 +41,19 @@ JUDGE_CHUNK = 5000  # judge requests handed to the engine at a time: bounds the 
 # -- plan and generate ---------------------------------------------------------------------------
 
 
-def plan_stage(run: Run, pools: DealPools | None = None, specs: list[dict] | None = None) -> list[dict]:
-    """Deal the run's specs (from `pools`, else the pools the ledger already extends) into specs.parquet."""
+def plan_stage(run: Run, pools: DealPools | None = None, specs: list[dict] | None = None) -> int:
+    """Deal the run's specs (from `pools`, else the pools the ledger already extends) into specs.parquet,
+    streaming; returns how many."""
     pools = pools or pools_for_plan(run)[0]
+    cfg = run.settings.plan
+    targets = genre_weights(run.catalog, cfg)  # already shares that sum to 1
     if specs is None:
-        specs = plan_specs(run.constitution.sections, run.catalog, run.settings.plan, run.settings.run.seed, pools)
-    run.dir.write_specs(specs)
-    targets = genre_weights(run.catalog, run.settings.plan)  # already shares that sum to 1
-    run.dir.write_plan({"docs": len(specs), "genre_targets": {g: round(w, 6) for g, w in targets.items()},
+        dealt = iter_specs(run.constitution.sections, run.catalog, cfg, run.settings.run.seed, pools)
+        specs = islice(dealt, plan_size(run.catalog, cfg, targets))
+    n = run.dir.write_specs(specs)
+    run.dir.write_plan({"docs": n, "genre_targets": {g: round(w, 6) for g, w in targets.items()},
                         "pool_sizes": pools.sizes(), "pools_extended": len(pools.expanded)})
-    return specs
+    return n
 
 
 def _requests(run: Run, spec: dict) -> list[Any]:

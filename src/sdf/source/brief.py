@@ -28,6 +28,10 @@ def section_place(section: Section) -> str:
     return f"part of \u201c{' > '.join(parents)}\u201d" if parents else "a section of its own"
 
 
+def _avoid(genre: Genre) -> str:
+    return "; ".join(f"\u201c{o}\u201d" for o in genre.avoid_openings) or "(none listed)"
+
+
 def spoken_list(items: Sequence[str]) -> str:
     items = list(items)
     if len(items) <= 1:
@@ -36,7 +40,7 @@ def spoken_list(items: Sequence[str]) -> str:
 
 
 def considerations_text(catalog: Catalog, names: Sequence[str]) -> str:
-    by_name = {c.name: c.brief for c in catalog.considerations}
+    by_name = catalog.consideration_briefs
     return "; and ".join(by_name.get(n, n.replace("_", " ")) for n in names)  # briefs may hold "and" themselves
 
 
@@ -48,12 +52,20 @@ def length_band(genre: Genre, target: int) -> tuple[int, int]:
 
 
 def document_prompt(catalog: Catalog, spec: Mapping[str, Any], section: Section) -> str:
+    return catalog.render("document", **_document_values(catalog, spec, section))
+
+
+def document_prompt_chars(catalog: Catalog, spec: Mapping[str, Any], section: Section) -> int:
+    """The length of `document_prompt`, without rendering it: what the cost estimate needs."""
+    return catalog.rendered_length("document", **_document_values(catalog, spec, section))
+
+
+def _document_values(catalog: Catalog, spec: Mapping[str, Any], section: Section) -> dict[str, Any]:
     genre = catalog.genre(spec["genre"])
     low, high = length_band(genre, spec["target_words"])
     language = spec.get("language") or "en"
     names = spec["names"]
-    return catalog.render(
-        "document",
+    return dict(
         genre_title=genre.title,
         genre_instructions=genre.instructions,
         target_words=f"{spec['target_words']:,}",
@@ -71,7 +83,7 @@ def document_prompt(catalog: Catalog, spec: Mapping[str, Any], section: Section)
         section_title=section.title,
         section_place=section_place(section),
         section_text=section.text,
-        avoid_openings="; ".join(f"\u201c{o}\u201d" for o in genre.avoid_openings) or "(none listed)",
+        avoid_openings=_avoid(genre),
     )
 
 

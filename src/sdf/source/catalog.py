@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -122,6 +123,21 @@ class Catalog:
     def render(self, template: str, **values: object) -> str:
         """Fill a template; missing variables are a bug in our code, reported with the template name."""
         return _render(template, self.templates[template], self._slots[template], values)
+
+    @cached_property
+    def consideration_briefs(self) -> dict[str, str]:
+        return {c.name: c.brief for c in self.considerations}
+
+    @cached_property
+    def _shape(self) -> dict[str, tuple[int, Counter[str]]]:
+        """Per template: its length with every slot empty, and how often each slot occurs."""
+        return {n: (len(_SLOT.sub(lambda m: "" if m.group(1) else m.group(0)[0], t)),
+                    Counter(m.group(1) for m in _SLOT.finditer(t) if m.group(1))) for n, t in self.templates.items()}
+
+    def rendered_length(self, template: str, **values: object) -> int:
+        """len(self.render(template, **values)), without building the string (`sdf plan` at scale)."""
+        fixed, slots = self._shape[template]
+        return fixed + sum(n * len(str(values[slot])) for slot, n in slots.items())
 
     @property
     def cultures(self) -> set[str]:

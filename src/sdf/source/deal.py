@@ -20,6 +20,8 @@ from functools import lru_cache
 from itertools import islice
 from typing import Any
 
+import xxhash
+
 from sdf.config import PlanConfig
 from sdf.errors import SdfError
 from sdf.source.catalog import Catalog, Consideration, Genre
@@ -41,6 +43,11 @@ LANGUAGES = {
 # what a re-deal changes (pool -> its spec columns); the rest of a brief stays
 REDEALT = {"audiences": ("audience", "audience_kind"), "narrators": ("persona", "narrator_kind"),
            "settings": ("setting", "setting_kind"), "situations": ("situation", "situation_kind")}
+
+
+def _pick(rng: random.Random, items: Sequence[Any]) -> Any:
+    """rng.choice without its rejection sampling: a plan deals millions of these."""
+    return items[int(rng.random() * len(items))]
 
 
 def _offset(*parts: Any) -> int:
@@ -100,15 +107,17 @@ class Dealer:
         self.pools = pools or seed_pools(catalog)
         self.people = people_to_deal(catalog, seed)
         self.counts: Counter[str] = Counter()
+        self.rng = random.Random(_offset(seed, "specs"))  # one stream, drawn in plan order: prefix-stable
         self._whole = " ".join(s.text for s in sections).lower()
         self._candidates: dict[str, tuple[Consideration, ...]] = {}
+        self._attrs: dict[str, str] = {}
         for code in cfg.languages:
             language_name(code)
 
     def _next(self, key: str, items: Sequence[Any]) -> Any:
         """The next item of `key`'s seeded cycle over `items`: all are used once before any twice."""
         k = self.counts[key]
-        self.counts[key] += 1
+        self.counts[key] = k + 1
         return items[_permutation(len(items), self.seed, key)[k % len(items)]]
 
     def considerations(self, section: Section) -> tuple[Consideration, ...]:
@@ -124,23 +133,24 @@ class Dealer:
 
     def _foreground(self, section: Section, rng: random.Random) -> list[str]:
         """One or two considerations, the least used so far among the section's candidates."""
-        candidates = sorted(self.considerations(section), key=lambda c: (self.counts["c:" + c.name], rng.random()))
-        chosen = candidates[: 2 if rng.random() < TWO_CONSIDERATIONS else 1]
-        for c in chosen:
-            self.counts["c:" + c.name] += 1
-        return [c.name for c in chosen]
+        counts = self.counts
+        candidates = sorted(self.considerations(section), key=lambda c: (counts[c.name], rng.random()))
+        chosen = [c.name for c in candidates[: 2 if rng.random() < TWO_CONSIDERATIONS else 1]]
+        for name in chosen:
+            counts[name] += 1
+        return chosen
 
     def _cast(self, genre: Genre, rng: random.Random) -> list[str]:
         names, people = [], self.people
-        for _ in range(rng.randint(*genre.cast)):
+        for _ in range(genre.cast[0] + int(rng.random() * (genre.cast[1] - genre.cast[0] + 1))):
             first, culture = self._next("given", people.given)
             own = people.by_culture.get(culture)
             pool = own if own and rng.random() < SAME_CULTURE_SURNAME else people.surnames
-            last = rng.choice(pool)[0]
+            last = _pick(rng, pool)[0]
             for _ in range(20):  # never an eval's character, such as "Kyle Johnson"
                 if f"{first} {last}".lower() not in people.reserved:
                     break
-                last = rng.choice(people.surnames)[0]
+                last = _pick(rng, people.surnames)[0]
             names.append(f"{first} {last}")
         return names
 
@@ -150,17 +160,17 @@ class Dealer:
         if share > 0 and genre.fiction and "ai_everyday" in kinds and SELF_STAKES in self.pools.lists["situations"] \
                 and rng.random() < share:
             return SELF_STAKES, True
-        return rng.choice(kinds), False
+        return _pick(rng, kinds), False
 
     def _kinds(self, genre: Genre, rng: random.Random) -> dict[str, str]:
         """A kind per pool that suits the genre; the setting also suits the narrator, who writes from it."""
-        kinds = {pool: rng.choice(genre.kinds[pool]) for pool in ("audiences", "narrators")}
+        kinds = {pool: _pick(rng, genre.kinds[pool]) for pool in ("audiences", "narrators")}
         fits = self.catalog.pools["narrators"].kinds[kinds["narrators"]].settings
-        kinds["settings"] = rng.choice([k for k in genre.kinds["settings"] if k in fits] or genre.kinds["settings"])
+        kinds["settings"] = _pick(rng, [k for k in genre.kinds["settings"] if k in fits] or genre.kinds["settings"])
         return kinds
 
     def spec(self, index: int, section: Section, genre: Genre) -> dict[str, Any]:
-        rng = random.Random(_offset(self.seed, "spec", index))
+        rng = self.rng
         picked = {}
         for pool, kind in self._kinds(genre, rng).items():
             picked[pool] = (kind, self._next(f"{pool}:{kind}", self.pools.items(pool, kind)))
@@ -189,9 +199,11 @@ class Dealer:
             "ai_self_stakes": self_stakes,
             "seed": rng.getrandbits(63),
         }
-        digest = hashlib.sha256(f"{self.seed}:{index}:{sorted(spec.items())}".encode()).hexdigest()[:10]
-        spec.update(idea="", redeals=0, unsuitable="",
-                    section_attrs=json.dumps(section.attrs, ensure_ascii=False, sort_keys=True))
+        # the id names the brief: a plan dealt from other pools or another seed gives other ids
+        digest = xxhash.xxh3_64_hexdigest("\x1f".join(map(str, (self.seed, index, *spec.values()))).encode())[:10]
+        if section.id not in self._attrs:
+            self._attrs[section.id] = json.dumps(section.attrs, ensure_ascii=False, sort_keys=True)
+        spec.update(idea="", redeals=0, unsuitable="", section_attrs=self._attrs[section.id])
         return {"spec_id": f"{index:06d}-{digest}", **spec}
 
     def redeal(self, spec: dict[str, Any], redeals: int) -> dict[str, Any]:

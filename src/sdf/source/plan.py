@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from itertools import islice
@@ -211,8 +211,8 @@ def section_quotas(sections: Sequence[Section], total: int, floor: int, weights:
     return counts
 
 
-def plan_warnings(selection: Selection, specs: Sequence[dict], cfg: PlanConfig, system_tokens: int,
-                  system_cost_share: float | None) -> list[str]:
+def plan_warnings(selection: Selection, covered: Collection[str], planned: int, cfg: PlanConfig,
+                  system_tokens: int, system_cost_share: float | None) -> list[str]:
     """What `sdf plan` must say before money is spent: cost of a long prompt, uncovered sections, odd sections."""
     sections = selection.constitution.sections
     warnings = []
@@ -222,11 +222,10 @@ def plan_warnings(selection: Selection, specs: Sequence[dict], cfg: PlanConfig, 
         warnings.append(f"the system prompt is about {system_tokens:,} tokens, over ~{SYSTEM_PROMPT_WARN_TOKENS:,}"
                         f"{share}. Every request repeats it, so leave out what is not part of the constitution "
                         "with --exclude-section GLOB or [plan].exclude_sections (see `sdf sections`)")
-    covered = {s["section_id"] for s in specs}
     weights = section_weights(sections, cfg)
     uncovered = [s.id for s in sections if s.id not in covered and weights[s.id] > 0]
     if uncovered:
-        warnings.append(f"{len(uncovered)} of {len(sections)} sections get no document with {len(specs)} planned; "
+        warnings.append(f"{len(uncovered)} of {len(sections)} sections get no document with {planned} planned; "
                         f"plan at least {len(sections)} to cover each, or choose sections with --include-section")
     for s in sections:
         for w in section_warnings(s, cfg.min_section_chars):
