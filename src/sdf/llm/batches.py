@@ -29,7 +29,8 @@ ADOPT_SLACK = timedelta(minutes=10)  # the API's clock and ours may disagree by 
 def run_batches(d: Dispatch, todo: Sequence[LLMRequest]) -> None:
     by_key = {r.key: r for r in todo}
     purpose = todo[0].purpose if todo else d.desc
-    bar = tqdm(total=len(todo), desc=f"{d.desc} (batch)", unit="req", disable=not d.progress, dynamic_ncols=True)
+    bar = tqdm(total=len(todo), desc=f"{d.desc} (batch)", unit="req", dynamic_ncols=True,
+               disable=None if d.progress else True)  # None: bars on a terminal only
     try:
         # First the batches an earlier run created: adopted if never recorded, collected, never resubmitted.
         adopt_created(d)

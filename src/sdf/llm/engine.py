@@ -217,7 +217,8 @@ class Dispatch:
         in_flight = 0
         flying: dict[str, LLMRequest] = {}  # by key: what a second Ctrl-C abandons
         settled = asyncio.Condition()
-        bar = tqdm(total=len(todo), desc=self.desc, unit="req", disable=not self.progress, dynamic_ncols=True)
+        bar = tqdm(total=len(todo), desc=self.desc, unit="req", dynamic_ncols=True,
+                   disable=None if self.progress else True)  # None: bars on a terminal only
 
         async def reserve(worst: float) -> bool:
             # A request that does not fit waits for reservations in flight to settle; it gives up only

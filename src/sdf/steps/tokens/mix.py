@@ -107,7 +107,8 @@ def _mix_records(source: MixSource) -> Iterator[tuple[str]]:
 def tokenize_mix(source: MixSource, spool: TokenSpool, progress: bool) -> list[int]:
     """Append documents of `source` until it reaches its target; return their spool indices."""
     docs: list[int] = []
-    with tqdm(total=source.target_tokens, desc=f"mix {source.path}", unit="tok", disable=not progress) as bar:
+    with tqdm(total=source.target_tokens, desc=f"mix {source.path}", unit="tok",
+              disable=None if progress else True) as bar:
         for _, encoded in encode_ahead(text_batches(_mix_records(source)), spool.tokenizer):
             if source.tokens >= source.target_tokens:
                 break

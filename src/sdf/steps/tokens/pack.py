@@ -176,7 +176,7 @@ def _pack(
             continue
         watched = order[order < n_sdf][:SAMPLES_PER_SPLIT].tolist()
         bar = tqdm(total=int(lengths[order].sum()) * len({FORMATS[f].holds for f in cfg.formats}),
-                   desc=f"pack {split}", unit="tok", unit_scale=True, disable=not progress)  # fmt: skip
+                   desc=f"pack {split}", unit="tok", unit_scale=True, disable=None if progress else True)  # fmt: skip
         with bar:
             rows, offsets, shard_sets = _write_split(out_dir, split, order.tolist(), cfg, spec, spool, length_of,
                                                      set(watched), seed, bar)  # fmt: skip

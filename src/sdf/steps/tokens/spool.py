@@ -128,7 +128,8 @@ def tokenize_corpus(corpus: Path, spool: TokenSpool, progress: bool) -> CorpusTa
 
     tally = CorpusTally()
     row = 0
-    with tqdm(total=parquet.metadata.num_rows, desc="tokenize", unit="doc", disable=not progress) as bar:
+    with tqdm(total=parquet.metadata.num_rows, desc="tokenize", unit="doc",
+              disable=None if progress else True) as bar:
         for batch, encoded in encode_ahead(text_batches(records()), spool.tokenizer):
             lengths = spool.add(encoded)
             for n, (_, genre, section) in zip(lengths, batch, strict=True):
