@@ -313,7 +313,13 @@ class Dispatch:
             # One request alone first: it writes the prompt cache, so the concurrent wave reads it.
             await send(queue.get_nowait())
             bar.update(1)
-            await asyncio.gather(*(worker() for _ in range(min(self.cfg.concurrency, queue.qsize()))))
+            # every worker's outcome is collected, so a second worker failing the same way (a full disk) is
+            # not left as an unretrieved task exception that asyncio prints as a traceback
+            results = await asyncio.gather(*(worker() for _ in range(min(self.cfg.concurrency, queue.qsize()))),
+                                           return_exceptions=True)
+            for outcome in results:
+                if isinstance(outcome, BaseException):
+                    raise outcome
 
         loop = asyncio.get_running_loop()
         main = asyncio.ensure_future(run_all())
