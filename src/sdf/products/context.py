@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -75,7 +76,7 @@ def make_run_dir(path: Path) -> None:
             raise SdfError(f"cannot create the run directory {path}: {parent} is a file, not a directory")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
+        probe = path / f".write-test-{os.getpid()}"  # one per process: two builds may race here
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
