@@ -1,7 +1,7 @@
 """The in-process executor: stream an artifact through steps, write what they keep and what they drop.
 
-A step is any callable over a batch of records (a list of dicts) that returns `StepResult(kept,
-dropped)`, each dropped row made with `sdf.run.reject_row`, and has a `stage` name. Steps know
+A step (see `sdf.steps`) is any callable over a batch of records that returns `StepResult(kept,
+dropped)`, each dropped row made with `sdf.steps.reject_row`, and has a `stage` name. Steps know
 nothing of files, runs or the CLI, so the same step runs here, under `datasets.map` (see `columnar`)
 or under Ray Data's `map_batches`. Steps whose decisions are global (clustering, caps) are split in
 two: a per-record step that computes a small feature row, and a decision over the feature table,
@@ -13,24 +13,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 import pyarrow as pa
 
 from sdf.run import STAGES, RunDir, TableWriter, iter_rows
+from sdf.steps import Step
 
 BATCH_ROWS = 512  # records per batch: bounds memory whatever the corpus size
-
-
-class StepResult(NamedTuple):
-    kept: list[dict[str, Any]]
-    dropped: list[dict[str, Any]]  # sdf.run.reject_row rows
-
-
-class Step(Protocol):
-    stage: str  # the stage its drops are recorded under (sdf.run.STAGES)
-
-    def __call__(self, batch: list[dict[str, Any]]) -> StepResult: ...
 
 
 class StageCounts:
@@ -95,15 +85,18 @@ def apply_steps(batch: list[dict[str, Any]], steps: Sequence[Step], rejects: Rej
 
 def run_steps(rd: RunDir, source: Path, target: Path, schema: pa.Schema, steps: Sequence[Step],
               batch_rows: int = BATCH_ROWS, after_batch: Callable[[list[dict]], list[dict]] | None = None,
-              ) -> StageCounts:
+              before_batch: Callable[[list[dict]], list[dict]] | None = None) -> StageCounts:
     """Stream `source` through `steps` into `target`; each step's drops go to rejected/<stage>.parquet.
 
-    `after_batch`, when given, maps each batch of kept rows before it is written (for a step that
-    needs the engine, such as the judge). Nothing is replaced unless the whole stream succeeds.
+    `before_batch`, when given, joins columns onto each batch before the steps (the judge's scores,
+    read from the ledger); `after_batch` maps each batch of kept rows before it is written.
+    Nothing is replaced unless the whole stream succeeds.
     """
     counts = StageCounts()
     with Rejects(rd, [s.stage for s in steps]) as rejects, TableWriter(target, schema) as out:
         for batch in iter_rows(source, batch_size=batch_rows):
+            if before_batch is not None:
+                batch = before_batch(batch)
             kept = apply_steps(batch, steps, rejects, counts)
             if after_batch is not None:
                 kept = after_batch(kept)

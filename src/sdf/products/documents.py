@@ -28,10 +28,12 @@ from sdf.llm.ledger import Ledger
 from sdf.llm.requests import document_request, estimate_usage, judge_request, unsuitable_document
 from sdf.products.briefs import Briefs, expand_stage, padded_plan, pools_for_plan, settled_from_ledger
 from sdf.products.context import Run
-from sdf.run import CORPUS_SCHEMA, DOCUMENT_SCHEMA, FILTERED_SCHEMA, TableWriter, count_rows, iter_rows, reject_row
+from sdf.run import CORPUS_SCHEMA, DOCUMENT_SCHEMA, FILTERED_SCHEMA, TableWriter, count_rows, iter_rows
 from sdf.source.deal import name_pools, plan_specs
 from sdf.source.plan import genre_weights
 from sdf.source.pools import DealPools
+from sdf.steps import reject_row
+from sdf.steps.filters.judge import JudgeFilter, parse_score
 
 ENVELOPE = re.compile(r"<document>\s*(.*?)\s*</document>", re.DOTALL | re.IGNORECASE)
 OPENING_TAG = re.compile(r"<document>", re.IGNORECASE)
@@ -241,7 +243,8 @@ def filter_stage(run: Run, backend: Backend | None = None, progress: bool = True
     counts = run_steps(rd, source, scratch, FILTERED_SCHEMA, [quality]).as_dict()
     summary = judge_stage(run, scratch, backend, progress)
     with _ledger(run) as ledger:
-        judged = run_steps(rd, scratch, rd.filtered, FILTERED_SCHEMA, [_judge_filter(run, ledger)]).as_dict()
+        judged = run_steps(rd, scratch, rd.filtered, FILTERED_SCHEMA, [JudgeFilter(cfg.judge.min_score)],
+                           before_batch=_judge_scores(run, ledger)).as_dict()
     scratch.unlink()
     rd.update_metrics(stages={**counts, **judged})
     q, j = counts.get("quality", {"input": 0, "kept": 0}), judged.get("judge", {"kept": 0})
@@ -266,16 +269,18 @@ def _judge_request(run: Run, doc: dict) -> Any:
                          run.settings.llm)
 
 
-def _judge_filter(run: Run, ledger: Ledger) -> Any:
-    from sdf.steps.filters.judge import JudgeFilter, parse_score
+def _judge_scores(run: Run, ledger: Ledger) -> Any:
+    """Join each document's judge score and request status on from the ledger, for `JudgeFilter`."""
+    def join(batch: list[dict]) -> list[dict]:
+        out = []
+        for doc in batch:
+            row = ledger.get(_judge_request(run, doc).key)
+            status = row["status"] if row is not None else "pending"
+            score = parse_score(row["response_text"]) if status == "ok" else None
+            out.append({**doc, "judge_score": score, "judge_status": status})
+        return out
 
-    def score_of(doc: dict) -> tuple[float | None, str]:
-        row = ledger.get(_judge_request(run, doc).key)
-        if row is None or row["status"] != "ok":
-            return None, row["status"] if row is not None else "pending"
-        return parse_score(row["response_text"]), "ok"
-
-    return JudgeFilter(score_of, run.settings.judge.min_score)
+    return join
 
 
 # -- dedup -----------------------------------------------------------------------------------------

@@ -27,9 +27,11 @@ from sdf.llm.engine import RunSummary, run_requests
 from sdf.llm.ledger import Ledger, LLMRequest
 from sdf.products.context import Run
 from sdf.products.scenarios import deployment_block, deployment_of, plan_scenarios, read_transcripts
-from sdf.run import CHAT_FILTERED_SCHEMA, CHAT_SCHEMA, count_rows, iter_rows, reject_row
+from sdf.run import CHAT_FILTERED_SCHEMA, CHAT_SCHEMA, count_rows, iter_rows
 from sdf.source.catalog import AdviceCatalog, load_advice_catalog
 from sdf.source.plan import TOKENS_PER_WORD
+from sdf.steps import reject_row
+from sdf.steps.filters.judge import JudgeFilter, parse_score
 
 MESSAGE = re.compile(r"<message>\s*(.*?)\s*</message>", re.DOTALL | re.IGNORECASE)
 DELIBERATION = re.compile(r"<deliberation>\s*(.*?)\s*</deliberation>", re.DOTALL | re.IGNORECASE)
@@ -365,7 +367,9 @@ def filter_stage(run: Run, backend: Backend | None = None, progress: bool = True
     scratch = rd.path / "judge_input.parquet"  # the judge reads each chat twice (send, then score)
     counts = run_steps(rd, source, scratch, CHAT_FILTERED_SCHEMA, steps).as_dict()
     summary = _judge(run, scratch, backend, progress)
-    judged = run_steps(rd, scratch, rd.filtered, CHAT_FILTERED_SCHEMA, [_judge_filter(run)]).as_dict()
+    with closing(run.ledger()) as ledger:
+        judged = run_steps(rd, scratch, rd.filtered, CHAT_FILTERED_SCHEMA, [JudgeFilter(cfg.judge.min_score)],
+                           before_batch=_judge_scores(run, ledger)).as_dict()
     scratch.unlink()
     rd.update_metrics(stages={**counts, **judged})
     return {"input": counts.get("quality", NONE)["input"], "after_rules": counts.get("action", NONE)["kept"],
@@ -384,18 +388,20 @@ def _judge(run: Run, source: Path, backend: Backend, progress: bool) -> RunSumma
     return total
 
 
-def _judge_filter(run: Run) -> Any:
-    from sdf.steps.filters.judge import JudgeFilter, parse_score
+def _judge_scores(run: Run, ledger: Any) -> Any:
+    """Join each chat's judge score and request status on from the ledger, for `JudgeFilter`."""
+    reqs = Requests(run)
 
-    ledger, reqs = run.ledger(), Requests(run)  # read-only lookups; closed with the process
+    def join(batch: list[dict]) -> list[dict]:
+        out = []
+        for chat in batch:
+            row = ledger.get(judge_request(reqs.acat, chat, reqs.section_text(chat["section_id"]), run).key)
+            status = row["status"] if row is not None else "pending"
+            score = parse_score(row["response_text"]) if status == "ok" else None
+            out.append({**chat, "judge_score": score, "judge_status": status})
+        return out
 
-    def score_of(chat: dict) -> tuple[float | None, str]:
-        row = ledger.get(judge_request(reqs.acat, chat, reqs.section_text(chat["section_id"]), run).key)
-        if row is None or row["status"] != "ok":
-            return None, row["status"] if row is not None else "pending"
-        return parse_score(row["response_text"]), "ok"
-
-    return JudgeFilter(score_of, run.settings.judge.min_score)
+    return join
 
 
 # -- dedup ------------------------------------------------------------------------------------------------
