@@ -26,6 +26,7 @@ from sdf.llm import Backend
 from sdf.llm.engine import RunSummary
 from sdf.llm.ledger import Ledger
 from sdf.llm.requests import document_request, estimate_usage, judge_request, unsuitable_document
+from sdf.products import Product, Stage
 from sdf.products.briefs import Briefs, expand_stage, padded_plan, pools_for_plan, settled_from_ledger
 from sdf.products.context import Run
 from sdf.run import CORPUS_SCHEMA, DOCUMENT_SCHEMA, FILTERED_SCHEMA, TableWriter, count_rows, iter_rows
@@ -398,3 +399,20 @@ def check_inputs(settings: Settings) -> None:
         load_evals(settings.dedup.decontaminate)
     if settings.dedup.decontaminate_builtin:
         load_builtin(settings.run.prompts or None)
+
+
+PRODUCT = Product(
+    name="documents", item="documents", final="corpus", usage_estimate=usage_estimate,
+    stages=(
+        Stage("plan", plan_stage, "seeded specs: a section, a genre and a brief per document"),
+        Stage("generate", generate_stage, "pools, ideas and documents through the engine"),
+        Stage("extract", extract_stage, "ledger answers -> documents.parquet"),
+        Stage("filter", filter_stage, "quality heuristics"),
+        Stage("judge", None, "the LLM judge, inside filter when [judge] is enabled"),
+        Stage("decontaminate", None, "inside dedup"),
+        Stage("dedup", dedup_stage, "exact and near duplicates -> corpus.parquet"),
+        Stage("diversity", None, "name and opener caps, inside dedup"),
+        Stage("pack", pack_stage, "token shards and shards/manifest.json"),
+        Stage("report", report_stage, "report.html and stats.json"),
+    ),
+)

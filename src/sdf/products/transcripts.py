@@ -25,6 +25,7 @@ from sdf.executor import BATCH_ROWS, Rejects, StageCounts, apply_steps, extract_
 from sdf.llm import Backend
 from sdf.llm.engine import RunSummary, run_requests
 from sdf.llm.ledger import Ledger, LLMRequest
+from sdf.products import Product, Stage
 from sdf.products.context import Run
 from sdf.products.scenarios import deployment_block, deployment_of, plan_scenarios, read_transcripts
 from sdf.run import CHAT_FILTERED_SCHEMA, CHAT_SCHEMA, count_rows, iter_rows
@@ -479,13 +480,13 @@ def dedup_stage(run: Run) -> dict[str, Any]:
                                   **contamination_summary(r for r in rows if r["stage"] == "decontaminate")}
     rd.update_metrics(stages=stages, dedup=dedup, caps=caps.caps)
     first = stages.get("decontaminate", stages["dedup"])
-    return {"stages": stages, "input": first["input"], "sft": out.rows, "caps": caps.caps}
+    return {"stages": stages, "input": first["input"], "sft": out.rows, "corpus": out.rows, "caps": caps.caps}
 
 
 # -- pack and report ---------------------------------------------------------------------------------------
 
 
-def pack_stage(run: Run) -> dict[str, Any] | None:
+def pack_stage(run: Run, progress: bool = True) -> dict[str, Any] | None:
     """Packed SFT rows when [advice].chat_tokenizer is set; None otherwise."""
     if not run.settings.advice.chat_tokenizer:
         return None
@@ -498,3 +499,20 @@ def report_stage(run: Run) -> Path:
     from sdf.products.transcript_report import write_transcript_report
 
     return write_transcript_report(run.dir.path)
+
+
+PRODUCT = Product(
+    name="advice", item="chats", final="sft", usage_estimate=usage_estimate,
+    stages=(
+        Stage("plan", plan_stage, "scenarios from the catalog, or the transcripts of --rewrite"),
+        Stage("generate", generate_stage, "the user's message, then the reply (or the rewrite)"),
+        Stage("extract", assemble_stage, "ledger answers -> chats.parquet"),
+        Stage("filter", filter_stage, "chat quality rules and the action check"),
+        Stage("judge", None, "the LLM judge, inside filter when [judge] is enabled"),
+        Stage("decontaminate", None, "inside dedup"),
+        Stage("dedup", dedup_stage, "user messages and replies -> sft.parquet and sft.jsonl"),
+        Stage("diversity", None, "name and opener caps, inside dedup"),
+        Stage("pack", pack_stage, "packed SFT rows when [advice].chat_tokenizer is set"),
+        Stage("report", report_stage, "report.html and stats.json"),
+    ),
+)
