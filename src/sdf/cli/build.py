@@ -413,6 +413,8 @@ def finish_build(run: Any, backend: Any, progress: bool) -> tuple[bool, str]:
     echo_filter(run, f)
     m = prod.stage("dedup")(run)
     echo_dedup(m)
+    if prod.final == "sft":
+        click.echo(f"sft: {m['sft']} chats -> {run.dir.sft} and {run.dir.sft_jsonl}")
     if m["corpus"]:
         echo_pack(run, prod.stage("pack")(run, progress))
     else:
