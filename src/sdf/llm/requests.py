@@ -111,16 +111,16 @@ def estimate_usage(catalog: Catalog, sections: Mapping[str, Section], specs: Seq
     prompts = [estimate_tokens(document_request(catalog, s, sections[s["section_id"]], system, llm).prompt)
                for s in specs]
     outputs = [round(s["target_words"] * TOKENS_PER_WORD) + ENVELOPE_TOKENS for s in specs]
-    usage = _usage(system_tokens, prompts, outputs, price, llm)
+    usage = usage_of(system_tokens, prompts, outputs, price, llm)
     if expansions:
         asked = [expand_request(catalog, p, k, plan.pool_items, system, llm) for p, k in expansions]
-        usage["expand"] = _usage(system_tokens, [estimate_tokens(r.prompt) for r in asked],
+        usage["expand"] = usage_of(system_tokens, [estimate_tokens(r.prompt) for r in asked],
                                  [ITEM_TOKENS * plan.pool_items] * len(asked), price, llm)
     if plan.brainstorm and specs:
         size = plan.ideas_per_request
         chunks = [specs[i:i + size] for i in range(0, len(specs), size)]
         asked = [ideas_request(catalog, c, sections, {}, system, llm) for c in chunks]
-        usage["ideas"] = _usage(system_tokens, [estimate_tokens(r.prompt) for r in asked],
+        usage["ideas"] = usage_of(system_tokens, [estimate_tokens(r.prompt) for r in asked],
                                 [IDEA_TOKENS * len(c) for c in chunks], price, llm)
     if judge.enabled:
         judged = [
@@ -128,12 +128,14 @@ def estimate_usage(catalog: Catalog, sections: Mapping[str, Section], specs: Seq
                                           system, judge, llm).prompt) + out
             for s, out in zip(specs, outputs, strict=True)
         ]
-        usage["judge"] = _usage(system_tokens, judged, [JUDGE_TOKENS] * len(judged), price, llm)
+        usage["judge"] = usage_of(system_tokens, judged, [JUDGE_TOKENS] * len(judged), price, llm)
     return usage
 
 
-def _usage(system_tokens: int, prompts: Sequence[int], outputs: Sequence[int], price: Price | None,
-           llm: LLMConfig) -> dict:
+def usage_of(system_tokens: int, prompts: Sequence[int], outputs: Sequence[int], price: Price | None,
+             llm: LLMConfig) -> dict:
+    """Tokens and cost of `prompts` sharing one cached system prompt: the one estimate every product uses.
+    The first request writes the cache at the TTL the mode would use (`llm.ttl(batch=...)`); the rest read it."""
     n = len(prompts)
     usage: dict[str, Any] = {
         "requests": n,

@@ -29,16 +29,15 @@ from sdf.llm.requests import document_request, estimate_usage, judge_request, un
 from sdf.products import Product, Stage
 from sdf.products.briefs import Briefs, expand_stage, padded_plan, pools_for_plan, settled_from_ledger
 from sdf.products.context import Run
+from sdf.products.judging import filter_judged, send_judge
 from sdf.run import CORPUS_SCHEMA, DOCUMENT_SCHEMA, FILTERED_SCHEMA, TableWriter, count_rows, iter_rows
 from sdf.source.deal import name_pools, plan_specs
 from sdf.source.plan import genre_weights
 from sdf.source.pools import DealPools
 from sdf.steps import reject_row
-from sdf.steps.filters.judge import JudgeFilter, parse_score
 
 ENVELOPE = re.compile(r"<document>\s*(.*?)\s*</document>", re.DOTALL | re.IGNORECASE)
 OPENING_TAG = re.compile(r"<document>", re.IGNORECASE)
-JUDGE_CHUNK = 5000  # judge requests handed to the engine at a time: bounds the prompts held in memory
 
 # -- plan and generate ---------------------------------------------------------------------------
 
@@ -242,10 +241,8 @@ def filter_stage(run: Run, backend: Backend | None = None, progress: bool = True
     # the judge reads every quality-passed document twice (send, then score), so they are kept apart
     scratch = rd.path / "judge_input.parquet"
     counts = run_steps(rd, source, scratch, FILTERED_SCHEMA, [quality]).as_dict()
-    summary = judge_stage(run, scratch, backend, progress)
-    with _ledger(run) as ledger:
-        judged = run_steps(rd, scratch, rd.filtered, FILTERED_SCHEMA, [JudgeFilter(cfg.judge.min_score)],
-                           before_batch=_judge_scores(run, ledger)).as_dict()
+    summary = send_judge(run, scratch, lambda doc: _judge_request(run, doc), backend, progress)
+    judged = filter_judged(run, scratch, FILTERED_SCHEMA, lambda doc: _judge_request(run, doc))
     scratch.unlink()
     rd.update_metrics(stages={**counts, **judged})
     q, j = counts.get("quality", {"input": 0, "kept": 0}), judged.get("judge", {"kept": 0})
@@ -253,35 +250,9 @@ def filter_stage(run: Run, backend: Backend | None = None, progress: bool = True
             "judge_cost_usd": round(summary.cost_usd, 6), "stopped": summary.stopped}
 
 
-def judge_stage(run: Run, source: Path, backend: Backend, progress: bool) -> RunSummary:
-    """Send a judge request for every document of `source`, a chunk at a time."""
-    total = RunSummary()
-    with _ledger(run) as ledger:
-        for chunk in iter_rows(source, batch_size=JUDGE_CHUNK):
-            requests = [_judge_request(run, d) for d in chunk]
-            total.add(run.send(ledger, requests, "judge", progress, backend))
-            if total.stopped:
-                break
-    return total
-
-
 def _judge_request(run: Run, doc: dict) -> Any:
     return judge_request(run.catalog, doc, run.sections[doc["section_id"]], run.system, run.settings.judge,
                          run.settings.llm)
-
-
-def _judge_scores(run: Run, ledger: Ledger) -> Any:
-    """Join each document's judge score and request status on from the ledger, for `JudgeFilter`."""
-    def join(batch: list[dict]) -> list[dict]:
-        out = []
-        for doc in batch:
-            row = ledger.get(_judge_request(run, doc).key)
-            status = row["status"] if row is not None else "pending"
-            score = parse_score(row["response_text"]) if status == "ok" else None
-            out.append({**doc, "judge_score": score, "judge_status": status})
-        return out
-
-    return join
 
 
 # -- dedup -----------------------------------------------------------------------------------------
