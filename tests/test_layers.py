@@ -58,3 +58,15 @@ def test_the_judge_filter_reads_its_score_as_a_joined_column() -> None:
     assert kept == [{"doc_id": "a", "judge_score": 4.0, "quality_score": 4.0}]  # the status is not kept
     assert [(r["doc_id"], r["reason"], r["detail"]) for r in dropped] == [
         ("b", "judge_low", "score 1.5 < 3"), ("c", "judge_missing", "no score (request error)")]
+
+
+def test_every_product_in_the_registry_declares_its_stages_in_pipeline_order() -> None:
+    from sdf.config import PRODUCTS
+    from sdf.products import REGISTRY, STAGE_NAMES, product
+
+    assert tuple(REGISTRY) == PRODUCTS
+    for name in REGISTRY:
+        declared = [s.name for s in product(name).stages]
+        assert declared == [s for s in STAGE_NAMES if s in declared], name
+        for command in ("generate", "extract", "filter", "dedup", "pack", "report"):
+            assert callable(product(name).stage(command)), (name, command)

@@ -19,6 +19,7 @@ from sdf.cli.common import (
     with_section_flags,
     wrap_id,
 )
+from sdf.config import PRODUCTS
 from sdf.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, SdfError
 
 
@@ -243,7 +244,7 @@ def echo_extraction(run: Any, summary: Any, extracted: dict) -> None:
 @click.option("--dry-run", is_flag=True, help="Parse and plan, print the plan and cost, call no API.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 @click.option("--reset-ledger", is_flag=True, help="Set a damaged store.sqlite aside and start a new ledger.")
-@click.option("--product", type=click.Choice(["documents", "advice"]), default=None,
+@click.option("--product", type=click.Choice(PRODUCTS), default=None,
               help="documents (default): a midtraining corpus; advice: difficult-advice transcripts for SFT.")
 @click.option("--yes", is_flag=True, help="Pay again for requests that a changed constitution or settings make new.")
 @click.option("--rewrite", "rewrite", type=click.Path(path_type=Path), default=None,
