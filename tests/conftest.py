@@ -119,3 +119,17 @@ def charter():
     from sdf.source.constitution import load_constitution
 
     return load_constitution(ROOT / "tests" / "data" / "charter_fixture.md")
+
+
+@pytest.fixture(scope="session")
+def advice_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real `sdf build --product advice` with the judge on, shared by the report and notebook tests
+    (read-only, like built_run)."""
+    base = tmp_path_factory.mktemp("advice")
+    config = fast_config(base, docs=8, extra="[judge]\nenabled = true\n")
+    with FakeAnthropic() as server:
+        result = run_sdf("build", "--constitution", FIXTURE_CONSTITUTION, "--config", config, "--out",
+                         base / "corpus", "--name", "adv", "--product", "advice", "--no-progress", cwd=base,
+                         env=sdf_env(server.base_url))
+    assert result.returncode == 0, result.stderr
+    return base / "corpus" / "adv"

@@ -240,13 +240,30 @@ def test_one_product_per_run_directory_and_documents_stays_the_default(fake, tmp
                    tmp_path / "corpus", "--name", "adv", "--dry-run", cwd=tmp_path, env=sdf_env(fake.base_url))
     assert docs.returncode == 2 and "holds the advice product" in docs.stderr
     assert docs.stderr.count("\n") == 1
-    other = run_sdf("dedup", tmp_path / "corpus" / "adv", cwd=tmp_path)
-    assert other.returncode == 2 and "holds the advice product" in other.stderr
     default = run_sdf("build", "--constitution", FIXTURE_CONSTITUTION, "--config", config, "--out",
                       tmp_path / "corpus", "--name", "docs", "--dry-run", cwd=tmp_path, env=sdf_env(fake.base_url))
     assert default.returncode == 0
     assert RunDir(tmp_path / "corpus" / "docs").read_config()["run"]["product"] == "documents"
     assert "genre" in default.stdout  # the documents plan, exactly as before
+
+
+def test_every_stage_command_works_on_an_advice_run(fake, tmp_path: Path) -> None:
+    assert build(tmp_path, fake.base_url, docs=6).returncode == 0
+    run = tmp_path / "corpus" / "adv"
+    sft = pq.read_table(run / "sft.parquet").column("id").to_pylist()
+    requests = len(fake.log)
+    for command in (("generate", "--no-progress"), ("filter", "--no-progress"), ("dedup",), ("pack",),
+                    ("report",), ("stats", "--json"), ("verify",), ("inspect",)):
+        result = run_sdf(command[0], run, *command[1:], cwd=tmp_path, env=sdf_env(fake.base_url))
+        assert result.returncode == 0, (command, result.stderr)
+        assert result.stderr == "", command
+    assert len(fake.log) == requests  # nothing is paid twice
+    assert pq.read_table(run / "sft.parquet").column("id").to_pylist() == sft  # the same chats again
+    assert "sft.parquet" in run_sdf("dedup", run, cwd=tmp_path).stdout
+    with (run / "sft.jsonl").open("a") as f:
+        f.write("{}\n")
+    broken = run_sdf("verify", run, cwd=tmp_path)
+    assert broken.returncode == 1 and "sft.jsonl" in broken.stdout
 
 
 # -- tokenized SFT rows -----------------------------------------------------------------------------------------

@@ -76,3 +76,11 @@ def test_notebook_runs_on_a_dry_run(dry_run: Path, tmp_path: Path, venv_kernel: 
     assert "corpus.parquet: not available" in text and "specs.parquet: 60 rows" in text
     assert "lengths: not available" in text and "rejects: not available" in text
     assert re.search(r"^admirable_ai_story +target +8\.0% +actual", text, flags=re.MULTILINE)
+
+
+def test_notebook_runs_on_an_advice_run(advice_run: Path, tmp_path: Path, venv_kernel: str,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "\n".join(execute(advice_run, tmp_path, venv_kernel, monkeypatch))
+    assert "chats.parquet: 8 rows" in text and "specs.parquet: 8 rows" in text
+    assert re.search(r"^\w+ +target +— +actual +\d", text, flags=re.MULTILINE)  # a temptation, no target
+    assert "lengths: not available" not in text

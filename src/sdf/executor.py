@@ -1,7 +1,7 @@
 """The in-process executor: stream an artifact through steps, write what they keep and what they drop.
 
-A step is any callable over a batch of records (a list of dicts) that returns `StepResult(kept,
-dropped)`, each dropped row made with `sdf.run.reject_row`, and has a `stage` name. Steps know
+A step (see `sdf.steps`) is any callable over a batch of records that returns `StepResult(kept,
+dropped)`, each dropped row made with `sdf.steps.reject_row`, and has a `stage` name. Steps know
 nothing of files, runs or the CLI, so the same step runs here, under `datasets.map` (see `columnar`)
 or under Ray Data's `map_batches`. Steps whose decisions are global (clustering, caps) are split in
 two: a per-record step that computes a small feature row, and a decision over the feature table,
@@ -13,26 +13,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 
 from sdf.run import STAGES, RunDir, TableWriter, iter_rows
+from sdf.steps import Step
 from sdf.workers import ordered_map
 
 BATCH_ROWS = 512  # records per batch: bounds memory whatever the corpus size
-
-
-class StepResult(NamedTuple):
-    kept: list[dict[str, Any]]
-    dropped: list[dict[str, Any]]  # sdf.run.reject_row rows
-
-
-class Step(Protocol):
-    stage: str  # the stage its drops are recorded under (sdf.run.STAGES); a step may also set
-    # `in_process = True` when it must not run in a worker process (it holds a handle such as a ledger)
-
-    def __call__(self, batch: list[dict[str, Any]]) -> StepResult: ...
 
 
 class StageCounts:
@@ -115,18 +104,22 @@ def apply_steps(batch: list[dict[str, Any]], steps: Sequence[Step], rejects: Rej
 
 def run_steps(rd: RunDir, source: Path, target: Path, schema: pa.Schema, steps: Sequence[Step],
               batch_rows: int = BATCH_ROWS, after_batch: Callable[[list[dict]], list[dict]] | None = None,
-              workers: int | None = None) -> StageCounts:
+              workers: int | None = None,
+              before_batch: Callable[[list[dict]], list[dict]] | None = None) -> StageCounts:
     """Stream `source` through `steps` into `target`; each step's drops go to rejected/<stage>.parquet.
 
     The steps run on `sdf.workers.count(workers)` processes, batch by batch in order, so the output is the
-    same for any number. `after_batch`, when given, maps each batch of kept rows before it is written (for a
-    step that needs the engine, such as the judge), here. Nothing is replaced unless the whole stream succeeds.
+    same for any number. `before_batch`, when given, joins columns onto each batch here, before the steps
+    (the judge's scores, read from the ledger); `after_batch` maps each batch of kept rows before it is
+    written. Nothing is replaced unless the whole stream succeeds.
     """
     counts = StageCounts()
-    if any(getattr(s, "in_process", False) for s in steps):  # a step holding a handle (a ledger) stays here
+    if any(getattr(s, "in_process", False) for s in steps):  # a step holding a handle stays here
         workers = 1
     with Rejects(rd, [s.stage for s in steps]) as rejects, TableWriter(target, schema) as out:
         batches = iter_rows(source, batch_size=batch_rows)
+        if before_batch is not None:
+            batches = map(before_batch, batches)
         for outcome in ordered_map(run_batch, batches, steps, workers):
             kept = record(outcome, rejects, counts)
             if after_batch is not None:

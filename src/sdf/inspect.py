@@ -36,7 +36,8 @@ def iter_documents(
 ) -> Iterator[dict[str, Any]]:
     """Yield up to `n` records in file order, each with its text and provenance.
 
-    Without `rejected`, records come from corpus.parquet (else documents.parquet). With it, they come from
+    Without `rejected`, records come from corpus.parquet (else documents.parquet; on an advice run,
+    chats.parquet). With it, they come from
     rejected/<stage>.parquet in pipeline order: a stage name reads that stage's file, "all" every file, and
     anything else is matched against the reason. `genre` and `section` (a section id) narrow either.
     """
@@ -52,9 +53,10 @@ def iter_documents(
             where = rd.rejects(rejected) if rejected in STAGES else rd.rejected_dir
             raise SdfError(f"no document has been rejected in this run yet ({where} not found)")
     else:
-        files = [next((f for f in (rd.corpus, rd.documents) if f.is_file()), None)]
+        files = [next((f for f in (rd.corpus, rd.documents, rd.chats) if f.is_file()), None)]
         if files[0] is None:
-            raise SdfError(f"no documents in {rd.path} yet: corpus.parquet and documents.parquet are missing")
+            raise SdfError(f"no documents in {rd.path} yet: corpus.parquet, documents.parquet and chats.parquet "
+                           "are missing")
 
     reason = rejected if rejected not in (None, "all", *STAGES) else None
     rows = _head(files, {"genre": genre, "section_id": section, "reason": reason}, n)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import numbers
 import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -217,30 +216,6 @@ def openai_json_line(row: Mapping[str, Any]) -> str:
 #   caps: {"name": n | None, "opener": n | None}
 #   diversity: see sdf.steps.diversity.metrics.diversity_metrics
 METRICS_KEYS = ("stages", "dedup", "caps", "diversity")
-
-
-def reject_row(item: Mapping[str, Any], stage: str, reason: str, detail: str,
-               duplicate_of: str | None = None) -> dict[str, Any]:
-    """One REJECT_SCHEMA row for a dropped item; the one way every stage records a drop."""
-    return {
-        "doc_id": str(item.get("doc_id", item.get("spec_id"))),
-        "stage": stage,
-        "reason": reason,
-        "detail": detail,
-        "duplicate_of": duplicate_of,
-        "genre": item.get("genre"),
-        "section_id": item.get("section_id"),
-        "cost_usd": item.get("cost_usd"),
-        "text": item.get("text"),
-    }
-
-
-def quality_of(row: Mapping[str, Any]) -> float:
-    """A row's ``quality_score`` for choosing between documents; missing, None or NaN count as 0."""
-    q = row.get("quality_score")
-    if isinstance(q, numbers.Real) and not isinstance(q, bool) and q == q:
-        return float(q)
-    return 0.0
 
 
 class TableWriter:

@@ -19,6 +19,7 @@ from sdf.cli.common import (
     with_section_flags,
 )
 from sdf.cli.plan_view import echo_plan
+from sdf.config import PRODUCTS
 from sdf.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, SdfError
 
 
@@ -106,16 +107,16 @@ def run_generation(run: Any, backend: Any, progress: bool) -> Any:
 def generate(run_dir: Path, progress: bool, reset_ledger: bool, **options: Any) -> None:
     """Send the planned prompts of RUN_DIR (resumable), then extract documents.parquet."""
     from sdf.llm import make_backend
+    from sdf.products import product_of
     from sdf.products.context import open_run
-    from sdf.products.documents import extract_stage
 
     run = open_run(run_dir, overrides_from(**options), write=True)
-    require_documents(run)
+    prod = product_of(run)
     check_prices(run.settings)
     backend = make_backend(run.settings.llm)
     reset_ledger_if_asked(run, reset_ledger)
-    summary = run_generation(run, backend, progress)
-    extracted = extract_stage(run)
+    summary = prod.stage("generate")(run, backend, progress)
+    extracted = prod.stage("extract")(run)
     echo_extraction(run, summary, extracted)
     code, line = generation_verdict(summary, extracted)
     if line:
@@ -124,12 +125,15 @@ def generate(run_dir: Path, progress: bool, reset_ledger: bool, **options: Any) 
 
 
 def echo_extraction(run: Any, summary: Any, extracted: dict) -> None:
+    from sdf.products import product_of
+
+    item = product_of(run).item
     ledger = run.ledger()
     echo_generation(summary, ledger.totals())
     ledger.close()
     failed = extracted["specs"] - extracted["documents"]
-    click.echo(f"documents: {extracted['documents']} extracted, {failed} specs recorded as failures "
-               f"({extracted['no_answer']} with no answer) -> {run.dir.documents}")
+    click.echo(f"{item}: {extracted['documents']} extracted, {failed} specs recorded as failures "
+               f"({extracted['no_answer']} with no answer) -> {getattr(run.dir, item)}")
 
 
 @cli.command()
@@ -150,7 +154,7 @@ def echo_extraction(run: Any, summary: Any, extracted: dict) -> None:
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 @click.option("--reset-ledger", is_flag=True, help="Set a damaged store.sqlite aside and start a new ledger.")
 @workers_option
-@click.option("--product", type=click.Choice(["documents", "advice"]), default=None,
+@click.option("--product", type=click.Choice(PRODUCTS), default=None,
               help="documents (default): a midtraining corpus; advice: difficult-advice transcripts for SFT.")
 @click.option("--yes", is_flag=True, help="Pay again for requests that a changed constitution or settings make new.")
 @click.option("--rewrite", "rewrite", type=click.Path(path_type=Path), default=None,
@@ -203,18 +207,8 @@ def build(constitution: Path, config_path: Path | None, dry_run: bool, progress:
     check_before_sending(run, yes)
     click.echo(f"run {run.dir.path}: {planned} documents planned over {len(run.constitution.sections)} sections")
     summary = run_generation(run, backend, progress)
-    extracted = extract_stage(run)
-    echo_extraction(run, summary, extracted)
-    code, line = generation_verdict(summary, extracted)
-    if code in (EXIT_OK, EXIT_INCOMPLETE):  # a partial corpus is still filtered, packed and reported
-        packed, judge_stopped = finish_build(run, backend, progress)
-        if code == EXIT_OK and judge_stopped:
-            code, line = EXIT_INCOMPLETE, (f"stopped early: the judge stopped ({judge_stopped}); documents it did not "
-                                           "score are held back; rerun the same command to resume")
-        code = code if code != EXIT_OK or packed else EXIT_FAILED
-    if line:
-        click.echo(f"error: {line}" if code == EXIT_BAD_INPUT else line, err=True)
-    sys.exit(code)
+    echo_extraction(run, summary, extracted := extract_stage(run))
+    finish_generation(run, backend, progress, summary, extracted)
 
 
 def check_before_sending(run: Any, yes: bool) -> None:
@@ -260,12 +254,6 @@ def check_product(settings: Any, constitution: Path) -> None:
                            "under another --name (a run directory holds one product)")
 
 
-def require_documents(run: Any) -> None:
-    if run.settings.run.product != "documents":
-        raise SdfError(f"{run.dir.path} holds the {run.settings.run.product} product; this command works on "
-                       "documents runs (rerun `sdf build ... --product advice` to resume it)")
-
-
 def build_advice(settings: Any, constitution: Path, dry_run: bool, progress: bool, reset_ledger: bool) -> None:
     """The advice product end to end: plan, generate, assemble, filter, dedup, sft, pack, report."""
     from collections import Counter
@@ -309,52 +297,61 @@ def build_advice(settings: Any, constitution: Path, dry_run: bool, progress: boo
         click.echo(f"\ndry run: stopped before generation; plan in {run.dir.specs}")
         return
     summary = transcripts.generate_stage(run, backend, progress)
-    assembled = transcripts.assemble_stage(run)
-    ledger = run.ledger()
-    echo_generation(summary, ledger.totals())
-    ledger.close()
-    click.echo(f"chats: {assembled['documents']} assembled, {assembled['specs'] - assembled['documents']} specs "
-               f"recorded as failures ({assembled['no_answer']} with no answer) -> {run.dir.chats}")
-    code, line = generation_verdict(summary, assembled)
-    if code in (EXIT_OK, EXIT_INCOMPLETE):  # partial chats are still filtered, written and reported
-        f = transcripts.filter_stage(run, backend, progress)
-        click.echo(f"filter: {f['input']} chats -> {f['kept']} kept")
-        if code == EXIT_OK and f.get("stopped"):
-            code, line = EXIT_INCOMPLETE, (f"stopped early: the judge stopped ({f['stopped']}); chats it did not "
+    echo_extraction(run, summary, extracted := transcripts.assemble_stage(run))
+    finish_generation(run, backend, progress, summary, extracted)
+
+
+def finish_generation(run: Any, backend: Any, progress: bool, summary: Any, extracted: dict) -> None:
+    """The exit of a build after generation: a partial set of items is still filtered, packed and reported."""
+    code, line = generation_verdict(summary, extracted)
+    if code in (EXIT_OK, EXIT_INCOMPLETE):
+        survived, judge_stopped = finish_build(run, backend, progress)
+        if code == EXIT_OK and judge_stopped:
+            code, line = EXIT_INCOMPLETE, (f"stopped early: the judge stopped ({judge_stopped}); items it did not "
                                            "score are held back; rerun the same command to resume")
-        m = transcripts.dedup_stage(run)
-        echo_dedup({**m, "corpus": m["sft"]})
-        click.echo(f"sft: {m['sft']} chats -> {run.dir.sft} and {run.dir.sft_jsonl}")
-        packed = transcripts.pack_stage(run) if m["sft"] else None
-        if packed:
-            click.echo(f"pack: {packed['chats']} chats, {packed['tokens']:,} tokens in {packed['rows']} rows of at "
-                       f"most {packed['seq_len']} ({packed['too_long']} too long) -> {run.dir.sft_packed}")
-        click.echo(f"report: {transcripts.report_stage(run)}")
-        code = code if code != EXIT_OK or m["sft"] else EXIT_FAILED
+        code = code if code != EXIT_OK or survived else EXIT_FAILED
     if line:
         click.echo(f"error: {line}" if code == EXIT_BAD_INPUT else line, err=True)
     sys.exit(code)
 
 
 def finish_build(run: Any, backend: Any, progress: bool) -> tuple[bool, str]:
-    """filter -> dedup -> pack -> report, each summarised in one line. Returns whether any document
-    survived, and why the judge stopped early ("" when it did not)."""
-    from sdf.products.documents import dedup_stage, filter_stage, pack_stage, report_stage
+    """The run's product's stages after extraction (filter -> dedup -> pack -> report), each summarised in
+    one line. Returns whether any item survived, and why the judge stopped early ("" when it did not)."""
+    from sdf.products import product_of
 
-    f = filter_stage(run, backend, progress)
-    click.echo(f"filter: {f['input']} documents -> {f['kept']} kept"
-               + (f" ({f['after_quality']} after heuristics)" if "after_judge" in f else ""))
-    m = dedup_stage(run)
+    prod = product_of(run)
+    f = prod.stage("filter")(run, backend, progress)
+    echo_filter(run, f)
+    m = prod.stage("dedup")(run)
     echo_dedup(m)
+    if prod.final == "sft":
+        click.echo(f"sft: {m['sft']} chats -> {run.dir.sft} and {run.dir.sft_jsonl}")
     if m["corpus"]:
-        echo_pack(run, pack_stage(run, progress))
+        echo_pack(run, prod.stage("pack")(run, progress))
     else:
-        click.echo(f"pack: skipped, no document survived (see `sdf inspect {run.dir.path} --rejected all`)")
-    click.echo(f"report: {report_stage(run)}")
+        click.echo(f"pack: skipped, no {prod.item} survived (see `sdf inspect {run.dir.path} --rejected all`)")
+    click.echo(f"report: {prod.stage('report')(run)}")
     return bool(m["corpus"]), f.get("stopped", "")
 
 
-def echo_pack(run: Any, manifest: dict) -> None:
+def echo_filter(run: Any, f: dict) -> None:
+    from sdf.products import product_of
+
+    before = f.get("after_quality", f.get("after_rules"))
+    click.echo(f"filter: {f['input']} {product_of(run).item} -> {f['kept']} kept"
+               + (f" ({before} after heuristics)" if before is not None and "judge_cost_usd" in f else "")
+               + f" -> {run.dir.filtered}")
+
+
+def echo_pack(run: Any, manifest: dict | None) -> None:
+    if run.settings.run.product == "advice":  # SFT rows, not shards
+        if manifest is None:
+            click.echo(f"pack: no [advice].chat_tokenizer set; the SFT output is {run.dir.sft} and {run.dir.sft_jsonl}")
+        else:
+            click.echo(f"pack: {manifest['chats']} chats, {manifest['tokens']:,} tokens in {manifest['rows']} rows of "
+                       f"at most {manifest['seq_len']} ({manifest['too_long']} too long) -> {run.dir.sft_packed}")
+        return
     rows = (f"; hf/npy: {manifest['sequences']} rows of {manifest['seq_len']}"
             if {"hf", "npy"} & set(manifest["formats"]) else "")
     click.echo(f"pack: {manifest['documents']} documents, {manifest['tokens']:,} tokens as "
@@ -385,14 +382,12 @@ def echo_dedup(m: dict) -> None:
 def filter_command(run_dir: Path, progress: bool, **options: Any) -> None:
     """Apply the quality filters (and the optional LLM judge) to RUN_DIR's documents."""
     from sdf.llm import make_backend
+    from sdf.products import product_of
     from sdf.products.context import open_run
-    from sdf.products.documents import filter_stage
 
     run = open_run(run_dir, overrides_from(**options), write=True)
-    require_documents(run)
     backend = make_backend(run.settings.llm) if run.settings.judge.enabled else None
-    counts = filter_stage(run, backend, progress)
-    click.echo(f"filter: {counts['input']} documents -> {counts['kept']} kept -> {run.dir.filtered}")
+    echo_filter(run, product_of(run).stage("filter")(run, backend, progress))
 
 
 @cli.command()
@@ -406,17 +401,19 @@ def filter_command(run_dir: Path, progress: bool, **options: Any) -> None:
 @friendly
 def dedup(run_dir: Path, decontaminate: tuple[Path, ...], builtin_evals: bool | None) -> None:
     """Decontaminate, remove exact and near duplicates and apply diversity caps -> corpus.parquet."""
+    from sdf.products import product_of
     from sdf.products.context import open_run
-    from sdf.products.documents import dedup_stage
 
     overrides: dict[str, Any] = {"dedup.decontaminate": [str(p) for p in decontaminate]} if decontaminate else {}
     if builtin_evals is not None:
         overrides["dedup.decontaminate_builtin"] = builtin_evals
     run = open_run(run_dir, overrides or None, write=True)
-    require_documents(run)
-    m = dedup_stage(run)
+    prod = product_of(run)
+    m = prod.stage("dedup")(run)
     echo_dedup(m)
-    click.echo(f"corpus: {m['corpus']} documents -> {run.dir.corpus}")
+    final = getattr(run.dir, prod.final)
+    extra = f" and {run.dir.sft_jsonl}" if prod.final == "sft" else ""
+    click.echo(f"{prod.final}: {m['corpus']} {prod.item} -> {final}{extra}")
 
 
 @cli.command()
@@ -430,12 +427,11 @@ def dedup(run_dir: Path, decontaminate: tuple[Path, ...], builtin_evals: bool | 
 @friendly
 def pack(run_dir: Path, progress: bool, mixes: tuple[str, ...], **options: Any) -> None:
     """Tokenize and pack RUN_DIR's corpus into shards plus shards/manifest.json."""
+    from sdf.products import product_of
     from sdf.products.context import open_run
-    from sdf.products.documents import pack_stage
 
     overrides = overrides_from(**options)
     if mixes:
         overrides["pack.mix"] = list(mixes)
     run = open_run(run_dir, overrides, write=True)
-    require_documents(run)
-    echo_pack(run, pack_stage(run, progress))
+    echo_pack(run, product_of(run).stage("pack")(run, progress))

@@ -210,10 +210,19 @@ def preview(constitution: Path, genre: str, section_id: str | None, seed: int | 
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @friendly
 def verify(run_dir: Path) -> None:
-    """Recompute every shard checksum and count, decode samples; exit 1 on any mismatch."""
+    """Recompute every shard checksum and count, decode samples; exit 1 on any mismatch.
+
+    On an advice run: sft.parquet, sft.jsonl and sft.openai.jsonl agree row for row, and the packed rows
+    are well formed."""
     from sdf.writers.manifest import verify_run
 
-    problems = verify_run(run_dir)
+    if holds_advice(run_dir):
+        from sdf.run import RunDir
+        from sdf.writers.chat import verify_sft
+
+        problems = verify_sft(RunDir(run_dir))
+    else:
+        problems = verify_run(run_dir)
     for problem in problems:
         click.echo(f"FAIL {problem}")
     if problems:

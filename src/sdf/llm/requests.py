@@ -134,20 +134,22 @@ def estimate_usage(catalog: Catalog, sections: Mapping[str, Section], specs: Ite
                 ask_ideas()
     if chunk:
         ask_ideas()
-    usage = _usage(system_tokens, prompts, outputs, price, llm)
+    usage = usage_of(system_tokens, prompts, outputs, price, llm)
     if expansions:
         asked = [expand_request(catalog, p, k, plan.pool_items, system, llm) for p, k in expansions]
-        usage["expand"] = _usage(system_tokens, [estimate_tokens(r.prompt) for r in asked],
+        usage["expand"] = usage_of(system_tokens, [estimate_tokens(r.prompt) for r in asked],
                                  [ITEM_TOKENS * plan.pool_items] * len(asked), price, llm)
     if ideas:
-        usage["ideas"] = _usage(system_tokens, ideas, idea_outputs, price, llm)
+        usage["ideas"] = usage_of(system_tokens, ideas, idea_outputs, price, llm)
     if judge.enabled:
-        usage["judge"] = _usage(system_tokens, judged, [JUDGE_TOKENS] * len(judged), price, llm)
+        usage["judge"] = usage_of(system_tokens, judged, [JUDGE_TOKENS] * len(judged), price, llm)
     return usage
 
 
-def _usage(system_tokens: int, prompts: Sequence[int], outputs: Sequence[int], price: Price | None,
-           llm: LLMConfig) -> dict:
+def usage_of(system_tokens: int, prompts: Sequence[int], outputs: Sequence[int], price: Price | None,
+             llm: LLMConfig) -> dict:
+    """Tokens and cost of `prompts` sharing one cached system prompt: the one estimate every product uses.
+    The first request writes the cache at the TTL the mode would use (`llm.ttl(batch=...)`); the rest read it."""
     n = len(prompts)
     usage: dict[str, Any] = {
         "requests": n,

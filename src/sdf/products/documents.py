@@ -27,16 +27,18 @@ from sdf.llm import Backend
 from sdf.llm.engine import RunSummary
 from sdf.llm.ledger import Ledger
 from sdf.llm.requests import document_request, estimate_usage, judge_request, unsuitable_document
+from sdf.products import Product, Stage
 from sdf.products.briefs import Briefs, expand_stage, padded_plan, pools_for_plan, settled_from_ledger
 from sdf.products.context import Run
-from sdf.run import CORPUS_SCHEMA, DOCUMENT_SCHEMA, FILTERED_SCHEMA, TableWriter, count_rows, iter_rows, reject_row
+from sdf.products.judging import filter_judged, send_judge
+from sdf.run import CORPUS_SCHEMA, DOCUMENT_SCHEMA, FILTERED_SCHEMA, TableWriter, count_rows, iter_rows
 from sdf.source.deal import iter_specs, name_pools
 from sdf.source.plan import genre_weights, plan_size
 from sdf.source.pools import DealPools
+from sdf.steps import reject_row
 
 ENVELOPE = re.compile(r"<document>\s*(.*?)\s*</document>", re.DOTALL | re.IGNORECASE)
 OPENING_TAG = re.compile(r"<document>", re.IGNORECASE)
-JUDGE_CHUNK = 5000  # judge requests handed to the engine at a time: bounds the prompts held in memory
 
 # -- plan and generate ---------------------------------------------------------------------------
 
@@ -244,9 +246,8 @@ def filter_stage(run: Run, backend: Backend | None = None, progress: bool = True
     # the judge reads every quality-passed document twice (send, then score), so they are kept apart
     scratch = rd.path / "judge_input.parquet"
     counts = run_steps(rd, source, scratch, FILTERED_SCHEMA, [quality]).as_dict()
-    summary = judge_stage(run, scratch, backend, progress)
-    with _ledger(run) as ledger:
-        judged = run_steps(rd, scratch, rd.filtered, FILTERED_SCHEMA, [_judge_filter(run, ledger)]).as_dict()
+    summary = send_judge(run, scratch, lambda doc: _judge_request(run, doc), backend, progress)
+    judged = filter_judged(run, scratch, FILTERED_SCHEMA, lambda doc: _judge_request(run, doc))
     scratch.unlink()
     rd.update_metrics(stages={**counts, **judged})
     q, j = counts.get("quality", {"input": 0, "kept": 0}), judged.get("judge", {"kept": 0})
@@ -254,33 +255,9 @@ def filter_stage(run: Run, backend: Backend | None = None, progress: bool = True
             "judge_cost_usd": round(summary.cost_usd, 6), "stopped": summary.stopped}
 
 
-def judge_stage(run: Run, source: Path, backend: Backend, progress: bool) -> RunSummary:
-    """Send a judge request for every document of `source`, a chunk at a time."""
-    total = RunSummary()
-    with _ledger(run) as ledger:
-        for chunk in iter_rows(source, batch_size=JUDGE_CHUNK):
-            requests = [_judge_request(run, d) for d in chunk]
-            total.add(run.send(ledger, requests, "judge", progress, backend))
-            if total.stopped:
-                break
-    return total
-
-
 def _judge_request(run: Run, doc: dict) -> Any:
     return judge_request(run.catalog, doc, run.sections[doc["section_id"]], run.system, run.settings.judge,
                          run.settings.llm)
-
-
-def _judge_filter(run: Run, ledger: Ledger) -> Any:
-    from sdf.steps.filters.judge import JudgeFilter, parse_score
-
-    def score_of(doc: dict) -> tuple[float | None, str]:
-        row = ledger.get(_judge_request(run, doc).key)
-        if row is None or row["status"] != "ok":
-            return None, row["status"] if row is not None else "pending"
-        return parse_score(row["response_text"]), "ok"
-
-    return JudgeFilter(score_of, run.settings.judge.min_score)
 
 
 # -- dedup -----------------------------------------------------------------------------------------
@@ -419,3 +396,20 @@ def check_inputs(settings: Settings) -> None:
         load_evals(settings.dedup.decontaminate)
     if settings.dedup.decontaminate_builtin:
         load_builtin(settings.run.prompts or None)
+
+
+PRODUCT = Product(
+    name="documents", item="documents", final="corpus", usage_estimate=usage_estimate,
+    stages=(
+        Stage("plan", plan_stage, "seeded specs: a section, a genre and a brief per document"),
+        Stage("generate", generate_stage, "pools, ideas and documents through the engine"),
+        Stage("extract", extract_stage, "ledger answers -> documents.parquet"),
+        Stage("filter", filter_stage, "quality heuristics"),
+        Stage("judge", None, "the LLM judge, inside filter when [judge] is enabled"),
+        Stage("decontaminate", None, "inside dedup"),
+        Stage("dedup", dedup_stage, "exact and near duplicates -> corpus.parquet"),
+        Stage("diversity", None, "name and opener caps, inside dedup"),
+        Stage("pack", pack_stage, "token shards and shards/manifest.json"),
+        Stage("report", report_stage, "report.html and stats.json"),
+    ),
+)

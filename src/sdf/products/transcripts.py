@@ -23,19 +23,22 @@ from typing import Any
 from sdf.errors import SdfError
 from sdf.executor import BATCH_ROWS, Rejects, StageCounts, apply_steps, extract_answers, run_steps
 from sdf.llm import Backend
-from sdf.llm.engine import RunSummary, run_requests
+from sdf.llm.engine import RunSummary
 from sdf.llm.ledger import Ledger, LLMRequest
+from sdf.llm.requests import usage_of
+from sdf.products import Product, Stage
 from sdf.products.context import Run
+from sdf.products.judging import filter_judged, send_judge
 from sdf.products.scenarios import deployment_block, deployment_of, plan_scenarios, read_transcripts
-from sdf.run import CHAT_FILTERED_SCHEMA, CHAT_SCHEMA, count_rows, iter_rows, reject_row
+from sdf.run import CHAT_FILTERED_SCHEMA, CHAT_SCHEMA, count_rows, iter_rows
 from sdf.source.catalog import AdviceCatalog, load_advice_catalog
 from sdf.source.plan import TOKENS_PER_WORD
+from sdf.steps import reject_row
 
 MESSAGE = re.compile(r"<message>\s*(.*?)\s*</message>", re.DOTALL | re.IGNORECASE)
 DELIBERATION = re.compile(r"<deliberation>\s*(.*?)\s*</deliberation>", re.DOTALL | re.IGNORECASE)
 ANSWER = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL | re.IGNORECASE)
 TOOL_CALLS = re.compile(r"<tool_calls>\s*(.*?)\s*</tool_calls>", re.DOTALL | re.IGNORECASE)
-JUDGE_CHUNK = 5000  # judge requests handed to the engine at a time
 NONE = {"input": 0, "kept": 0}  # the counts of a stage that saw no batch
 REPLY_TOKENS = 900  # a deliberation of ~400 words and an answer of ~250, for the estimate
 DELIBERATION_TOKENS = 500  # what a rewrite adds to the final turn, for the estimate
@@ -192,7 +195,7 @@ def generate_stage(run: Run, backend: Backend, progress: bool = True) -> RunSumm
     with closing(run.ledger()) as ledger:
         firsts = [reqs.first(s) for s in specs]
         desc = "rewrite" if run.settings.advice.rewrite else "user messages"
-        summary = _send(run, ledger, firsts, desc, progress, backend)
+        summary = run.send(ledger, firsts, desc, progress, backend)
         if summary.stopped or run.settings.advice.rewrite:
             return summary
         pairs = []
@@ -200,21 +203,15 @@ def generate_stage(run: Run, backend: Backend, progress: bool = True) -> RunSumm
             message = user_message_of(ledger.get(request.key))
             if message:
                 pairs.append(reqs.replies(spec, message))
-        summary.add(_send(run, ledger, [p[0] for p in pairs], "replies", progress, backend))
+        summary.add(run.send(ledger, [p[0] for p in pairs], "replies", progress, backend))
         retries = [p[1] for p in pairs if len(p) > 1 and _truncated(ledger.get(p[0].key))]
         if retries and not summary.stopped:
-            summary.add(_send(run, ledger, retries, "retry truncated", progress, backend))
+            summary.add(run.send(ledger, retries, "retry truncated", progress, backend))
         return summary
 
 
 def _truncated(row: Any) -> bool:
     return row is not None and row["status"] == "ok" and row["stop_reason"] == "max_tokens"
-
-
-def _send(run: Run, ledger: Ledger, requests: list[LLMRequest], desc: str, progress: bool, backend: Backend
-          ) -> RunSummary:
-    return run_requests(requests, ledger, backend, run.settings.llm, run.settings.budget.max_cost_usd,
-                        run.settings.price, desc=desc, progress=progress)
 
 
 def user_message_of(row: Any) -> str | None:
@@ -260,18 +257,13 @@ def usage_estimate(run: Run, specs: list[dict[str, Any]]) -> dict[str, Any]:
         rounds.append((users[0].system if users else "", [estimate_tokens(r.prompt) for r in users], user_out))
         replies = [estimate_tokens(reqs.replies(s, "")[0].prompt) + out for s, out in zip(specs, user_out, strict=True)]
         rounds.append((reqs.system, replies, [REPLY_TOKENS] * len(specs)))
-    usage = {"requests": 0, "input_tokens": 0, "cache_creation_tokens": 0, "cache_read_tokens": 0, "output_tokens": 0}
-    for system, prompts, outputs in rounds:
-        if prompts:
-            n, system_tokens = len(prompts), estimate_tokens(system)
-            usage["requests"] += n
-            usage["input_tokens"] += sum(prompts)
-            usage["cache_creation_tokens"] += system_tokens
-            usage["cache_read_tokens"] += system_tokens * (n - 1)
-            usage["output_tokens"] += sum(outputs)
-    tokens = [usage[k] for k in ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens")]
-    usage["cost_usd"] = price.cost(*tokens) if price else None
-    usage["batch_cost_usd"] = price.cost(*tokens, batch=True) if price else None
+    # each round is priced as the documents' requests are, cache writes at the mode's TTL included
+    parts = [usage_of(estimate_tokens(system), prompts, outputs, price, run.settings.llm)
+             for system, prompts, outputs in rounds if prompts]
+    usage: dict[str, Any] = {k: sum(p[k] for p in parts) for k in (
+        "requests", "input_tokens", "cache_creation_tokens", "cache_read_tokens", "output_tokens")}
+    for key in ("cost_usd", "batch_cost_usd"):
+        usage[key] = round(sum(p[key] for p in parts), 6) if price else None
     return usage
 
 
@@ -364,38 +356,18 @@ def filter_stage(run: Run, backend: Backend | None = None, progress: bool = True
         raise SdfError("the judge is enabled but no model backend was given")
     scratch = rd.path / "judge_input.parquet"  # the judge reads each chat twice (send, then score)
     counts = run_steps(rd, source, scratch, CHAT_FILTERED_SCHEMA, steps).as_dict()
-    summary = _judge(run, scratch, backend, progress)
-    judged = run_steps(rd, scratch, rd.filtered, CHAT_FILTERED_SCHEMA, [_judge_filter(run)]).as_dict()
+    reqs = Requests(run)
+
+    def request_of(chat: dict) -> LLMRequest:
+        return judge_request(reqs.acat, chat, reqs.section_text(chat["section_id"]), run)
+
+    summary = send_judge(run, scratch, request_of, backend, progress)
+    judged = filter_judged(run, scratch, CHAT_FILTERED_SCHEMA, request_of)
     scratch.unlink()
     rd.update_metrics(stages={**counts, **judged})
     return {"input": counts.get("quality", NONE)["input"], "after_rules": counts.get("action", NONE)["kept"],
             "kept": judged.get("judge", NONE)["kept"], "judge_cost_usd": round(summary.cost_usd, 6),
             "stopped": summary.stopped}
-
-
-def _judge(run: Run, source: Path, backend: Backend, progress: bool) -> RunSummary:
-    total, reqs = RunSummary(), Requests(run)
-    with closing(run.ledger()) as ledger:
-        for chunk in iter_rows(source, batch_size=JUDGE_CHUNK):
-            requests = [judge_request(reqs.acat, c, reqs.section_text(c["section_id"]), run) for c in chunk]
-            total.add(_send(run, ledger, requests, "judge", progress, backend))
-            if total.stopped:
-                break
-    return total
-
-
-def _judge_filter(run: Run) -> Any:
-    from sdf.steps.filters.judge import JudgeFilter, parse_score
-
-    ledger, reqs = run.ledger(), Requests(run)  # read-only lookups; closed with the process
-
-    def score_of(chat: dict) -> tuple[float | None, str]:
-        row = ledger.get(judge_request(reqs.acat, chat, reqs.section_text(chat["section_id"]), run).key)
-        if row is None or row["status"] != "ok":
-            return None, row["status"] if row is not None else "pending"
-        return parse_score(row["response_text"]), "ok"
-
-    return JudgeFilter(score_of, run.settings.judge.min_score)
 
 
 # -- dedup ------------------------------------------------------------------------------------------------
@@ -475,7 +447,7 @@ def dedup_stage(run: Run) -> dict[str, Any]:
                                   **contamination_summary(r for r in rows if r["stage"] == "decontaminate")}
     rd.update_metrics(stages=stages, dedup=dedup, caps={**caps.caps, **name_counts})
     first = stages.get("decontaminate", stages["dedup"])
-    return {"stages": stages, "input": first["input"], "sft": out.rows, "caps": caps.caps}
+    return {"stages": stages, "input": first["input"], "sft": out.rows, "corpus": out.rows, "caps": caps.caps}
 
 
 def _named_text(chat: dict[str, Any]) -> str:
@@ -491,7 +463,7 @@ def _named_texts(source: Path, wanted: set[str]) -> dict[str, str]:
 # -- pack and report ---------------------------------------------------------------------------------------
 
 
-def pack_stage(run: Run) -> dict[str, Any] | None:
+def pack_stage(run: Run, progress: bool = True) -> dict[str, Any] | None:
     """Packed SFT rows when [advice].chat_tokenizer is set; None otherwise."""
     if not run.settings.advice.chat_tokenizer:
         return None
@@ -504,3 +476,20 @@ def report_stage(run: Run) -> Path:
     from sdf.products.transcript_report import write_transcript_report
 
     return write_transcript_report(run.dir.path)
+
+
+PRODUCT = Product(
+    name="advice", item="chats", final="sft", usage_estimate=usage_estimate,
+    stages=(
+        Stage("plan", plan_stage, "scenarios from the catalog, or the transcripts of --rewrite"),
+        Stage("generate", generate_stage, "the user's message, then the reply (or the rewrite)"),
+        Stage("extract", assemble_stage, "ledger answers -> chats.parquet"),
+        Stage("filter", filter_stage, "chat quality rules and the action check"),
+        Stage("judge", None, "the LLM judge, inside filter when [judge] is enabled"),
+        Stage("decontaminate", None, "inside dedup"),
+        Stage("dedup", dedup_stage, "user messages and replies -> sft.parquet and sft.jsonl"),
+        Stage("diversity", None, "name and opener caps, inside dedup"),
+        Stage("pack", pack_stage, "packed SFT rows when [advice].chat_tokenizer is set"),
+        Stage("report", report_stage, "report.html and stats.json"),
+    ),
+)

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sdf.run import STAGES, iter_batches, iter_rows
+import pyarrow as pa
 
-if TYPE_CHECKING:
-    from sdf.report.stats import RunData
+from sdf.run import STAGES, RunDir, iter_batches, iter_rows
+from sdf.steps import eval_of
 
 SAMPLE_CHARS = 450  # characters of each contamination sample shown
 
 
-def rejections(run: RunData, run_cost: float | None) -> dict[str, Any] | None:
+def rejections(rejects: pa.Table | None, run_cost: float | None) -> dict[str, Any] | None:
     """Rejected documents by stage and reason, and paid-but-discarded: what generating them cost, in USD and
     as a share of the run's whole cost (every request of the ledger, judge and brainstorm included)."""
-    if run.rejects is None:
+    if rejects is None:
         return None
-    rows = run.rejects.select(["stage", "reason", "cost_usd"]).to_pylist()
+    rows = rejects.select(["stage", "reason", "cost_usd"]).to_pylist()
     total = len(rows)
     by_stage = Counter(r["stage"] for r in rows)
     by_reason = Counter((r["stage"], r["reason"]) for r in rows)
@@ -45,12 +45,10 @@ def rejections(run: RunData, run_cost: float | None) -> dict[str, Any] | None:
     }
 
 
-def contamination(run: RunData, samples: int = 3) -> dict[str, Any] | None:
+def contamination(rd: RunDir, rejects: pa.Table | None, samples: int = 3) -> dict[str, Any] | None:
     """Decontamination drops by reason and by eval file, with a few excerpts of what was caught."""
-    from sdf.steps.decontam.step import eval_of
-
-    path = run.dir.rejects("decontaminate")
-    if run.rejects is None or not path.is_file():
+    path = rd.rejects("decontaminate")
+    if rejects is None or not path.is_file():
         return None
     rows = [r for batch in iter_rows(path, ["doc_id", "reason", "detail", "genre"]) for r in batch]
     by_file: Counter[str] = Counter()

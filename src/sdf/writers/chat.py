@@ -194,3 +194,35 @@ def pack_sft(rd: RunDir, tokenizer_path: str, seq_len: int) -> dict[str, Any]:
             out.write([{"input_ids": ids, "labels": labels, "seq_lengths": lengths}])
             stats["rows"] += 1
     return stats
+
+
+def verify_sft(rd: RunDir) -> list[str]:
+    """Re-check an advice run's SFT output: sft.parquet, its two jsonl files row for row (same ids, same
+    order), and the packed rows' shapes. Returns the problems, one line each; empty means all agree."""
+    import pyarrow as pa
+
+    if not rd.sft.is_file():
+        return [f"{rd.sft}: missing (the dedup stage did not finish; run `sdf dedup` again)"]
+    try:
+        ids = [r["id"] for batch in iter_rows(rd.sft, ["id"]) for r in batch]
+    except (OSError, pa.ArrowException) as exc:
+        return [f"{rd.sft}: unreadable ({type(exc).__name__})"]
+    problems = []
+    for path in (rd.sft_jsonl, rd.sft_openai):
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+            continue
+        with path.open(encoding="utf-8") as f:
+            lines = [json.loads(line) for line in f if line.strip()]
+        if len(lines) != len(ids):
+            problems.append(f"{path}: {len(lines)} lines, sft.parquet has {len(ids)} rows")
+        elif path == rd.sft_jsonl and [line.get("id") for line in lines] != ids:
+            problems.append(f"{path}: ids differ from sft.parquet's")
+        elif any(not line.get("messages") for line in lines):
+            problems.append(f"{path}: a line without messages")
+    if rd.sft_packed.is_file():
+        for i, row in enumerate(r for batch in iter_rows(rd.sft_packed) for r in batch):
+            if not (len(row["input_ids"]) == len(row["labels"]) == sum(row["seq_lengths"])):
+                problems.append(f"{rd.sft_packed}: row {i}: input_ids, labels and seq_lengths disagree")
+                break
+    return problems

@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from sdf.config import DedupConfig
+from sdf.steps import eval_detail
 from sdf.steps.decontam.entities import EntityMatcher, extract_entities
 from sdf.steps.decontam.evals import BuiltinList, Entity, EvalPrompt, load_builtin, load_evals
 from sdf.steps.decontam.ngrams import NgramIndex
@@ -38,8 +39,8 @@ class Finding(NamedTuple):
 
     @property
     def detail(self) -> str:
-        """The reject row's detail: ``eval <source> | <evidence>`` (see `eval_of`)."""
-        return f"eval {self.source} | {self.evidence}"
+        """The reject row's detail: ``eval <source> | <evidence>`` (see `sdf.steps.eval_of`)."""
+        return eval_detail(self.source, self.evidence)
 
 
 class EvalIndex:

@@ -3,16 +3,14 @@ and what matched. A plain record step: one document at a time, no files, the ind
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from sdf.executor import StepResult
-from sdf.run import reject_row
+from sdf.steps import StepResult, eval_of, reject_row
 from sdf.steps.decontam.index import EvalIndex
 
-_DETAIL = re.compile(r"^eval (.+?) \| ")
+__all__ = ["Decontaminate", "contamination_summary", "decontaminate", "eval_of"]
 
 
 class DecontaminationResult(NamedTuple):
@@ -47,12 +45,6 @@ def decontaminate(docs: Iterable[Mapping[str, Any]], index: EvalIndex) -> Decont
     counts = Counter(input=len(result.kept) + len(result.dropped), kept=len(result.kept), **index.counts)
     counts.update(r["reason"] for r in result.dropped)
     return DecontaminationResult(result.kept, result.dropped, dict(counts))
-
-
-def eval_of(detail: str | None) -> str | None:
-    """The eval a decontamination reject's detail names, or None for another stage's detail."""
-    m = _DETAIL.match(detail or "")
-    return m.group(1) if m else None
 
 
 def contamination_summary(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from sdf.config import DedupConfig
-from sdf.run import quality_of, reject_row
+from sdf.steps import quality_of, reject_row
 from sdf.steps.dedup.minhash import MAX32, minhash_signatures
 
 _U64 = np.uint64

@@ -33,8 +33,7 @@ import numpy as np
 import xxhash
 
 from sdf.config import DiversityConfig
-from sdf.run import quality_of, reject_row
-from sdf.steps import GenreLike
+from sdf.steps import GenreLike, quality_of, reject_row
 from sdf.steps.dedup.minhash import normalize_text
 from sdf.steps.diversity.names import confirm_people, evidence, name_candidates, people, planned_people
 

@@ -32,8 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sdf.config import QUALITY_RULES, AdviceConfig, QualityConfig
-from sdf.executor import StepResult
-from sdf.run import reject_row
+from sdf.steps import StepResult, reject_row
 from sdf.steps.filters.quality import (
     _EN_FUNCTION_WORDS,
     language_detail,

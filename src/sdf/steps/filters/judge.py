@@ -1,17 +1,16 @@
 """The LLM judge as a step: keep documents whose 0-5 score reaches `min_score`.
 
-The stage sends the judge requests through the engine first; this step only reads each document's
-score through the `score_of` callable it is given, so it knows nothing of the ledger or the API.
+The stage sends the judge requests through the engine first, then joins each document's score on as
+columns (`judge_score`, None when the judge gave none, and `judge_status`, the request's status);
+this step reads only those columns, so it knows nothing of the ledger or the API and runs anywhere.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
-from sdf.executor import StepResult
-from sdf.run import reject_row
+from sdf.steps import StepResult, reject_row
 
 SCORE = re.compile(r"<score>\s*([0-5](?:\.\d+)?)\s*</score>", re.IGNORECASE)
 
@@ -26,19 +25,20 @@ class JudgeFilter:
     """Drop documents scored below `min_score` (judge_low) or with no score (judge_missing)."""
 
     stage = "judge"
-    in_process = True  # score_of reads the run's ledger, an SQLite connection that must not cross a fork
 
-    def __init__(self, score_of: Callable[[dict[str, Any]], tuple[float | None, str]], min_score: float) -> None:
-        self.score_of, self.min_score = score_of, min_score  # score_of(doc) -> (score or None, request status)
+    def __init__(self, min_score: float) -> None:
+        self.min_score = min_score
 
     def __call__(self, batch: list[dict[str, Any]]) -> StepResult:
         kept, dropped = [], []
-        for doc in batch:
-            score, status = self.score_of(doc)
+        for row in batch:
+            doc = {k: v for k, v in row.items() if k != "judge_status"}  # the status is only for the detail
+            score = doc.get("judge_score")
             if score is None:
+                status = row.get("judge_status") or "pending"
                 dropped.append(reject_row(doc, self.stage, "judge_missing", f"no score (request {status})"))
             elif score < self.min_score:
                 dropped.append(reject_row(doc, self.stage, "judge_low", f"score {score:g} < {self.min_score:g}"))
             else:
-                kept.append({**doc, "judge_score": score, "quality_score": score})
+                kept.append({**doc, "quality_score": score})
         return StepResult(kept, dropped)

@@ -29,9 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from sdf.config import QUALITY_RULES, QualityConfig
-from sdf.executor import StepResult
-from sdf.run import reject_row
-from sdf.steps import GenreLike
+from sdf.steps import GenreLike, StepResult, reject_row
 
 RULES = QUALITY_RULES  # rule names, in the order they run
 DEFAULT_SLOP_FILE = Path(__file__).resolve().parents[2] / "prompts" / "slop.txt"
