@@ -191,6 +191,8 @@ def run_generation(run: Any, backend: Any, progress: bool) -> Any:
 @click.option("--batch/--no-batch", default=None, help="Use the Message Batches API (half price, slower).")
 @click.option("--max-cost", type=float, default=None, help="Stop sending once this many USD are spent.")
 @click.option("--concurrency", type=int, default=None, help="Concurrent requests in messages mode.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+              help="Run filter, dedup and pack in this process (local) or on Ray Data ([executor] address).")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 @click.option("--reset-ledger", is_flag=True, help="Set a damaged store.sqlite aside and start a new ledger.")
 @friendly
@@ -281,6 +283,10 @@ def build(constitution: Path, config_path: Path | None, dry_run: bool, progress:
         build_advice(settings, constitution, dry_run, progress, reset_ledger)
         return
     check_inputs(settings)  # tokenizer, mix and eval files fail now, not after the money is spent
+    if settings.executor.kind == "ray":
+        from sdf.executors import require_ray
+
+        require_ray()
     check_prices(settings)
     backend = None if dry_run else make_backend(settings.llm)  # a missing key fails before anything is written
     run = create_run(settings, constitution)
@@ -428,8 +434,10 @@ def build_advice(settings: Any, constitution: Path, dry_run: bool, progress: boo
 def finish_build(run: Any, backend: Any, progress: bool) -> tuple[bool, str]:
     """filter -> dedup -> pack -> report, each summarised in one line. Returns whether any document
     survived, and why the judge stopped early ("" when it did not)."""
-    from sdf.products.documents import dedup_stage, filter_stage, pack_stage, report_stage
+    from sdf.executors import stages_for
+    from sdf.products.documents import report_stage
 
+    filter_stage, dedup_stage, pack_stage = stages_for(run.settings)
     f = filter_stage(run, backend, progress)
     click.echo(f"filter: {f['input']} documents -> {f['kept']} kept"
                + (f" ({f['after_quality']} after heuristics)" if "after_judge" in f else ""))
@@ -467,18 +475,21 @@ def echo_dedup(m: dict) -> None:
 @cli.command(name="filter")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--judge/--no-judge", default=None, help="Score documents with the LLM judge.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+              help="Run filter, dedup and pack in this process (local) or on Ray Data ([executor] address).")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 @friendly
 def filter_command(run_dir: Path, progress: bool, **options: Any) -> None:
     """Apply the quality filters (and the optional LLM judge) to RUN_DIR's documents."""
+    from sdf.executors import stages_for
     from sdf.llm import make_backend
     from sdf.products.context import open_run
-    from sdf.products.documents import filter_stage
 
     run = open_run(run_dir, overrides_from(**options), write=True)
     require_documents(run)
+    stages = stages_for(run.settings)
     backend = make_backend(run.settings.llm) if run.settings.judge.enabled else None
-    counts = filter_stage(run, backend, progress)
+    counts = stages.filter(run, backend, progress)
     click.echo(f"filter: {counts['input']} documents -> {counts['kept']} kept -> {run.dir.filtered}")
 
 
@@ -489,18 +500,22 @@ def filter_command(run_dir: Path, progress: bool, **options: Any) -> None:
                    "corpus (repeatable).")
 @click.option("--builtin-evals/--no-builtin-evals", "builtin_evals", default=None,
               help="Drop documents using the entities of public evaluations listed in prompts/evals/ (default on).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+              help="Run filter, dedup and pack in this process (local) or on Ray Data ([executor] address).")
 @friendly
-def dedup(run_dir: Path, decontaminate: tuple[Path, ...], builtin_evals: bool | None) -> None:
+def dedup(run_dir: Path, decontaminate: tuple[Path, ...], builtin_evals: bool | None, executor: str | None) -> None:
     """Decontaminate, remove exact and near duplicates and apply diversity caps -> corpus.parquet."""
+    from sdf.executors import stages_for
     from sdf.products.context import open_run
-    from sdf.products.documents import dedup_stage
 
     overrides: dict[str, Any] = {"dedup.decontaminate": [str(p) for p in decontaminate]} if decontaminate else {}
     if builtin_evals is not None:
         overrides["dedup.decontaminate_builtin"] = builtin_evals
+    if executor is not None:
+        overrides["executor.kind"] = executor
     run = open_run(run_dir, overrides or None, write=True)
     require_documents(run)
-    m = dedup_stage(run)
+    m = stages_for(run.settings).dedup(run)
     echo_dedup(m)
     click.echo(f"corpus: {m['corpus']} documents -> {run.dir.corpus}")
 
@@ -511,16 +526,18 @@ def dedup(run_dir: Path, decontaminate: tuple[Path, ...], builtin_evals: bool | 
 @click.option("--seq-len", type=int, default=None, help="Sequence length.")
 @click.option("--format", "formats", multiple=True, help="npy, megatron, nanotron, hf (repeatable).")
 @click.option("--mix", "mixes", multiple=True, help="PATH:RATIO replay text to interleave (repeatable).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+              help="Run filter, dedup and pack in this process (local) or on Ray Data ([executor] address).")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 @friendly
 def pack(run_dir: Path, progress: bool, mixes: tuple[str, ...], **options: Any) -> None:
     """Tokenize and pack RUN_DIR's corpus into shards plus shards/manifest.json."""
+    from sdf.executors import stages_for
     from sdf.products.context import open_run
-    from sdf.products.documents import pack_stage
 
     overrides = overrides_from(**options)
     if mixes:
         overrides["pack.mix"] = list(mixes)
     run = open_run(run_dir, overrides, write=True)
     require_documents(run)
-    echo_pack(run, pack_stage(run, progress))
+    echo_pack(run, stages_for(run.settings).pack(run, progress))
