@@ -195,25 +195,55 @@ def run_generation(run: Any, backend: Any, progress: bool) -> Any:
               help="Run filter, dedup and pack in this process (local) or on Ray Data ([executor] address).")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 @click.option("--reset-ledger", is_flag=True, help="Set a damaged store.sqlite aside and start a new ledger.")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Send only part I of N of the plan, into RUN_DIR/parts/I-of-N (its own ledger); see `sdf merge`.")
 @friendly
-def generate(run_dir: Path, progress: bool, reset_ledger: bool, **options: Any) -> None:
+def generate(run_dir: Path, progress: bool, reset_ledger: bool, shard: str | None, **options: Any) -> None:
     """Send the planned prompts of RUN_DIR (resumable), then extract documents.parquet."""
     from sdf.llm import make_backend
     from sdf.products.context import open_run
     from sdf.products.documents import extract_stage
+    from sdf.products.parts import generate_part, open_part, parse_shard
 
-    run = open_run(run_dir, overrides_from(**options), write=True)
+    part = parse_shard(shard) if shard is not None else None
+    run = open_run(run_dir, overrides_from(**options), write=part is None)  # parts lock only their own directory
     require_documents(run)
     check_prices(run.settings)
     backend = make_backend(run.settings.llm)
+    if part is not None:
+        run = open_part(run, *part, overrides_from(**options))
     reset_ledger_if_asked(run, reset_ledger)
-    summary = run_generation(run, backend, progress)
+    if part is not None:
+        summary = generate_part(run, backend, *part, progress=progress)
+    else:
+        summary = run_generation(run, backend, progress)
     extracted = extract_stage(run)
     echo_extraction(run, summary, extracted)
     code, line = generation_verdict(summary, extracted)
     if line:
         click.echo(f"error: {line}" if code == EXIT_BAD_INPUT else line, err=True)
     sys.exit(code)
+
+
+@cli.command()
+@click.argument("parts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--into", "into", required=True, type=click.Path(path_type=Path),
+              help="The run the parts were made from (`sdf generate RUN --shard I/N`).")
+@friendly
+def merge(parts: tuple[Path, ...], into: Path) -> None:
+    """Merge the ledgers and documents of parts of one run into it; sends no request."""
+    from sdf.products.context import open_run
+    from sdf.products.parts import merge_parts
+
+    run = open_run(into, write=True)
+    require_documents(run)
+    m = merge_parts(run, list(parts))
+    planned = run.dir.read_plan().get("docs", m["specs"])
+    click.echo(f"merge: {m['parts']} part(s), {m['rows']} ledger rows copied, {m['conflicts']} conflicting answers "
+               f"(the first kept); {m['specs']} of {planned} planned specs "
+               f"-> {m['documents']} documents ({m['no_answer']} with no answer) -> {run.dir.documents}")
+    if m["specs"] < planned:
+        click.echo(f"{planned - m['specs']} planned specs are in no part: `sdf generate {into}` sends only those")
 
 
 def echo_extraction(run: Any, summary: Any, extracted: dict) -> None:
