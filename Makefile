@@ -6,7 +6,7 @@ CONSTITUTION ?= constitutions/claude.md
 ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean check-readers
+.PHONY: run test lint bench clean check-readers check-ray
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(VENV)/.installed
 check-readers: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[dev,readers]'
 	$(BIN)/python -m pytest -q tests/test_readers_frameworks.py
+
+# filter, dedup and pack with --executor ray on a copy of a local run: the same corpus, rejects and shards
+check-ray: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
+	$(BIN)/python -m pytest -q tests/test_ray.py
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'

@@ -417,6 +417,21 @@ class AdviceConfig:
             raise ValueError("min_deliberation_words: word limits must not be negative")
 
 
+@dataclass
+class ExecutorConfig:
+    """[executor]: where filter, dedup and pack run. Not part of config_hash: it never changes the output."""
+
+    kind: str = "local"  # local (this process) or ray (Ray Data: pip install 'sdf[ray]')
+    address: str = ""  # a Ray cluster to join (e.g. "auto" or "ray://head:10001"); "" = start a local one
+    num_cpus: int = 0  # CPUs of a local Ray cluster; 0 = all
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("local", "ray"):
+            raise ValueError(f"kind: must be local or ray, not {self.kind!r}")
+        if self.num_cpus < 0:
+            raise ValueError("num_cpus: must be >= 0")
+
+
 # ---------------------------------------------------------------- tokenizing into a temporary token file
 
 
@@ -464,6 +479,7 @@ class Settings:
     diversity: DiversityConfig = field(default_factory=DiversityConfig)
     pack: PackConfig = field(default_factory=PackConfig)
     advice: AdviceConfig = field(default_factory=AdviceConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     pricing: dict[str, Price] = field(default_factory=lambda: dict(DEFAULT_PRICING))
 
     def price(self, model: str) -> Price | None:
@@ -477,7 +493,8 @@ class Settings:
         return dump_toml(self.to_dict())
 
     def config_hash(self) -> str:
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        data = {k: v for k, v in self.to_dict().items() if k != "executor"}  # where it runs is not what it makes
+        blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

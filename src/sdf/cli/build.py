@@ -96,32 +96,78 @@ def run_generation(run: Any, backend: Any, progress: bool) -> Any:
     return generate_stage(run, backend, progress=progress)
 
 
+def check_executor(settings: Any) -> None:
+    from sdf.products import check_executor as check
+    from sdf.products import product
+
+    check(product(settings.run.product), settings.executor.kind)
+
+
+def require_documents(run: Any, what: str) -> None:
+    if run.settings.run.product != "documents":
+        raise SdfError(f"{what} works on documents runs; {run.dir.path} is a {run.settings.run.product} run")
+
+
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--batch/--no-batch", default=None, help="Use the Message Batches API (half price, slower).")
 @click.option("--max-cost", type=float, default=None, help="Stop sending once this many USD are spent.")
 @click.option("--concurrency", type=int, default=None, help="Concurrent requests in messages mode.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+              help="Run filter, dedup and pack in this process (local) or on Ray Data ([executor] address).")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 @click.option("--reset-ledger", is_flag=True, help="Set a damaged store.sqlite aside and start a new ledger.")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Send only part I of N of the plan, into RUN_DIR/parts/I-of-N (its own ledger); see `sdf merge`.")
 @friendly
-def generate(run_dir: Path, progress: bool, reset_ledger: bool, **options: Any) -> None:
+def generate(run_dir: Path, progress: bool, reset_ledger: bool, shard: str | None, **options: Any) -> None:
     """Send the planned prompts of RUN_DIR (resumable), then extract documents.parquet."""
     from sdf.llm import make_backend
     from sdf.products import product_of
     from sdf.products.context import open_run
+    from sdf.products.parts import generate_part, open_part, parse_shard
 
-    run = open_run(run_dir, overrides_from(**options), write=True)
+    part = parse_shard(shard) if shard is not None else None
+    run = open_run(run_dir, overrides_from(**options), write=part is None)  # parts lock only their own directory
     prod = product_of(run)
+    if part is not None:
+        require_documents(run, "--shard")
     check_prices(run.settings)
     backend = make_backend(run.settings.llm)
+    if part is not None:
+        run = open_part(run, *part, overrides_from(**options))
     reset_ledger_if_asked(run, reset_ledger)
-    summary = prod.stage("generate")(run, backend, progress)
+    if part is not None:
+        summary = generate_part(run, backend, *part, progress=progress)
+    else:
+        summary = prod.stage("generate")(run, backend, progress)
     extracted = prod.stage("extract")(run)
     echo_extraction(run, summary, extracted)
     code, line = generation_verdict(summary, extracted)
     if line:
         click.echo(f"error: {line}" if code == EXIT_BAD_INPUT else line, err=True)
     sys.exit(code)
+
+
+@cli.command()
+@click.argument("parts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--into", "into", required=True, type=click.Path(path_type=Path),
+              help="The run the parts were made from (`sdf generate RUN --shard I/N`).")
+@friendly
+def merge(parts: tuple[Path, ...], into: Path) -> None:
+    """Merge the ledgers and documents of parts of one run into it; sends no request."""
+    from sdf.products.context import open_run
+    from sdf.products.parts import merge_parts
+
+    run = open_run(into, write=True)
+    require_documents(run, "sdf merge")
+    m = merge_parts(run, list(parts))
+    planned = run.dir.read_plan().get("docs", m["specs"])
+    click.echo(f"merge: {m['parts']} part(s), {m['rows']} ledger rows copied, {m['conflicts']} conflicting answers "
+               f"(the first kept); {m['specs']} of {planned} planned specs "
+               f"-> {m['documents']} documents ({m['no_answer']} with no answer) -> {run.dir.documents}")
+    if m["specs"] < planned:
+        click.echo(f"{planned - m['specs']} planned specs are in no part: `sdf generate {into}` sends only those")
 
 
 def echo_extraction(run: Any, summary: Any, extracted: dict) -> None:
@@ -191,6 +237,7 @@ def build(constitution: Path, config_path: Path | None, dry_run: bool, progress:
         overrides["run.product"] = product
     settings = with_section_flags(load_settings(resolve_config(config_path), overrides), options)
     check_product(settings, constitution)
+    check_executor(settings)  # before anything is paid for: an executor the product lacks, or Ray not installed
     if settings.run.product == "advice":
         build_advice(settings, constitution, dry_run, progress, reset_ledger)
         return
@@ -316,19 +363,19 @@ def finish_generation(run: Any, backend: Any, progress: bool, summary: Any, extr
 
 
 def finish_build(run: Any, backend: Any, progress: bool) -> tuple[bool, str]:
-    """The run's product's stages after extraction (filter -> dedup -> pack -> report), each summarised in
-    one line. Returns whether any item survived, and why the judge stopped early ("" when it did not)."""
-    from sdf.products import product_of
+    """The run's product's stages after extraction (filter -> dedup -> pack -> report) on its executor, each
+    summarised in one line. Returns whether any item survived, and why the judge stopped early ("" if not)."""
+    from sdf.products import product_of, stage_of
 
     prod = product_of(run)
-    f = prod.stage("filter")(run, backend, progress)
+    f = stage_of(run, "filter")(run, backend, progress)
     echo_filter(run, f)
-    m = prod.stage("dedup")(run)
+    m = stage_of(run, "dedup")(run)
     echo_dedup(m)
     if prod.final == "sft":
         click.echo(f"sft: {m['sft']} chats -> {run.dir.sft} and {run.dir.sft_jsonl}")
     if m["corpus"]:
-        echo_pack(run, prod.stage("pack")(run, progress))
+        echo_pack(run, stage_of(run, "pack")(run, progress))
     else:
         click.echo(f"pack: skipped, no {prod.item} survived (see `sdf inspect {run.dir.path} --rejected all`)")
     click.echo(f"report: {prod.stage('report')(run)}")
@@ -376,18 +423,21 @@ def echo_dedup(m: dict) -> None:
 @cli.command(name="filter")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--judge/--no-judge", default=None, help="Score documents with the LLM judge.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+              help="Run filter, dedup and pack in this process (local) or on Ray Data ([executor] address).")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 @workers_option
 @friendly
 def filter_command(run_dir: Path, progress: bool, **options: Any) -> None:
     """Apply the quality filters (and the optional LLM judge) to RUN_DIR's documents."""
     from sdf.llm import make_backend
-    from sdf.products import product_of
+    from sdf.products import stage_of
     from sdf.products.context import open_run
 
     run = open_run(run_dir, overrides_from(**options), write=True)
+    filter_stage = stage_of(run, "filter")  # an executor that is not installed fails before the judge's key
     backend = make_backend(run.settings.llm) if run.settings.judge.enabled else None
-    echo_filter(run, product_of(run).stage("filter")(run, backend, progress))
+    echo_filter(run, filter_stage(run, backend, progress))
 
 
 @cli.command()
@@ -397,19 +447,23 @@ def filter_command(run_dir: Path, progress: bool, **options: Any) -> None:
                    "corpus (repeatable).")
 @click.option("--builtin-evals/--no-builtin-evals", "builtin_evals", default=None,
               help="Drop documents using the entities of public evaluations listed in prompts/evals/ (default on).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+              help="Run filter, dedup and pack in this process (local) or on Ray Data ([executor] address).")
 @workers_option
 @friendly
-def dedup(run_dir: Path, decontaminate: tuple[Path, ...], builtin_evals: bool | None) -> None:
+def dedup(run_dir: Path, decontaminate: tuple[Path, ...], builtin_evals: bool | None, executor: str | None) -> None:
     """Decontaminate, remove exact and near duplicates and apply diversity caps -> corpus.parquet."""
-    from sdf.products import product_of
+    from sdf.products import product_of, stage_of
     from sdf.products.context import open_run
 
     overrides: dict[str, Any] = {"dedup.decontaminate": [str(p) for p in decontaminate]} if decontaminate else {}
     if builtin_evals is not None:
         overrides["dedup.decontaminate_builtin"] = builtin_evals
+    if executor is not None:
+        overrides["executor.kind"] = executor
     run = open_run(run_dir, overrides or None, write=True)
     prod = product_of(run)
-    m = prod.stage("dedup")(run)
+    m = stage_of(run, "dedup")(run)
     echo_dedup(m)
     final = getattr(run.dir, prod.final)
     extra = f" and {run.dir.sft_jsonl}" if prod.final == "sft" else ""
@@ -422,16 +476,18 @@ def dedup(run_dir: Path, decontaminate: tuple[Path, ...], builtin_evals: bool | 
 @click.option("--seq-len", type=int, default=None, help="Sequence length.")
 @click.option("--format", "formats", multiple=True, help="npy, megatron, nanotron, hf (repeatable).")
 @click.option("--mix", "mixes", multiple=True, help="PATH:RATIO replay text to interleave (repeatable).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+              help="Run filter, dedup and pack in this process (local) or on Ray Data ([executor] address).")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 @workers_option
 @friendly
 def pack(run_dir: Path, progress: bool, mixes: tuple[str, ...], **options: Any) -> None:
     """Tokenize and pack RUN_DIR's corpus into shards plus shards/manifest.json."""
-    from sdf.products import product_of
+    from sdf.products import stage_of
     from sdf.products.context import open_run
 
     overrides = overrides_from(**options)
     if mixes:
         overrides["pack.mix"] = list(mixes)
     run = open_run(run_dir, overrides, write=True)
-    echo_pack(run, product_of(run).stage("pack")(run, progress))
+    echo_pack(run, stage_of(run, "pack")(run, progress))

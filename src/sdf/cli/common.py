@@ -134,7 +134,7 @@ def overrides_from(**values: Any) -> dict[str, Any]:
         "out": "run.out", "name": "run.name", "seed": "run.seed", "docs": "plan.docs", "tokens": "plan.tokens",
         "model": "llm.model", "batch": "llm.batch", "concurrency": "llm.concurrency",
         "max_cost": "budget.max_cost_usd", "tokenizer": "pack.tokenizer", "seq_len": "pack.seq_len",
-        "brainstorm": "plan.brainstorm", "judge": "judge.enabled",
+        "brainstorm": "plan.brainstorm", "judge": "judge.enabled", "executor": "executor.kind",
     }
     out = {keys[k]: v for k, v in values.items() if k in keys and v is not None}
     if values.get("genres"):

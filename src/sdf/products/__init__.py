@@ -37,6 +37,9 @@ class Product:
     usage_estimate: Callable[..., dict[str, Any]]  # (run, specs) -> tokens and USD, before anything is sent
     final: str  # the RunDir attribute of the final items (corpus, sft)
     extras: dict[str, Any] = field(default_factory=dict)
+    # executor kind -> the module whose `<stage>_stage` functions run this product's stages there; a stage
+    # the module lacks runs locally. "local" is the stages above and needs no entry.
+    executors: dict[str, str] = field(default_factory=dict)
 
     def stage(self, name: str) -> Callable[..., Any]:
         for s in self.stages:
@@ -61,3 +64,21 @@ def product(name: str) -> Product:
 def product_of(run: Any) -> Product:
     """The product a run holds (its config.toml's [run].product)."""
     return product(run.settings.run.product)
+
+
+def check_executor(prod: Product, kind: str) -> None:
+    """A one-line error when `prod` has no stages for executor `kind`, or the executor is not installed."""
+    if kind != "local" and kind not in prod.executors:
+        raise SdfError(f"the {kind} executor does not run {prod.name} runs yet; use --executor local")
+    from sdf.executors import require
+
+    require(kind)
+
+
+def stage_of(run: Any, name: str) -> Callable[..., Any]:
+    """The function that runs stage `name` of the run's product on the run's executor ([executor].kind)."""
+    prod, kind = product_of(run), run.settings.executor.kind
+    if kind == "local":
+        return prod.stage(name)
+    check_executor(prod, kind)
+    return getattr(importlib.import_module(prod.executors[kind]), f"{name}_stage", None) or prod.stage(name)

@@ -246,8 +246,8 @@ def filter_stage(run: Run, backend: Backend | None = None, progress: bool = True
     # the judge reads every quality-passed document twice (send, then score), so they are kept apart
     scratch = rd.path / "judge_input.parquet"
     counts = run_steps(rd, source, scratch, FILTERED_SCHEMA, [quality]).as_dict()
-    summary = send_judge(run, scratch, lambda doc: _judge_request(run, doc), backend, progress)
-    judged = filter_judged(run, scratch, FILTERED_SCHEMA, lambda doc: _judge_request(run, doc))
+    summary = send_judge(run, scratch, lambda doc: judge_request_of(run, doc), backend, progress)
+    judged = filter_judged(run, scratch, FILTERED_SCHEMA, lambda doc: judge_request_of(run, doc))
     scratch.unlink()
     rd.update_metrics(stages={**counts, **judged})
     q, j = counts.get("quality", {"input": 0, "kept": 0}), judged.get("judge", {"kept": 0})
@@ -255,7 +255,7 @@ def filter_stage(run: Run, backend: Backend | None = None, progress: bool = True
             "judge_cost_usd": round(summary.cost_usd, 6), "stopped": summary.stopped}
 
 
-def _judge_request(run: Run, doc: dict) -> Any:
+def judge_request_of(run: Run, doc: dict) -> Any:
     return judge_request(run.catalog, doc, run.sections[doc["section_id"]], run.system, run.settings.judge,
                          run.settings.llm)
 
@@ -412,4 +412,5 @@ PRODUCT = Product(
         Stage("pack", pack_stage, "token shards and shards/manifest.json"),
         Stage("report", report_stage, "report.html and stats.json"),
     ),
+    executors={"ray": "sdf.executors.ray"},
 )

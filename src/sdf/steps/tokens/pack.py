@@ -42,7 +42,7 @@ import hashlib
 import json
 import shutil
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,7 @@ from sdf.config import PackConfig
 from sdf.errors import SdfError
 from sdf.steps.tokens.mix import MixSource, mix_sources, tokenize_mix
 from sdf.steps.tokens.packing import Row, bfd_rows, concat_rows
-from sdf.steps.tokens.spool import READ_ROWS, TokenSpool, tokenize_corpus
+from sdf.steps.tokens.spool import READ_ROWS, CorpusTally, TokenSpool, tokenize_corpus
 from sdf.steps.tokens.tokenizer import Tokenizer, file_sha256, load_tokenizer
 from sdf.writers import FORMATS
 from sdf.writers.io import open_parquet, read_json, write_json
@@ -78,8 +78,11 @@ def pack_corpus(
     config_hash: str,
     extra: dict[str, Any] | None = None,
     progress: bool = True,
+    tokenize: Callable[[Path, TokenSpool, bool], CorpusTally] = tokenize_corpus,
 ) -> dict[str, Any]:
-    """Tokenize, split, mix and pack `corpus_path` into shards under `out_dir`; return the manifest."""
+    """Tokenize, split, mix and pack `corpus_path` into shards under `out_dir`; return the manifest.
+
+    `tokenize` fills the spool in corpus order (an executor may encode elsewhere, e.g. on Ray)."""
     corpus_path, out_dir = Path(corpus_path), Path(out_dir)
     extra = dict(extra or {})
     clash = sorted(set(extra) & set(CORE_KEYS))
@@ -114,7 +117,7 @@ def pack_corpus(
     work.mkdir(parents=True)
     spool = TokenSpool(work / "tokens.u32", tokenizer, cfg.add_bos)
     try:
-        manifest = _pack(corpus_path, out_dir, cfg, seed, tokenizer, spool, sources, progress)
+        manifest = _pack(corpus_path, out_dir, cfg, seed, tokenizer, spool, sources, progress, tokenize)
     finally:
         spool.close()
         shutil.rmtree(work, ignore_errors=True)
@@ -143,8 +146,9 @@ def _pack(
     spool: TokenSpool,
     sources: list[MixSource],
     progress: bool,
+    tokenize: Callable[[Path, TokenSpool, bool], CorpusTally] = tokenize_corpus,
 ) -> dict[str, Any]:
-    tally = tokenize_corpus(corpus_path, spool, progress)
+    tally = tokenize(corpus_path, spool, progress)
     n_sdf = spool.documents
     if n_sdf == 0:
         raise SdfError(f"{corpus_path} has no non-empty documents to pack")
