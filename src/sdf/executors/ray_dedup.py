@@ -18,10 +18,11 @@ import numpy as np
 import pyarrow as pa
 
 from sdf.config import DedupConfig, DiversityConfig
-from sdf.executor import Rejects, StageCounts, Step
+from sdf.executor import Rejects, StageCounts
 from sdf.executors.ray import BLOCK_ROWS, DROP, KEEP, apply_tagged, read, split_tagged, stage_counts
 from sdf.products.context import Run
-from sdf.run import CORPUS_SCHEMA, TableWriter, reject_row
+from sdf.run import CORPUS_SCHEMA, TableWriter
+from sdf.steps import Step, reject_row
 from sdf.steps.dedup.clusters import Duplicates, _band_hashes, _find, _with_words, estimated_jaccard
 from sdf.steps.dedup.minhash import minhash_signatures
 
@@ -137,12 +138,9 @@ def _apply_decisions(batch: pa.Table, drop: dict, removed: set[str], edits: dict
 
 def dedup_stage(run: Run) -> dict[str, Any]:
     """Inside a Ray session: the same corpus.parquet, rejects and metrics as the local dedup stage."""
-    from sdf.source.deal import name_pools
-    from sdf.source.plan import genre_weights
+    from sdf.products import documents
     from sdf.steps.decontam.index import build_index
-    from sdf.steps.decontam.step import Decontaminate, contamination_summary
-    from sdf.steps.diversity.caps import decide_caps, renamed_names
-    from sdf.steps.diversity.metrics import Tally, diversity_metrics
+    from sdf.steps.decontam.step import Decontaminate
 
     rd, cfg = run.dir, run.settings
     source = rd.require(rd.filtered, "filter")
@@ -173,22 +171,10 @@ def dedup_stage(run: Run) -> dict[str, Any]:
         ids = [r.doc_id for r in table]
         duplicates = find_duplicates(ids, np.array(keys, dtype=np.uint64), signatures,
                                      np.array([r.quality_score for r in table], dtype=np.float64), cfg.dedup)
-        del signatures, keys
-        drop = {ids[i]: ("dedup", reason, detail, ids[keeper])
-                for i, (reason, detail, keeper) in duplicates.drops.items()}
-        counts.add("dedup", len(table), len(table) - len(drop), [{"reason": d[1]} for d in drop.values()])
-        unique = [r for r in table if r.doc_id not in drop]
-        del table, ids
-        caps = decide_caps(unique, cfg.diversity, *name_pools(run.catalog, cfg.run.seed))
-        counts.add("diversity", len(unique), len(unique) - len(caps.drops),
-                   [{"reason": r} for r, _ in caps.drops.values()])
-        drop.update((doc_id, ("diversity", reason, detail, None)) for doc_id, (reason, detail) in caps.drops.items())
-        tally = Tally(cfg.diversity)
-        for r in unique:
-            if r.doc_id not in drop:
-                tally.add_names(renamed_names(r.names, caps.edits.get(r.doc_id)))
-        del unique
-        apply = partial(_apply_decisions, drop=drop, removed=removed, edits=caps.edits)
+        del signatures, keys, ids
+        drop, edits, caps_metrics, tally = documents.decide(run, source, table, duplicates, counts, len(table))
+        del table
+        apply = partial(_apply_decisions, drop=drop, removed=removed, edits=edits)
         with TableWriter(rd.corpus, CORPUS_SCHEMA) as out:
             for kind, stage, docs in split_tagged(read(source).map_batches(apply, batch_format="pyarrow",
                                                                           batch_size=BLOCK_ROWS)):
@@ -198,17 +184,4 @@ def dedup_stage(run: Run) -> dict[str, Any]:
                         tally.add(doc)
                 else:
                     rejects.write(stage, docs)
-    stages = counts.as_dict()
-    diversity = diversity_metrics(tally, genre_weights(run.catalog, cfg.plan))
-    dedup = {"cluster_sizes": duplicates.cluster_sizes,
-             **{k: duplicates.counts.get(k, 0) for k in ("candidate_pairs", "merged_pairs")}}
-    if index is not None:
-        rows = rd.read_rejects(["stage", "reason", "detail"]).to_pylist()
-        dedup["decontaminate"] = {"index": index.counts,
-                                  **contamination_summary(r for r in rows if r["stage"] == "decontaminate")}
-    caps_metrics = {**caps.caps, "renamed": caps.counts.get("renamed", 0),
-                    "opener_trimmed": caps.counts.get("opener_trimmed", 0)}
-    rd.update_metrics(stages=stages, dedup=dedup, caps=caps_metrics, diversity=diversity)
-    first = stages.get("decontaminate", stages["dedup"])
-    return {"stages": stages, "input": first["input"], "corpus": tally.documents, "dedup": dedup,
-            "caps": caps_metrics}
+    return documents.finish_dedup(run, counts, tally, duplicates, index, caps_metrics)
