@@ -14,7 +14,8 @@ import pytest
 from conftest import FIXTURE_CONSTITUTION, ROOT, fast_config, run_sdf, sdf_env
 
 from sdf.config import AdviceConfig, QualityConfig
-from sdf.products.scenarios import deployment_of, plan_scenarios, tool_notation
+from sdf.products.deployments import deployment_of, tool_notation
+from sdf.products.scenarios import plan_scenarios
 from sdf.run import RunDir
 from sdf.source.catalog import load_advice_catalog
 from sdf.source.constitution import load_constitution

@@ -13,7 +13,7 @@ from conftest import FIXTURE_CONSTITUTION, ROOT, fast_config, run_sdf, sdf_env
 from fake_anthropic import REWRITE_MARKER, FakeAnthropic, last_user_text, synthetic_reply
 from test_advice import qwen3_style_tokenizer
 
-from sdf.products.scenarios import read_transcripts
+from sdf.products.rewrite import read_transcripts
 from sdf.run import RunDir
 from sdf.steps.filters.chat_rules import action_change
 

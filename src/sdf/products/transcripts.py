@@ -14,7 +14,6 @@ A rewrite is one request per transcript on the same cached system prompt.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from contextlib import closing
 from pathlib import Path
@@ -26,19 +25,18 @@ from sdf.llm import Backend
 from sdf.llm.engine import RunSummary
 from sdf.llm.ledger import Ledger, LLMRequest
 from sdf.llm.requests import usage_of
-from sdf.products import Product, Stage
+from sdf.products import Product, Stage, rewrite
 from sdf.products.context import Run
+from sdf.products.deployments import deployment_block, deployment_of
 from sdf.products.judging import filter_judged, send_judge
-from sdf.products.scenarios import deployment_block, deployment_of, plan_scenarios, read_transcripts
+from sdf.products.replies import failure, parse_reply, truncated, user_message_of
+from sdf.products.rewrite import read_transcripts
+from sdf.products.scenarios import plan_scenarios
 from sdf.run import CHAT_FILTERED_SCHEMA, CHAT_SCHEMA, count_rows, iter_rows
 from sdf.source.catalog import AdviceCatalog, load_advice_catalog
 from sdf.source.plan import TOKENS_PER_WORD
 from sdf.steps import reject_row
 
-MESSAGE = re.compile(r"<message>\s*(.*?)\s*</message>", re.DOTALL | re.IGNORECASE)
-DELIBERATION = re.compile(r"<deliberation>\s*(.*?)\s*</deliberation>", re.DOTALL | re.IGNORECASE)
-ANSWER = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL | re.IGNORECASE)
-TOOL_CALLS = re.compile(r"<tool_calls>\s*(.*?)\s*</tool_calls>", re.DOTALL | re.IGNORECASE)
 NONE = {"input": 0, "kept": 0}  # the counts of a stage that saw no batch
 REPLY_TOKENS = 900  # a deliberation of ~400 words and an answer of ~250, for the estimate
 DELIBERATION_TOKENS = 500  # what a rewrite adds to the final turn, for the estimate
@@ -90,41 +88,6 @@ def reply_request(acat: AdviceCatalog, spec: dict[str, Any], user_message: str, 
                       llm.temperature)
 
 
-def rewrite_request(acat: AdviceCatalog, spec: dict[str, Any], system: str, run: Run) -> LLMRequest:
-    llm = run.settings.llm
-    messages = json.loads(spec["source_messages"])
-    context, final = messages[:-1], messages[-1]
-    calls = final.get("tool_calls")
-    tools = json.loads(spec["tools"]) if spec["tools"] else None
-    prompt = acat.render(
-        "rewrite",
-        deployment=deployment_block(spec["system_prompt"], tools),
-        conversation="\n".join(_render_turn(m) for m in context if m["role"] != "system"),
-        original_answer=final.get("content") or "",
-        original_tool_calls=("\nThe tool calls it made, which must stay exactly the same:\n<original_tool_calls>\n"
-                             + json.dumps(_plain_calls(calls), ensure_ascii=False) + "\n</original_tool_calls>"
-                             if calls else ""),
-        tool_call_format=(", then <tool_calls>the same tool calls as a JSON list of {\"name\", \"arguments\"}"
-                          "</tool_calls>" if calls else ""),
-    )
-    return LLMRequest("rewrite", spec["spec_id"], llm.model, system, prompt, llm.max_tokens, llm.temperature)
-
-
-def _render_turn(m: dict[str, Any]) -> str:
-    body = m.get("content") or ""
-    if m.get("tool_calls"):
-        body += "\n<tool_calls>" + json.dumps(_plain_calls(m["tool_calls"]), ensure_ascii=False) + "</tool_calls>"
-    return f"<{m['role']}>\n{body}\n</{m['role']}>"
-
-
-def _plain_calls(calls: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    return [{"name": c["function"]["name"], "arguments": c["function"]["arguments"]} for c in calls or []]
-
-
-def _tagged(tag: str, text: str | None) -> str:
-    return f"<{tag}>\n{text}\n</{tag}>" if text else ""
-
-
 def judge_request(acat: AdviceCatalog, chat: dict[str, Any], section_text: str, run: Run) -> LLMRequest:
     """The chat rubric for advice; for a rewrite, the rubric that also asks whether the action stayed the same."""
     j, llm = run.settings.judge, run.settings.llm
@@ -132,12 +95,7 @@ def judge_request(acat: AdviceCatalog, chat: dict[str, Any], section_text: str, 
     system = next((m["content"] for m in messages if m["role"] == "system"), "")
     deployment = deployment_block(system, json.loads(chat["tools"]) if chat["tools"] else None)
     if chat["mode"] == "rewrite":
-        prompt = acat.render(
-            "rewrite_judge", deployment=deployment,
-            conversation="\n".join(_render_turn(m) for m in messages if m["role"] != "system"),
-            original_answer=chat["original_answer"], deliberation=chat["deliberation"], answer=chat["answer"],
-            original_tool_calls=_tagged("original_tool_calls", chat["original_tool_calls"]),
-            tool_calls=_tagged("tool_calls", chat["tool_calls"]))
+        prompt = rewrite.judge_prompt(acat, chat, deployment, messages)
     else:
         prompt = acat.render(
             "judge", section_title=chat["section_title"] or "(the constitution as a whole)",
@@ -175,7 +133,7 @@ class Requests:
     def first(self, spec: dict[str, Any]) -> LLMRequest:
         """The user-message request of a scenario, or the rewrite request of a transcript."""
         if spec["mode"] == "rewrite":
-            return rewrite_request(self.acat, spec, self.system, self.run)
+            return rewrite.rewrite_request(self.acat, spec, self.system, self.run)
         return user_request(self.acat, spec, self.section_text(spec["section_id"]), self.run)
 
     def replies(self, spec: dict[str, Any], user_message: str) -> list[LLMRequest]:
@@ -204,36 +162,10 @@ def generate_stage(run: Run, backend: Backend, progress: bool = True) -> RunSumm
             if message:
                 pairs.append(reqs.replies(spec, message))
         summary.add(run.send(ledger, [p[0] for p in pairs], "replies", progress, backend))
-        retries = [p[1] for p in pairs if len(p) > 1 and _truncated(ledger.get(p[0].key))]
+        retries = [p[1] for p in pairs if len(p) > 1 and truncated(ledger.get(p[0].key))]
         if retries and not summary.stopped:
             summary.add(run.send(ledger, retries, "retry truncated", progress, backend))
         return summary
-
-
-def _truncated(row: Any) -> bool:
-    return row is not None and row["status"] == "ok" and row["stop_reason"] == "max_tokens"
-
-
-def user_message_of(row: Any) -> str | None:
-    """The <message> of an answered, complete user-message request."""
-    if row is None or row["status"] != "ok" or row["stop_reason"] == "max_tokens":
-        return None
-    match = MESSAGE.search(row["response_text"] or "")
-    return match.group(1).strip() if match and match.group(1).strip() else None
-
-
-def parse_reply(text: str) -> tuple[str, str, list | None] | None:
-    """(deliberation, answer, tool calls or None) of a reply, or None without both envelopes."""
-    d, a = DELIBERATION.search(text or ""), ANSWER.search(text or "")
-    if not d or not a:
-        return None
-    calls = None
-    if m := TOOL_CALLS.search(text):
-        try:
-            calls = json.loads(m.group(1))
-        except json.JSONDecodeError:
-            calls = [{"name": "(unparsable)", "arguments": m.group(1)}]
-    return d.group(1).strip(), a.group(1).strip(), calls
 
 
 def usage_estimate(run: Run, specs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -280,45 +212,27 @@ def assemble_stage(run: Run) -> dict[str, int]:
         return extract_answers(run.dir, run.dir.chats, CHAT_SCHEMA, lambda spec: chat_from(spec, ledger, reqs))
 
 
-def _failure(spec: dict[str, Any], row: Any, what: str) -> dict[str, Any]:
-    base = {"doc_id": spec["spec_id"], "section_id": spec["section_id"]}
-    if row is None or row["status"] == "pending":
-        return reject_row(base, "generate", "not_generated", f"{what}: run stopped before it was answered")
-    if row["status"] == "failed":
-        return reject_row(base, "generate", "api_error", f"{what}: {row['error'] or 'request failed'}")
-    paid = {**base, "cost_usd": row["cost_usd"], "text": row["response_text"]}
-    if row["stop_reason"] == "max_tokens":
-        return reject_row(paid, "generate", "max_tokens", f"{what}: truncated at max_tokens")
-    return reject_row(paid, "generate", "missing_envelope", f"{what}: the expected tags are missing")
-
-
 def chat_from(spec: dict[str, Any], ledger: Ledger, reqs: Requests) -> tuple[dict | None, dict]:
     """The chat a spec's ledger rows yield, or the reject row saying why there is none."""
     first = ledger.get(reqs.first(spec).key)
     if spec["mode"] == "rewrite":
-        rows = [first]
-        messages = json.loads(spec["source_messages"])
-        context, final = messages[:-1], messages[-1]
-        parsed = parse_reply(first["response_text"]) if first is not None and first["status"] == "ok" else None
-        if parsed is None or first["stop_reason"] == "max_tokens":
-            return None, _failure(spec, first, "rewrite")
-        tools = json.loads(spec["tools"]) if spec["tools"] else None
-        user = next(m["content"] for m in reversed(context) if m["role"] == "user")
-        extra = {"original_answer": final.get("content") or "",
-                 "original_tool_calls": json.dumps(final["tool_calls"]) if final.get("tool_calls") else None}
+        parts, why = rewrite.chat_parts(spec, first)
+        if parts is None:
+            return None, why
+        rows, context, tools, user, parsed, extra = parts
     else:
         user = user_message_of(first)
         if user is None:
-            return None, _failure(spec, first, "user message")
+            return None, failure(spec, first, "user message")
         answered = [r for r in (ledger.get(q.key) for q in reqs.replies(spec, user)) if r is not None]
         ok = [r for r in answered if r["status"] == "ok"]
         reply = ok[-1] if ok else (answered[0] if answered else None)
         rows = [first, *ok]
         parsed = parse_reply(reply["response_text"]) if reply is not None and reply["status"] == "ok" else None
         if parsed is None or reply["stop_reason"] == "max_tokens":
-            failure = _failure(spec, reply, "reply")
-            failure["cost_usd"] = sum(r["cost_usd"] or 0.0 for r in rows)  # the user message was paid for too
-            return None, failure
+            why = failure(spec, reply, "reply")
+            why["cost_usd"] = sum(r["cost_usd"] or 0.0 for r in rows)  # the user message was paid for too
+            return None, why
         system, tools = deployment_of(spec)
         context = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
         extra = {"original_answer": None, "original_tool_calls": None}
