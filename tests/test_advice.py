@@ -191,10 +191,13 @@ def test_build_advice_writes_sft_chats_that_load_with_datasets(fake, tmp_path: P
         assert all(set(m) <= {"role", "content", "tool_calls", "tool_call_id", "name"} for m in line["messages"])
 
     stats = json.loads((run / "stats.json").read_text())
-    assert stats["product"] == "advice" and stats["chats"] == parquet.num_rows
-    assert stats["cost"]["cost_usd"] > 0 and stats["funnel"]["quality"]["input"] == 24
-    html = (run / "report.html").read_text()
-    assert "Transcripts (advice)" in html and "deliberation" in html and "<script" not in html
+    assert stats["product"] == "advice" and stats["run"]["final"] == parquet.num_rows
+    funnel = [(s["step"], s["count"]) for s in stats["funnel"]]
+    assert funnel[:2] == [("specs", 24), ("generate", 24)] and funnel[-1] == ("diversity", parquet.num_rows)
+    assert stats["cost"]["total"]["cost_usd"] > 0 and stats["lengths"]["per_genre"]["deliberation"]["n"] > 0
+    html = (run / "report.html").read_text()  # the documents' page: same styles, plots, funnel in pipeline order
+    assert "Scenario mix" in html and "deliberation" in html and "<script" not in html
+    assert "data:image/png;base64" in html and html.index("Chats assembled") < html.index("Kept after chat rules")
     assert "sft:" in result.stdout and "report:" in result.stdout
 
 

@@ -236,16 +236,32 @@ def verify(run_dir: Path) -> None:
 @friendly
 def report(run_dir: Path) -> None:
     """Write RUN_DIR/report.html: mix, coverage, lengths, funnel, costs, dedup, diversity, samples."""
-    if holds_advice(run_dir):
-        from sdf.products.transcript_report import write_transcript_report
-
-        click.echo(f"report: {write_transcript_report(run_dir)}")
-        return
     from sdf.report import write_report
     from sdf.run import RunDir
 
     RunDir(run_dir).require_run()  # never write a report into a folder that is not a run
     click.echo(f"report: {write_report(run_dir)}")
+
+
+def echo_chat_stats(run_dir: Path, data: dict) -> None:
+    """The headline numbers of an advice run, for a person; every number is in the JSON."""
+    run, dep, cost, mix = data["run"], data["deployments"], data["cost"], data["mix"]
+
+    def n(value: int | None) -> str:
+        return "—" if value is None else f"{value:,}"
+
+    click.echo(f"run: {run['path']} (advice, {data['mode']})")
+    click.echo(f"chats: {n(run['final'])} final, {n(run['chats'])} assembled, {n(run['specs'])} planned")
+    if mix:
+        click.echo("kinds: " + ", ".join(f"{k['kind']} {k['share']:.0%}" for k in mix["kinds"]))
+    if dep:
+        click.echo(f"deployments: system prompt {dep['with_system_prompt']:.0%} ({dep['distinct_system_prompts']} "
+                   f"distinct), tools {dep['with_tools']:.0%}; two or more user turns "
+                   f"{data['turns']['multi_turn_share']:.0%}")
+    if cost:
+        click.echo(f"cost: ${cost['total']['cost_usd']:.4f} over {cost['total']['requests']} requests, "
+                   f"cache-read share {100 * (cost['total']['cache_read_share'] or 0):.1f}%")
+    click.echo(f"(full numbers: sdf stats {run_dir} --json, or {Path(run_dir) / 'stats.json'})")
 
 
 def holds_advice(run_dir: Path) -> bool:
@@ -261,20 +277,6 @@ def holds_advice(run_dir: Path) -> bool:
 @friendly
 def stats(run_dir: Path, as_json: bool) -> None:
     """The report's numbers in machine-readable form (also written to RUN_DIR/stats.json)."""
-    if holds_advice(run_dir):
-        from sdf.products.transcript_report import transcript_stats
-
-        data = transcript_stats(run_dir)
-        if as_json:
-            click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
-            return
-        dep = data["deployment"]
-        click.echo(f"run: {run_dir} (advice, {data['mode']})")
-        click.echo(f"chats: {data['chats']} in sft.parquet of {data['planned']} planned; with a system prompt "
-                   f"{dep['with_system_prompt']:.0%}, with tools {dep['with_tools']:.0%}")
-        click.echo(f"cost: ${data['cost'].get('cost_usd', 0.0):.4f}")
-        click.echo(f"(full numbers: sdf stats {run_dir} --json, or {Path(run_dir) / 'stats.json'})")
-        return
     from sdf.report import collect_stats
     from sdf.run import RunDir
 
@@ -282,6 +284,9 @@ def stats(run_dir: Path, as_json: bool) -> None:
     data = collect_stats(run_dir)
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+        return
+    if data.get("product") == "advice":
+        echo_chat_stats(run_dir, data)
         return
     # the headline numbers for a person; every number is in the JSON
     run, mix, cost = data["run"], data["genre_mix"], data["cost"]

@@ -387,9 +387,9 @@ def pack_stage(run: Run, progress: bool = True) -> dict[str, Any] | None:
 
 
 def report_stage(run: Run) -> Path:
-    from sdf.products.transcript_report import write_transcript_report
+    from sdf.report import write_report
 
-    return write_transcript_report(run.dir.path)
+    return write_report(run.dir.path)
 
 
 PRODUCT = Product(

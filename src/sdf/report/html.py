@@ -11,7 +11,7 @@ import jinja2
 
 from sdf.report.stats import SAMPLES_PER_GENRE
 
-# (anchor, heading) of the report's sections, in page order.
+# (anchor, heading) of the report's sections, in page order: a documents run's, then an advice run's.
 SECTIONS = (
     ("summary", "Summary"),
     ("genre-mix", "Genre mix"),
@@ -25,6 +25,21 @@ SECTIONS = (
     ("dedup", "Duplicate clusters"),
     ("diversity", "Diversity"),
     ("samples", "Sample documents"),
+    ("artifacts", "Artifacts"),
+)
+CHAT_SECTIONS = (
+    ("summary", "Summary"),
+    ("scenario-mix", "Scenario mix"),
+    ("deployments", "Deployments"),
+    ("turns", "Turns"),
+    ("lengths", "Lengths"),
+    ("scores", "Scores"),
+    ("funnel", "Funnel"),
+    ("rejections", "Rejections"),
+    ("contamination", "Contamination"),
+    ("cost", "Cost and caching"),
+    ("dedup", "Duplicate clusters"),
+    ("samples", "Sample chats"),
     ("artifacts", "Artifacts"),
 )
 
@@ -67,9 +82,14 @@ _ENV.filters.update(count=count, pct=pct, usd=usd, num=num, tokenizer=tokenizer)
 
 def render_html(stats: dict[str, Any], samples: dict[str, list[dict[str, Any]]], images: dict[str, str],
                 unavailable_samples: str) -> str:
-    """The whole report as one page; `images` maps stats parts to base64-encoded PNGs."""
+    """The whole report as one page; `images` maps stats parts to base64-encoded PNGs. An advice run's stats
+    (stats["product"] == "advice") carry their sample chats themselves."""
+    if stats.get("product") == "advice":
+        return _ENV.get_template("report.html.j2").render(
+            stats=stats, sections=CHAT_SECTIONS, images=images, samples=[], item="chats",
+            unavailable_samples=unavailable_samples, samples_per_genre=SAMPLES_PER_GENRE)
     order = [g["genre"] for g in (stats["genre_mix"] or {}).get("genres", [])]
     genres = [g for g in order if g in samples] + sorted(set(samples) - set(order))
     return _ENV.get_template("report.html.j2").render(
-        stats=stats, sections=SECTIONS, images=images, samples=[(g, samples[g]) for g in genres],
+        stats=stats, sections=SECTIONS, images=images, samples=[(g, samples[g]) for g in genres], item="documents",
         unavailable_samples=unavailable_samples, samples_per_genre=SAMPLES_PER_GENRE)

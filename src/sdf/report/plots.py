@@ -113,7 +113,7 @@ def plot_lengths(lengths: dict[str, Any]) -> Figure:
         ax.plot([entry["median"]] * 2, [i - 0.32, i + 0.32], color=MEDIAN_COLOR, linewidth=2)
     _rows(ax, [f"{g} (n={e['n']})" for g, e in items])
     ax.xaxis.set_major_formatter(EngFormatter(sep=""))
-    ax.set_xlabel("model output tokens per document (red: median)")
+    ax.set_xlabel(f"{lengths.get('unit', 'model output tokens per document')} (red: median)")
     ax.grid(axis="x", alpha=0.3)
     return fig
 
@@ -131,7 +131,7 @@ def plot_funnel(funnel: list[dict[str, Any]]) -> Figure | None:
         ax.text(c + top * 0.01, i, f"{c:,}  ({100 * c / top:.0f}%)", va="center", fontsize=9)
     ax.set_xlim(0, top * 1.2)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("documents")
+    ax.set_xlabel(funnel[0].get("item", "documents"))
     return fig
 
 
@@ -214,7 +214,39 @@ def plot_diversity(div: dict[str, Any]) -> Figure | None:
     return fig
 
 
+def plot_mix(mix: dict[str, Any]) -> Figure | None:
+    """An advice run's chats by kind of scenario."""
+    rows = mix["kinds"]
+    if not rows:
+        return None
+    fig = _figure(8.5, 0.9 + ROW * len(rows))
+    ax = fig.add_subplot()
+    _barh(ax, [r["kind"] for r in rows], [r["chats"] for r in rows])
+    for i, r in enumerate(rows):
+        ax.text(r["chats"], i, f"  {r['chats']:,} ({100 * r['share']:.0f}%)", va="center", fontsize=9)
+    ax.set_xlim(0, max(r["chats"] for r in rows) * 1.25)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("chats")
+    return fig
+
+
+def plot_scores(scores: dict[str, Any]) -> Figure | None:
+    """Histograms of the judge's and the quality rules' scores of the final items."""
+    items = list(scores.items())
+    fig = _figure(4.2 * len(items), 2.6)
+    for i, (name, entry) in enumerate(items, 1):
+        ax = fig.add_subplot(1, len(items), i)
+        edges = np.asarray(entry["hist"]["edges"])
+        ax.bar(edges[:-1], entry["hist"]["counts"], width=np.diff(edges), align="edge", color=ACTUAL_COLOR)
+        ax.axvline(entry["median"], color=MEDIAN_COLOR, linewidth=2)
+        ax.set_xlabel(f"{name.replace('_', ' ')} (red: median)")
+        ax.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
 PLOTS: dict[str, Callable[[Any], Figure | None]] = {
+    "mix": plot_mix,
+    "scores": plot_scores,
     "genre_mix": plot_genre_mix,
     "coverage": plot_coverage,
     "lengths": plot_lengths,
@@ -226,11 +258,14 @@ PLOTS: dict[str, Callable[[Any], Figure | None]] = {
 }
 
 
+CHAT_PLOTS = ("mix", "scores")  # parts only an advice run's stats have
+
+
 def render_plots(stats: dict[str, Any]) -> dict[str, Figure]:
     """Figures keyed by the stats part they draw, for every part that has something to draw."""
     figures = {}
     for part, make in PLOTS.items():
-        fig = make(stats[part]) if stats[part] else None
+        fig = make(stats[part]) if stats.get(part) else None
         if fig is not None:
             figures[part] = fig
     return figures
