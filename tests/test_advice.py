@@ -263,7 +263,9 @@ def test_every_stage_command_works_on_an_advice_run(fake, tmp_path: Path) -> Non
         assert result.stderr == "", command
     assert len(fake.log) == requests  # nothing is paid twice
     assert pq.read_table(run / "sft.parquet").column("id").to_pylist() == sft  # the same chats again
-    assert "sft.parquet" in run_sdf("dedup", run, cwd=tmp_path).stdout
+    assert "corpus.parquet" in run_sdf("dedup", run, cwd=tmp_path).stdout  # as for documents: the final items
+    packed = run_sdf("pack", run, cwd=tmp_path)  # and pack writes what a trainer reads
+    assert "sft: 6 chats" in packed.stdout and "sft.openai.jsonl" in packed.stdout
     with (run / "sft.jsonl").open("a") as f:
         f.write("{}\n")
     broken = run_sdf("verify", run, cwd=tmp_path)

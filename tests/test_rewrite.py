@@ -77,7 +77,7 @@ def test_rewrite_keeps_every_action_and_catches_the_changed_ones(tmp_path: Path)
     assert '<tool_call>\n{"name": "create_ticket", "arguments": {"title": "Outage BS3 4QT' in outage_text
     assert "<tool_response>" in outage_text and '"name": "create_ticket"' in outage_text.split("</tools>")[0]
     assert pq.read_table(rd.sft).num_rows == 3
-    assert "Transcripts (rewrite)" in rd.report.read_text()
+    assert "final chats (rewrite)" in rd.report.read_text()
 
 
 def test_the_default_fake_rewrites_faithfully_and_tool_calls_survive(fake, tmp_path: Path) -> None:

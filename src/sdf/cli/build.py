@@ -372,8 +372,6 @@ def finish_build(run: Any, backend: Any, progress: bool) -> tuple[bool, str]:
     echo_filter(run, f)
     m = stage_of(run, "dedup")(run)
     echo_dedup(m)
-    if prod.final == "sft":
-        click.echo(f"sft: {m['sft']} chats -> {run.dir.sft} and {run.dir.sft_jsonl}")
     if m["corpus"]:
         echo_pack(run, stage_of(run, "pack")(run, progress))
     else:
@@ -392,12 +390,14 @@ def echo_filter(run: Any, f: dict) -> None:
 
 
 def echo_pack(run: Any, manifest: dict | None) -> None:
-    if run.settings.run.product == "advice":  # SFT rows, not shards
-        if manifest is None:
-            click.echo(f"pack: no [advice].chat_tokenizer set; the SFT output is {run.dir.sft} and {run.dir.sft_jsonl}")
+    if run.settings.run.product == "advice":  # SFT files, and packed rows with a chat tokenizer
+        rd, packed = run.dir, manifest["packed"]
+        click.echo(f"sft: {manifest['sft']} chats -> {rd.sft}, {rd.sft_jsonl.name} and {rd.sft_openai.name}")
+        if packed is None:
+            click.echo("pack: no [advice].chat_tokenizer set, so no packed rows")
         else:
-            click.echo(f"pack: {manifest['chats']} chats, {manifest['tokens']:,} tokens in {manifest['rows']} rows of "
-                       f"at most {manifest['seq_len']} ({manifest['too_long']} too long) -> {run.dir.sft_packed}")
+            click.echo(f"pack: {packed['chats']} chats, {packed['tokens']:,} tokens in {packed['rows']} rows of "
+                       f"at most {packed['seq_len']} ({packed['too_long']} too long) -> {rd.sft_packed}")
         return
     rows = (f"; hf/npy: {manifest['sequences']} rows of {manifest['seq_len']}"
             if {"hf", "npy"} & set(manifest["formats"]) else "")
@@ -465,9 +465,7 @@ def dedup(run_dir: Path, decontaminate: tuple[Path, ...], builtin_evals: bool | 
     prod = product_of(run)
     m = stage_of(run, "dedup")(run)
     echo_dedup(m)
-    final = getattr(run.dir, prod.final)
-    extra = f" and {run.dir.sft_jsonl}" if prod.final == "sft" else ""
-    click.echo(f"{prod.final}: {m['corpus']} {prod.item} -> {final}{extra}")
+    click.echo(f"{prod.final}: {m['corpus']} {prod.item} -> {getattr(run.dir, prod.final)}")
 
 
 @cli.command()

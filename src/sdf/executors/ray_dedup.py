@@ -139,6 +139,9 @@ def _apply_decisions(batch: pa.Table, drop: dict, removed: set[str], edits: dict
 def dedup_stage(run: Run) -> dict[str, Any]:
     """Inside a Ray session: the same corpus.parquet, rejects and metrics as the local dedup stage."""
     from sdf.products import documents
+    from sdf.products.dedup import decide, finish_dedup
+    from sdf.source.deal import name_pools
+    from sdf.source.plan import genre_weights
     from sdf.steps.decontam.index import build_index
     from sdf.steps.decontam.step import Decontaminate
 
@@ -172,7 +175,9 @@ def dedup_stage(run: Run) -> dict[str, Any]:
         duplicates = find_duplicates(ids, np.array(keys, dtype=np.uint64), signatures,
                                      np.array([r.quality_score for r in table], dtype=np.float64), cfg.dedup)
         del signatures, keys, ids
-        drop, edits, caps_metrics, tally = documents.decide(run, source, table, duplicates, counts, len(table))
+        drop, edits, caps_metrics, tally = decide(run, table, [("", duplicates)], counts, len(table),
+                                                  lambda wanted: documents.texts_of(source, wanted),
+                                                  name_pools(run.catalog, cfg.run.seed))
         del table
         apply = partial(_apply_decisions, drop=drop, removed=removed, edits=edits)
         with TableWriter(rd.corpus, CORPUS_SCHEMA) as out:
@@ -184,4 +189,4 @@ def dedup_stage(run: Run) -> dict[str, Any]:
                         tally.add(doc)
                 else:
                     rejects.write(stage, docs)
-    return documents.finish_dedup(run, counts, tally, duplicates, index, caps_metrics)
+    return finish_dedup(run, counts, tally, [duplicates], index, caps_metrics, genre_weights(run.catalog, cfg.plan))

@@ -30,6 +30,7 @@ from sdf.llm.requests import document_request, estimate_usage, judge_request, un
 from sdf.products import Product, Stage
 from sdf.products.briefs import Briefs, expand_stage, padded_plan, pools_for_plan, settled_from_ledger
 from sdf.products.context import Run
+from sdf.products.dedup import decide, finish_dedup
 from sdf.products.judging import filter_judged, send_judge
 from sdf.run import CORPUS_SCHEMA, DOCUMENT_SCHEMA, FILTERED_SCHEMA, TableWriter, count_rows, iter_rows
 from sdf.source.deal import iter_specs, name_pools
@@ -317,7 +318,9 @@ def dedup_stage(run: Run) -> dict:
             [r.doc_id for r in table], signatures.keys, signatures.signatures,
             np.fromiter((r.quality_score for r in table), dtype=np.float64, count=len(table)), cfg.dedup)
         del signatures
-        drop, edits, caps_metrics, tally = decide(run, source, table, duplicates, counts, scanned)
+        drop, edits, caps_metrics, tally = decide(run, table, [("", duplicates)], counts, scanned,
+                                                  lambda wanted: texts_of(source, wanted),
+                                                  name_pools(run.catalog, cfg.run.seed))
         del table
 
         with TableWriter(rd.corpus, CORPUS_SCHEMA) as out:
@@ -332,56 +335,8 @@ def dedup_stage(run: Run) -> dict:
                         kept.append(doc)
                         tally.add(doc)
                 out.write(kept)
-    return finish_dedup(run, counts, tally, duplicates, index, caps_metrics)
-
-
-def decide(run: Run, source: Path, table: list, duplicates: Any, counts: StageCounts, scanned: int
-           ) -> tuple[dict[str, tuple], dict[str, Any], dict[str, Any], Any]:
-    """The decisions between dedup's two passes, the same for every executor: the duplicates' drops, the
-    names NER confirms, then the caps over the feature table (`table`, a CapRow per document, no text).
-    Returns (drop: doc_id -> (stage, reason, detail, keeper), edits, the caps' metrics, the names' tally)."""
-    from sdf.steps.diversity.caps import confirm_names, decide_caps, renamed_names
-    from sdf.steps.diversity.metrics import Tally
-
-    cfg = run.settings
-    ids = [r.doc_id for r in table]
-    drop = {ids[i]: ("dedup", reason, detail, ids[keeper]) for i, (reason, detail, keeper) in duplicates.drops.items()}
-    counts.add("dedup", len(table), len(table) - len(drop), [{"reason": d[1]} for d in drop.values()])
-    unique = [r for r in table if r.doc_id not in drop]
-    names = confirm_names(unique, cfg.diversity, lambda wanted: texts_of(source, wanted), scanned)
-    unique = names.table
-    # over-cap names are replaced by unused names from the planner's pool, so the documents are kept
-    caps = decide_caps(unique, cfg.diversity, *name_pools(run.catalog, cfg.run.seed), used=names.used)
-    counts.add("diversity", len(unique), len(unique) - len(caps.drops), [{"reason": r} for r, _ in caps.drops.values()])
-    drop.update((doc_id, ("diversity", reason, detail, None)) for doc_id, (reason, detail) in caps.drops.items())
-    tally = Tally(cfg.diversity)
-    for r in unique:
-        if r.doc_id not in drop:
-            tally.add_names(renamed_names(r.names, caps.edits.get(r.doc_id)))
-    caps_metrics = {**caps.caps, "renamed": caps.counts.get("renamed", 0),
-                    "opener_trimmed": caps.counts.get("opener_trimmed", 0), **names.counts}
-    return drop, caps.edits, caps_metrics, tally
-
-
-def finish_dedup(run: Run, counts: StageCounts, tally: Any, duplicates: Any, index: Any, caps_metrics: dict
-                 ) -> dict[str, Any]:
-    """Dedup's metrics (stages, clusters, contamination, caps, diversity) and the summary the CLI prints."""
-    from sdf.steps.decontam.step import contamination_summary
-    from sdf.steps.diversity.metrics import diversity_metrics
-
-    rd, cfg = run.dir, run.settings
-    stages = counts.as_dict()
-    diversity = diversity_metrics(tally, genre_weights(run.catalog, cfg.plan))
-    dedup = {"cluster_sizes": duplicates.cluster_sizes,
-             **{k: duplicates.counts.get(k, 0) for k in ("candidate_pairs", "merged_pairs")}}
-    if index is not None:  # contamination by reason and by eval, and what the index held
-        rows = rd.read_rejects(["stage", "reason", "detail"]).to_pylist()
-        dedup["decontaminate"] = {"index": index.counts,
-                                  **contamination_summary(r for r in rows if r["stage"] == "decontaminate")}
-    rd.update_metrics(stages=stages, dedup=dedup, caps=caps_metrics, diversity=diversity)
-    first = stages.get("decontaminate", stages["dedup"])
-    return {"stages": stages, "input": first["input"], "corpus": tally.documents, "dedup": dedup,
-            "caps": caps_metrics}
+    return finish_dedup(run, counts, tally, [duplicates], index, caps_metrics,
+                        genre_weights(run.catalog, cfg.plan))
 
 
 # -- pack, report, checks ----------------------------------------------------------------------------

@@ -27,12 +27,13 @@ from sdf.llm.ledger import Ledger, LLMRequest
 from sdf.llm.requests import usage_of
 from sdf.products import Product, Stage, rewrite
 from sdf.products.context import Run
+from sdf.products.dedup import decide, finish_dedup
 from sdf.products.deployments import deployment_block, deployment_of
 from sdf.products.judging import filter_judged, send_judge
 from sdf.products.replies import failure, parse_reply, truncated, user_message_of
 from sdf.products.rewrite import read_transcripts
 from sdf.products.scenarios import plan_scenarios
-from sdf.run import CHAT_FILTERED_SCHEMA, CHAT_SCHEMA, count_rows, iter_rows
+from sdf.run import CHAT_FILTERED_SCHEMA, CHAT_SCHEMA, TableWriter, count_rows, iter_rows
 from sdf.source.catalog import AdviceCatalog, load_advice_catalog
 from sdf.source.plan import TOKENS_PER_WORD
 from sdf.steps import reject_row
@@ -290,17 +291,16 @@ def filter_stage(run: Run, backend: Backend | None = None, progress: bool = True
 def dedup_stage(run: Run) -> dict[str, Any]:
     """Decontaminate; drop near duplicates among user messages and among replies; cap names and openers.
 
-    Pass 1 streams filtered.parquet through decontamination and builds the table without texts (ids,
-    scores, two signature sets, user-message openers, names); the decisions are made on that table;
-    pass 2 streams the kept chats into sft.parquet and sft.jsonl.
+    Pass 1 streams filtered.parquet through decontamination and builds the table without texts (a CapRow
+    and two signatures per chat: its user messages and its replies); the decisions are products.dedup's,
+    as for documents; pass 2 streams the kept chats into corpus.parquet (`sdf pack` writes the SFT files).
     """
     from sdf.steps.decontam.index import build_index
-    from sdf.steps.decontam.step import Decontaminate, contamination_summary
+    from sdf.steps.decontam.step import Decontaminate
     from sdf.steps.dedup.clusters import find_duplicates
     from sdf.steps.dedup.minhash import SignatureTable
-    from sdf.steps.diversity.caps import CapRow, confirm_names, decide_caps, interned, opener
+    from sdf.steps.diversity.caps import CapRow, interned, opener
     from sdf.steps.diversity.names import given_names
-    from sdf.writers.chat import SftWriter
 
     rd, cfg = run.dir, run.settings
     source = rd.require(rd.filtered, "filter")
@@ -328,40 +328,25 @@ def dedup_stage(run: Run) -> dict[str, Any]:
                              interned(n)) for c, n in zip(batch, names, strict=True)]
         ids = [r.doc_id for r in table]
         scores = [r.quality_score for r in table]
-        drop: dict[str, tuple[str, str, str, str | None]] = {}
-        sizes: list[int] = []
-        for part in ("reply",) if rewrite else ("user", "reply"):
-            found = find_duplicates(ids, parts[part].keys, parts[part].signatures, scores, cfg.dedup)
-            sizes += found.cluster_sizes
-            for i, (reason, detail, keeper) in found.drops.items():
-                drop.setdefault(ids[i], ("dedup", reason, f"{part}: {detail}", ids[keeper]))
-        del parts
-        counts.add("dedup", len(table), len(table) - len(drop), [{"reason": d[1]} for d in drop.values()])
-        unique = [r for r in table if r.doc_id not in drop]
-        checked = confirm_names(unique, cfg.diversity, lambda wanted: _named_texts(source, wanted), len(table))
-        caps = decide_caps(checked.table, cfg.diversity, used=checked.used)
-        counts.add("diversity", len(unique), len(unique) - len(caps.drops),
-                   [{"reason": r} for r, _ in caps.drops.values()])
-        drop.update((i, ("diversity", reason, detail, None)) for i, (reason, detail) in caps.drops.items())
-        name_counts = checked.counts
-        del table, unique, ids, checked
-        with SftWriter(rd) as out:
+        found = [(part, find_duplicates(ids, parts[part].keys, parts[part].signatures, scores, cfg.dedup))
+                 for part in (("reply",) if rewrite else ("user", "reply"))]
+        del parts, ids, scores
+        # no name pools: an over-used name in a chat is the user's words, so the chat is dropped, not renamed
+        drop, _, caps_metrics, tally = decide(run, table, found, counts, len(table),
+                                              lambda wanted: _named_texts(source, wanted))
+        del table
+        with TableWriter(rd.corpus, CHAT_FILTERED_SCHEMA) as out:
             for batch in iter_rows(source, batch_size=BATCH_ROWS):
+                kept = []
                 for chat in batch:
                     if chat["doc_id"] in drop:
                         stage, reason, detail, keeper = drop[chat["doc_id"]]
                         rejects.write(stage, [reject_row(chat, stage, reason, detail, duplicate_of=keeper)])
                     elif chat["doc_id"] not in removed:
-                        out.write(chat)
-    stages = counts.as_dict()
-    dedup: dict[str, Any] = {"cluster_sizes": sorted(sizes, reverse=True)}
-    if index is not None:  # contamination by reason and by eval, and what the index held
-        rows = rd.read_rejects(["stage", "reason", "detail"]).to_pylist()
-        dedup["decontaminate"] = {"index": index.counts,
-                                  **contamination_summary(r for r in rows if r["stage"] == "decontaminate")}
-    rd.update_metrics(stages=stages, dedup=dedup, caps={**caps.caps, **name_counts})
-    first = stages.get("decontaminate", stages["dedup"])
-    return {"stages": stages, "input": first["input"], "sft": out.rows, "corpus": out.rows, "caps": caps.caps}
+                        kept.append(chat)
+                        tally.add(chat)
+                out.write(kept)
+    return finish_dedup(run, counts, tally, [d for _, d in found], index, caps_metrics)
 
 
 def _named_text(chat: dict[str, Any]) -> str:
@@ -377,13 +362,20 @@ def _named_texts(source: Path, wanted: set[str]) -> dict[str, str]:
 # -- pack and report ---------------------------------------------------------------------------------------
 
 
-def pack_stage(run: Run, progress: bool = True) -> dict[str, Any] | None:
-    """Packed SFT rows when [advice].chat_tokenizer is set; None otherwise."""
-    if not run.settings.advice.chat_tokenizer:
-        return None
-    from sdf.writers.chat import pack_sft
+def pack_stage(run: Run, progress: bool = True) -> dict[str, Any]:
+    """corpus.parquet's chats -> sft.parquet, sft.jsonl and sft.openai.jsonl, then packed SFT rows when
+    [advice].chat_tokenizer is set. Returns {"sft": chats written, "packed": pack_sft's numbers or None}."""
+    from sdf.writers.chat import SftWriter, pack_sft
 
-    return pack_sft(run.dir, run.settings.advice.chat_tokenizer, run.settings.advice.seq_len)
+    rd = run.dir
+    with SftWriter(rd) as out:
+        for batch in iter_rows(rd.require(rd.corpus, "dedup"), batch_size=BATCH_ROWS):
+            for chat in batch:
+                out.write(chat)
+    packed = None
+    if run.settings.advice.chat_tokenizer:
+        packed = pack_sft(rd, run.settings.advice.chat_tokenizer, run.settings.advice.seq_len)
+    return {"sft": out.rows, "packed": packed}
 
 
 def report_stage(run: Run) -> Path:
@@ -393,7 +385,7 @@ def report_stage(run: Run) -> Path:
 
 
 PRODUCT = Product(
-    name="advice", item="chats", final="sft", usage_estimate=usage_estimate,
+    name="advice", item="chats", final="corpus", usage_estimate=usage_estimate,
     stages=(
         Stage("plan", plan_stage, "scenarios from the catalog, or the transcripts of --rewrite"),
         Stage("generate", generate_stage, "the user's message, then the reply (or the rewrite)"),
@@ -401,9 +393,9 @@ PRODUCT = Product(
         Stage("filter", filter_stage, "chat quality rules and the action check"),
         Stage("judge", None, "the LLM judge, inside filter when [judge] is enabled"),
         Stage("decontaminate", None, "inside dedup"),
-        Stage("dedup", dedup_stage, "user messages and replies -> sft.parquet and sft.jsonl"),
+        Stage("dedup", dedup_stage, "user messages and replies -> corpus.parquet"),
         Stage("diversity", None, "name and opener caps, inside dedup"),
-        Stage("pack", pack_stage, "packed SFT rows when [advice].chat_tokenizer is set"),
+        Stage("pack", pack_stage, "sft.parquet, sft.jsonl, sft.openai.jsonl; packed rows with a chat tokenizer"),
         Stage("report", report_stage, "report.html and stats.json"),
     ),
 )

@@ -145,10 +145,9 @@ def _final(path: Path) -> dict[str, Any]:
                 if row.get(key) is not None:
                     scores[key].append(float(row[key]))
             if len(samples) < SAMPLES:
+                fields = ("role", "content", "reasoning_content", "tool_calls")
                 samples.append({"id": row["id"], "kind": row.get("kind") or row.get("temptation") or row.get("mode"),
-                                "tools": row["tools"],
-                                "messages": [{k: m.get(k) for k in ("role", "content", "reasoning_content", "tool_calls")}
-                                             for m in messages]})
+                                "tools": row["tools"], "messages": [{k: m.get(k) for k in fields} for m in messages]})
     if not n:
         return {"mix": None, "deployments": None, "lengths": None, "turns": None, "scores": None, "samples": []}
     with_system = sum(systems.values())

@@ -174,7 +174,7 @@ def pack_sft(rd: RunDir, tokenizer_path: str, seq_len: int) -> dict[str, Any]:
     lengths: list[int] = []
     batch: list[dict[str, Any]] = []
     with TableWriter(rd.sft_packed, SFT_PACKED_SCHEMA) as out:
-        for rows in iter_rows(rd.require(rd.sft, "dedup"), batch_size=256):
+        for rows in iter_rows(rd.require(rd.sft, "pack"), batch_size=256):
             for row in rows:
                 chat_ids, chat_labels = encode_chat(tokenizer, row)
                 if len(chat_ids) > seq_len:
@@ -202,7 +202,7 @@ def verify_sft(rd: RunDir) -> list[str]:
     import pyarrow as pa
 
     if not rd.sft.is_file():
-        return [f"{rd.sft}: missing (the dedup stage did not finish; run `sdf dedup` again)"]
+        return [f"{rd.sft}: missing (the pack stage did not finish; run `sdf pack` again)"]
     try:
         ids = [r["id"] for batch in iter_rows(rd.sft, ["id"]) for r in batch]
     except (OSError, pa.ArrowException) as exc:
