@@ -85,3 +85,40 @@ def test_worker_processes_write_the_same_bytes_as_one(tmp_path: Path) -> None:
                         counts.as_dict()))
     assert outputs[0] == outputs[1] == outputs[2]
     assert outputs[0][2]["quality"]["kept"] == 560
+
+
+def test_a_stage_whose_inputs_settings_and_outputs_are_unchanged_is_skipped(fake, tmp_path: Path) -> None:
+    from conftest import FIXTURE_CONSTITUTION, fast_config, run_sdf, sdf_env
+
+    config = fast_config(tmp_path, docs=8)
+    built = run_sdf("build", "--constitution", FIXTURE_CONSTITUTION, "--config", config, "--out", tmp_path / "corpus",
+                    "--name", "r", "--no-progress", cwd=tmp_path, env=sdf_env(fake.base_url))
+    assert built.returncode == 0, built.stderr
+    run = tmp_path / "corpus" / "r"
+    rd = RunDir(run)
+    corpus = rd.corpus.read_bytes()
+
+    def stage(*args: str | Path) -> str:
+        result = run_sdf(*args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    # nothing changed: each stage says so and leaves its output alone, with the summary it printed then
+    before = rd.corpus.stat().st_mtime_ns
+    for command in ("filter", "dedup", "pack"):
+        out = stage(command, run)
+        assert f"{command}: skipped" in out, out
+    assert rd.corpus.stat().st_mtime_ns == before and "dedup: 8 -> " in stage("dedup", run)
+
+    # filter run again writes the same bytes: by content, dedup still has nothing to do
+    rd.filtered.unlink()
+    assert "filter: skipped" not in stage("filter", run)
+    assert "dedup: skipped" in stage("dedup", run)
+
+    # a changed setting, a changed input or a removed output runs the stage again
+    evals = tmp_path / "evals.jsonl"
+    evals.write_text('{"prompt": "an unrelated question about tide tables and harbour pilots"}\n')
+    assert "dedup: skipped" not in stage("dedup", run, "--decontaminate", evals)
+    rd.corpus.unlink()
+    assert "dedup: skipped" not in stage("dedup", run) and rd.corpus.read_bytes() == corpus
+    assert "pack: skipped" in stage("pack", run)  # the corpus came back byte for byte

@@ -307,6 +307,7 @@ class RunDir:
     report = property(lambda self: self.path / "report.html")
     plots = property(lambda self: self.path / "plots")
     stats = property(lambda self: self.path / "stats.json")
+    stage_keys = property(lambda self: self.path / "stages.json")  # what each stage last completed on
     lock = property(lambda self: self.path / ".lock")
 
     def acquire_lock(self) -> None:

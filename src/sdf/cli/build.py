@@ -380,6 +380,12 @@ def finish_build(run: Any, backend: Any, progress: bool) -> tuple[bool, str]:
     return bool(m["corpus"]), f.get("stopped", "")
 
 
+def echo_skipped(stage: str, summary: dict | None) -> None:
+    if summary and summary.get("skipped"):
+        click.echo(f"{stage}: skipped: its inputs, the settings and its outputs are as when it last ran; "
+                   "the line above is from then")
+
+
 def echo_filter(run: Any, f: dict) -> None:
     from sdf.products import product_of
 
@@ -387,9 +393,15 @@ def echo_filter(run: Any, f: dict) -> None:
     click.echo(f"filter: {f['input']} {product_of(run).item} -> {f['kept']} kept"
                + (f" ({before} after heuristics)" if before is not None and "judge_cost_usd" in f else "")
                + f" -> {run.dir.filtered}")
+    echo_skipped("filter", f)
 
 
 def echo_pack(run: Any, manifest: dict | None) -> None:
+    _echo_pack(run, manifest)
+    echo_skipped("pack", manifest)
+
+
+def _echo_pack(run: Any, manifest: dict | None) -> None:
     if run.settings.run.product == "advice":  # SFT files, and packed rows with a chat tokenizer
         rd, packed = run.dir, manifest["packed"]
         click.echo(f"sft: {manifest['sft']} chats -> {rd.sft}, {rd.sft_jsonl.name} and {rd.sft_openai.name}")
@@ -418,6 +430,7 @@ def echo_dedup(m: dict) -> None:
                f"{sum(dropped['diversity'].values())} over caps; {m['caps'].get('renamed', 0)} renamed and "
                f"{m['caps'].get('opener_trimmed', 0)} stock openers cut instead of dropped; NER read "
                f"{m['caps'].get('ner_documents', 0)} documents)")
+    echo_skipped("dedup", m)
 
 
 @cli.command(name="filter")

@@ -27,6 +27,12 @@ class Stage:
     name: str  # one of STAGE_NAMES
     run: Callable[..., Any] | None  # None: the stage runs inside the one before it (the judge inside filter)
     doc: str = ""
+    # With `reads`, the stage is skipped when what it reads (RunDir attributes), the settings and sdf are
+    # unchanged since it last completed and what it writes (RunDir attributes, and the rejects of `drops`)
+    # is as it left it (sdf.executors.local.skipping).
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    drops: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -42,9 +48,12 @@ class Product:
     executors: dict[str, str] = field(default_factory=dict)
 
     def stage(self, name: str) -> Callable[..., Any]:
+        return self.declared(name).run  # type: ignore[return-value]
+
+    def declared(self, name: str) -> Stage:
         for s in self.stages:
             if s.name == name and s.run is not None:
-                return s.run
+                return s
         raise SdfError(f"the {self.name} product has no {name} stage")
 
     def has(self, name: str) -> bool:
@@ -76,9 +85,20 @@ def check_executor(prod: Product, kind: str) -> None:
 
 
 def stage_of(run: Any, name: str) -> Callable[..., Any]:
-    """The function that runs stage `name` of the run's product on the run's executor ([executor].kind)."""
+    """The function that runs stage `name` of the run's product on the run's executor ([executor].kind),
+    skipped when nothing it depends on changed since it last completed (see `Stage.reads`)."""
+    from sdf.executors.local import skipping
+
     prod, kind = product_of(run), run.settings.executor.kind
-    if kind == "local":
-        return prod.stage(name)
-    check_executor(prod, kind)
-    return getattr(importlib.import_module(prod.executors[kind]), f"{name}_stage", None) or prod.stage(name)
+    declared = prod.declared(name)
+    fn = declared.run
+    if kind != "local":
+        check_executor(prod, kind)
+        fn = getattr(importlib.import_module(prod.executors[kind]), f"{name}_stage", None) or fn
+    if not declared.reads:
+        return fn  # type: ignore[return-value]
+
+    def writes() -> list[Any]:
+        return [getattr(run.dir, a) for a in declared.writes] + [run.dir.rejects(s) for s in declared.drops]
+
+    return skipping(run, name, declared.reads, writes, fn)  # type: ignore[arg-type]

@@ -25,10 +25,9 @@ def _product(run_dir: str | Path) -> str:
     rd = RunDir(Path(run_dir))
     if not rd.path.is_dir():
         raise SdfError(f"run directory not found: {rd.path} (pass a run directory such as corpus/<name>)")
-    try:
-        return str((rd.read_config().get("run") or {}).get("product") or "documents")
-    except (OSError, ValueError, SdfError):
-        return "documents"  # an unreadable config: the documents report says what is missing
+    if not rd.is_run():
+        return "documents"  # the documents report says what is missing
+    return str((rd.read_config().get("run") or {}).get("product") or "documents")  # garbage: one line, exit 2
 
 
 def _numbers(run_dir: str | Path) -> tuple[RunDir, dict[str, Any], dict[str, list[dict[str, Any]]], str]:
