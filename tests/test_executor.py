@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from conftest import ROOT
 
 from sdf.config import QualityConfig
-from sdf.executor import columnar, run_steps
+from sdf.executors.local import columnar, run_steps
 from sdf.run import DOCUMENT_SCHEMA, FILTERED_SCHEMA, RunDir, write_rows
 from sdf.source.catalog import load_catalog
 from sdf.steps.filters.quality import QualityFilter

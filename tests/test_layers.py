@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "sdf"
-ABOVE_STEPS = ("sdf.executor", "sdf.executors", "sdf.run", "sdf.cli", "sdf.products")
+ABOVE_STEPS = ("sdf.executors", "sdf.run", "sdf.cli", "sdf.products")
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:
@@ -34,8 +34,8 @@ def test_no_step_imports_the_executor_run_cli_or_products() -> None:
 
 def test_the_walk_catches_a_forbidden_import(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("def f():\n    from sdf.run import reject_row\n    import sdf.executor\n", encoding="utf-8")
-    assert [m for _, m in _imports(bad)] == ["sdf.run", "sdf.run.reject_row", "sdf.executor"]
+    bad.write_text("def f():\n    from sdf.run import reject_row\n    import sdf.executors.local\n", encoding="utf-8")
+    assert [m for _, m in _imports(bad)] == ["sdf.run", "sdf.run.reject_row", "sdf.executors.local"]
 
 
 def test_the_report_modules_import_no_circle() -> None:

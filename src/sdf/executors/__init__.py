@@ -1,4 +1,4 @@
-"""The executors that run a product's filter, dedup and pack stages: `local` (sdf.executor, streaming here,
+"""The executors that run a product's filter, dedup and pack stages: `local` (sdf.executors.local, streaming
 with worker processes) or `ray` (sdf.executors.ray, the same steps on Ray Data). Both write the same
 artifacts. A product names the executors it runs on (`Product.executors`); `sdf.products.stage_of` picks."""
 

@@ -1,4 +1,4 @@
-"""The Ray Data executor: the same steps as sdf.executor, run as Ray Data tasks; the same artifacts out.
+"""The Ray Data executor: the same steps as sdf.executors.local, run as Ray Data tasks; the same artifacts out.
 
 - record steps (quality, decontamination) run in `map_batches`; each task returns its kept rows and
   every dropped row (with its stage and reason) tagged in one batch, and the driver splits them into
@@ -30,7 +30,7 @@ import pyarrow as pa
 import sdf
 from sdf.config import ExecutorConfig, PackConfig
 from sdf.errors import SdfError
-from sdf.executor import Rejects, StageCounts
+from sdf.executors.local import Rejects, StageCounts
 from sdf.llm import Backend
 from sdf.products.context import Run
 from sdf.run import FILTERED_SCHEMA, RunDir, TableWriter
@@ -130,7 +130,7 @@ def stage_counts(steps: Sequence[Step], dropped: dict[str, Counter[str]], n_in: 
 
 
 def run_steps(rd: RunDir, source: Path, target: Path, schema: pa.Schema, steps: Sequence[Step]) -> StageCounts:
-    """sdf.executor.run_steps on Ray: the kept rows into `target`, each drop into its stage's rejects."""
+    """sdf.executors.local.run_steps on Ray: the kept rows into `target`, each drop into its stage's rejects."""
     ds = read(source).map_batches(partial(apply_tagged, steps=steps), batch_format="pyarrow",
                                   batch_size=BLOCK_ROWS)
     dropped: dict[str, Counter[str]] = {}

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from sdf.config import DedupConfig, DiversityConfig
-from sdf.executor import Rejects, StageCounts
+from sdf.executors.local import Rejects, StageCounts
 from sdf.executors.ray import BLOCK_ROWS, DROP, KEEP, apply_tagged, read, split_tagged, stage_counts
 from sdf.products.context import Run
 from sdf.run import CORPUS_SCHEMA, TableWriter

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sdf.executor import StageCounts
+from sdf.executors.local import StageCounts
 from sdf.products.context import Run
 
 Drop = tuple[str, str, str, str | None]  # (stage, reason, detail, the kept item it duplicates)

@@ -22,7 +22,7 @@ import numpy as np
 
 from sdf.config import Settings
 from sdf.errors import SdfError
-from sdf.executor import BATCH_ROWS, Rejects, StageCounts, extract_answers, record, run_steps, texts_of
+from sdf.executors.local import BATCH_ROWS, Rejects, StageCounts, extract_answers, record, run_steps, texts_of
 from sdf.llm import Backend
 from sdf.llm.engine import RunSummary
 from sdf.llm.ledger import Ledger
@@ -267,7 +267,7 @@ def judge_request_of(run: Run, doc: dict) -> Any:
 def _dedup_features(state: tuple, batch: list[dict]) -> tuple:
     """Pass 1 of dedup for one batch (in a worker process): decontamination, then the kept documents'
     signatures, exact keys and cap rows."""
-    from sdf.executor import run_batch
+    from sdf.executors.local import run_batch
     from sdf.steps.dedup.minhash import minhash_signatures
     from sdf.steps.diversity.caps import cap_features
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from sdf.executor import run_steps
+from sdf.executors.local import run_steps
 from sdf.llm.engine import RunSummary
 from sdf.llm.ledger import Ledger, LLMRequest
 from sdf.products.context import Run

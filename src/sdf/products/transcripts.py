@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sdf.errors import SdfError
-from sdf.executor import BATCH_ROWS, Rejects, StageCounts, apply_steps, extract_answers, run_steps
+from sdf.executors.local import BATCH_ROWS, Rejects, StageCounts, apply_steps, extract_answers, run_steps
 from sdf.llm import Backend
 from sdf.llm.engine import RunSummary
 from sdf.llm.ledger import Ledger, LLMRequest
