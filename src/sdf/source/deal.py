@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import accumulate, cycle, islice
+from math import sqrt
 from typing import Any
 
 import xxhash
@@ -112,6 +113,18 @@ class _Form:
     reasoning_key: str
     cast_low: int
     cast_span: int
+    low: int  # the length draw: random.triangular(min_words, max_words, mode_words), given its uniform draw
+    high: int
+    mode_share: float | None  # (mode - low) / (high - low); None when low == high
+
+    def length(self, u: float) -> float:
+        """random.triangular's arithmetic on its one uniform draw `u`, so a plan need not call it."""
+        c, low, high = self.mode_share, self.low, self.high
+        if c is None:
+            return low
+        if u > c:
+            u, c, low, high = 1.0 - u, 1.0 - c, high, low
+        return low + (high - low) * sqrt(u * c)
 
 
 class Dealer:
@@ -129,6 +142,9 @@ class Dealer:
         self._attrs: dict[str, str] = {}
         self._walks: dict[str, Iterator[Any]] = {}  # key -> an endless walk over its items in their seeded order
         self._forms: dict[str, _Form] = {}
+        self._pool_walks = {pool: {kind: self._walk(f"{pool}:{kind}", items) for kind, items in kinds.items()}
+                            for pool, kinds in self.pools.lists.items()}
+        self._given = self._walk("given", self.people.given)
         for code in cfg.languages:
             language_name(code)
         self._languages = list(cfg.languages)
@@ -141,10 +157,14 @@ class Dealer:
         """The next item of `key`'s seeded cycle over `items`: all are used once before any twice."""
         walk = self._walks.get(key)
         if walk is None:
-            if not items:
-                raise SdfError(f"cannot plan: the catalog list '{key}' is empty")
-            walk = self._walks[key] = cycle([items[i] for i in _permutation(len(items), self.seed, key)])
+            walk = self._walks[key] = self._walk(key, items)
         return next(walk)
+
+    def _walk(self, key: str, items: Sequence[Any]) -> Iterator[Any]:
+        """An endless walk over `items` in `key`'s seeded order (a list's counter in the plan is its walk)."""
+        if not items:
+            return _empty(key)
+        return cycle([items[i] for i in _permutation(len(items), self.seed, key)])
 
     def considerations(self, section: Section) -> tuple[Consideration, ...]:
         """The considerations whose terms the section itself uses; failing two, those the constitution uses."""
@@ -170,9 +190,9 @@ class Dealer:
 
     def _cast(self, form: _Form, rng: random.Random) -> list[str]:
         names, people, draw = [], self.people, rng.random
-        by_culture, surnames, given = people.by_culture, people.surnames, people.given
+        by_culture, surnames, given = people.by_culture, people.surnames, self._given
         for _ in range(form.cast_low + int(draw() * form.cast_span)):
-            first, culture = self._next("given", given)
+            first, culture = next(given)
             own = by_culture.get(culture)
             pool = own if own and draw() < SAME_CULTURE_SURNAME else surnames
             last = pool[int(draw() * len(pool))][0]
@@ -197,7 +217,9 @@ class Dealer:
             form = self._forms[genre.name] = _Form(
                 genre, kinds["audiences"], kinds["narrators"], settings, kinds["situations"], stakes,
                 "tones:" + "|".join(genre.tones), genre.tones or self.catalog.tones, f"reasoning:{genre.fiction}",
-                genre.cast[0], genre.cast[1] - genre.cast[0] + 1)
+                genre.cast[0], genre.cast[1] - genre.cast[0] + 1, genre.min_words, genre.max_words,
+                (genre.mode_words - genre.min_words) / (genre.max_words - genre.min_words)
+                if genre.max_words != genre.min_words else None)
         return form
 
     def _kinds(self, genre: Genre, rng: random.Random) -> dict[str, str]:
@@ -208,36 +230,44 @@ class Dealer:
         return kinds
 
     def spec(self, index: int, section: Section, genre: Genre) -> dict[str, Any]:
-        rng, form, items = self.rng, self._form(genre), self.pools.lists
+        rng, walks = self.rng, self._pool_walks
+        form = self._forms.get(genre.name) or self._form(genre)
         draw = rng.random
         # the draws below come in the order the plan has always made them: changing it changes every spec
         audience_kind = form.audiences[int(draw() * len(form.audiences))]
         narrator_kind = form.narrators[int(draw() * len(form.narrators))]
         fits = form.settings[narrator_kind]
         setting_kind = fits[int(draw() * len(fits))]
-        audience = self._next(f"audiences:{audience_kind}", items["audiences"][audience_kind])
-        persona = self._next(f"narrators:{narrator_kind}", items["narrators"][narrator_kind])
-        setting = self._next(f"settings:{setting_kind}", items["settings"][setting_kind])
+        audience = next(walks["audiences"][audience_kind])
+        persona = next(walks["narrators"][narrator_kind])
+        setting = next(walks["settings"][setting_kind])
         if form.self_stakes and draw() < self.cfg.ai_self_stakes:
             situation_kind, self_stakes = SELF_STAKES, True
         else:
             situation_kind, self_stakes = form.situations[int(draw() * len(form.situations))], False
-        situation = self._next(f"situations:{situation_kind}", items["situations"][situation_kind])
+        situation = next(walks["situations"][situation_kind])
         tone = self._next(form.tone_key, form.tones)
         names = self._cast(form, rng)
         considerations = self._foreground(section, rng)
         reasoning = self._next(form.reasoning_key, self.catalog.reasoning[genre.fiction])
-        target_words = int(round(rng.triangular(genre.min_words, genre.max_words, genre.mode_words), -1))
+        target_words = int(round(form.length(draw()), -1))
         language = rng.choices(self._languages, cum_weights=self._cumulative)[0] if self._languages else "en"
-        values = (section.id, section.title, genre.name, audience, persona, setting, situation, tone, names,
-                  considerations, reasoning, target_words, language, audience_kind, narrator_kind, setting_kind,
-                  situation_kind, self_stakes, rng.getrandbits(63))
+        seed = rng.getrandbits(63)
         # the id names the brief: a plan dealt from other pools or another seed gives other ids
-        digest = xxhash.xxh3_64_hexdigest("\x1f".join(map(str, (self.seed, index, *values))).encode())[:10]
+        digest = xxhash.xxh3_64_hexdigest("\x1f".join(map(str, (
+            self.seed, index, section.id, section.title, genre.name, audience, persona, setting, situation, tone,
+            names, considerations, reasoning, target_words, language, audience_kind, narrator_kind, setting_kind,
+            situation_kind, self_stakes, seed))).encode())[:10]
         attrs = self._attrs.get(section.id)
         if attrs is None:
             attrs = self._attrs[section.id] = json.dumps(section.attrs, ensure_ascii=False, sort_keys=True)
-        return dict(zip(SPEC_KEYS, (f"{index:06d}-{digest}", *values, "", 0, "", attrs), strict=True))
+        return {"spec_id": f"{index:06d}-{digest}", "section_id": section.id, "section_title": section.title,
+                "genre": genre.name, "audience": audience, "persona": persona, "setting": setting,
+                "situation": situation, "tone": tone, "names": names, "considerations": considerations,
+                "reasoning": reasoning, "target_words": target_words, "language": language,
+                "audience_kind": audience_kind, "narrator_kind": narrator_kind, "setting_kind": setting_kind,
+                "situation_kind": situation_kind, "ai_self_stakes": self_stakes, "seed": seed, "idea": "",
+                "redeals": 0, "unsuitable": "", "section_attrs": attrs}
 
     def redeal(self, spec: dict[str, Any], redeals: int) -> dict[str, Any]:
         """The spec with a new audience, narrator, setting and situation, after the model found its brief
@@ -252,11 +282,9 @@ class Dealer:
         return out
 
 
-# a spec's columns in the order it has always had them (its id digests the values between the first and "idea")
-SPEC_KEYS = ("spec_id", "section_id", "section_title", "genre", "audience", "persona", "setting", "situation", "tone",
-             "names", "considerations", "reasoning", "target_words", "language", "audience_kind", "narrator_kind",
-             "setting_kind", "situation_kind", "ai_self_stakes", "seed", "idea", "redeals", "unsuitable",
-             "section_attrs")
+def _empty(key: str) -> Iterator[Any]:
+    raise SdfError(f"cannot plan: the catalog list '{key}' is empty")
+    yield
 
 
 def iter_specs(sections: Sequence[Section], catalog: Catalog, cfg: PlanConfig, seed: int,
