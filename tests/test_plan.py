@@ -354,3 +354,25 @@ def test_specs_are_byte_identical_to_the_plans_dealt_before_the_speed_up(catalog
     dealer = Dealer(claude.sections, catalog, cfg, seed, pools)
     redealt = [dealer.redeal(s, 1 + i % 2) for i, s in enumerate(specs[:200])]
     assert (_rows_digest(specs), _rows_digest(redealt)) == expected
+
+
+def test_the_estimate_of_sdf_plan_needs_only_the_brief_columns_it_reads_back(catalog, claude) -> None:
+    """`sdf plan` reads back only BRIEF_COLUMNS to estimate a large plan: every column a prompt uses must be
+    among them, or the estimate would change (a new prompt field must be added there)."""
+    from sdf.cli.plan_view import BRIEF_COLUMNS
+    from sdf.config import JudgeConfig, LLMConfig
+    from sdf.llm.requests import estimate_usage
+    from sdf.source.brief import system_prompt
+
+    cfg = PlanConfig(docs=300, languages={"en": 0.5, "fr": 0.5})
+    specs = [dict(s, idea=f"a premise of {i} words" if i % 3 else "")  # a built run's specs hold ideas
+             for i, s in enumerate(plan_specs(claude.sections, catalog, cfg, seed=3))]
+    sections = {s.id: s for s in claude.sections}
+    system = system_prompt(catalog, claude.title)
+
+    def estimate(rows: list[dict]) -> dict:
+        return estimate_usage(catalog, sections, rows, system, LLMConfig(), cfg, JudgeConfig(), None)
+
+    slim = [{k: s[k] for k in BRIEF_COLUMNS} for s in specs]
+    assert estimate(slim) == estimate(specs)
+    assert estimate(slim)["ideas"]["requests"] == 300 // cfg.ideas_per_request + (300 % cfg.ideas_per_request > 0)
