@@ -10,6 +10,9 @@
    (target >= 1.7x on two cores), and that the outputs are byte-identical.
 3. The quality filter against datatrove's Gopher quality, Gopher repetition, C4 and FineWeb filters on
    the same documents (target: at least as fast); needs the `bench` extra.
+4. `sdf plan --docs 200000` on the bundled constitution, as a fresh process: wall and CPU seconds and peak
+   RSS (targets: 15 s or less and 600 MB or less), then `--docs 1000000` (targets: under 60 s and 1 GB),
+   stopped at 60 s when it would take longer.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ def write_documents(run_dir: Path, docs: int, words: int) -> None:
 
     from sdf.products.context import create_run
     from sdf.run import DOCUMENT_SCHEMA, TableWriter
-    from sdf.source.plan import name_pools
+    from sdf.source.deal import name_pools
 
     run = create_run(settings(), CONSTITUTION, run_dir)
     given, surnames = name_pools(run.catalog, 0)
@@ -112,6 +115,40 @@ def sdf(*args: str) -> float:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     return elapsed
+
+
+def measured(args: list[str], timeout: float = 3600.0) -> dict | None:
+    """Wall and CPU seconds and peak RSS (MB) of one fresh `sdf ...` process, from its own rusage (os.wait4,
+    so no other child counts); None when it outlives `timeout` seconds (it is then killed)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    start = time.perf_counter()
+    child = subprocess.Popen([sys.executable, "-m", "sdf", *args], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=env, cwd=ROOT)  # with the repository's sdf.toml
+    while True:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.perf_counter() - start > timeout:
+            child.kill()
+            os.wait4(child.pid, 0)
+            child.returncode = -9
+            return None
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise RuntimeError(f"sdf {' '.join(args)} exited with {child.returncode}")
+    return {"wall": elapsed, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024}
+
+
+def plan_figures(tmp: Path, million: bool) -> list[tuple[int, dict | None]]:
+    """`sdf plan` at 200,000 documents and, with `million`, at 1,000,000 (given at most a minute)."""
+    out = []
+    for docs, timeout in ((200_000, 600.0), *([(1_000_000, 60.0)] if million else [])):
+        out.append((docs, measured(["plan", "--docs", str(docs), "--out", str(tmp / "plans"), "--name",
+                                    f"plan{docs}"], timeout)))
+        shutil.rmtree(tmp / "plans", ignore_errors=True)
+    return out
 
 
 def make_run(tmp: Path, docs: int, words: int) -> Path:
@@ -209,38 +246,63 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=1000, help="mean words per document")
     parser.add_argument("--skip-workers", action="store_true", help="do not measure the workers' scaling")
     parser.add_argument("--skip-datatrove", action="store_true", help="do not compare with datatrove")
+    parser.add_argument("--skip-dedup", action="store_true", help="measure only the plan (and what is not skipped)")
+    parser.add_argument("--skip-plan", action="store_true", help="do not time `sdf plan` at 200,000 documents")
+    parser.add_argument("--skip-million", action="store_true", help="do not time `sdf plan` at 1,000,000 documents")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sdf-bench-perf-") as name:
         tmp = Path(name)
-        small, large = dedup_figures(tmp, args.docs, args.words, [])
-        for r in (small, large):
-            ner = r["caps"].get("ner_documents")
-            share = f"NER read {ner:,} documents ({ner / r['input']:.1%})" if ner is not None else "NER read all"
-            print(f"sdf dedup, {r['input']:,} docs in: {r['seconds']:.2f} s = {r['input'] / r['seconds']:,.0f} docs/s "
-                  f"(process start included; target >= 300), {r['cpu']:.2f} CPU s; {share}; the planted name is "
-                  f"left in {r['planted_left']} documents (name cap {r['caps']['name']}); {r['planted_renamed']} "
-                  "documents renamed")
-        ratio = large["seconds"] / small["seconds"]
-        print(f"sdf dedup time 4N / N: {ratio:.2f} (target <= 4.4: {'linear' if ratio <= 4.4 else 'GROWS'}); "
-              f"CPU 4N / N: {large['cpu'] / small['cpu']:.2f}")
-        print(f"load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other work slows "
-              "every figure)")
-        if not args.skip_workers:
-            w = worker_figures(large["run"])
-            for stage, t in w["times"].items():
-                c = w["cpu"][stage]
-                print(f"sdf {stage} on {large['docs']:,} docs: 1 worker {t[1]:.2f} s, 2 workers {t[2]:.2f} s: "
-                      f"{t[1] / t[2]:.2f}x (target >= 1.7x on 2 cores; this machine has {os.cpu_count()}); "
-                      f"CPU s {c[1]:.2f} and {c[2]:.2f}")
-            print(f"outputs identical across worker counts: {w['identical']}")
-        if not args.skip_datatrove:
-            q = quality_figures(large["run"], 3000)
-            if q is None:
-                print("quality vs datatrove: skipped (pip install -e '.[bench]')")
-            else:
-                print(f"quality filter on {q['docs']:,} docs: sdf {q['docs'] / q['ours']:,.0f} docs/s, datatrove's "
-                      f"Gopher quality + repetition, C4 and FineWeb filters {q['docs'] / q['datatrove']:,.0f} docs/s "
-                      f"(on a tenth of them): {q['datatrove'] / q['ours']:.1f}x (target >= 1)")
+        if not args.skip_plan:
+            print_plan(tmp, not args.skip_million)
+        if not args.skip_dedup:
+            print_stages(tmp, args)
+
+
+def load() -> str:
+    return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+
+
+def print_plan(tmp: Path, million: bool) -> None:
+    targets = {200_000: (15, 600), 1_000_000: (60, 1024)}
+    for docs, r in plan_figures(tmp, million):
+        wall, rss = targets[docs]
+        if r is None:
+            print(f"sdf plan --docs {docs:,}: over {wall} s, stopped ({load()})")
+            continue
+        met = r["wall"] <= wall and r["rss_mb"] <= rss
+        print(f"sdf plan --docs {docs:,}: {r['wall']:.1f} s wall, {r['cpu']:.1f} CPU s, peak RSS {r['rss_mb']:,.0f} MB "
+              f"(target <= {wall} s and {rss:,} MB: {'met' if met else 'NOT MET'}; {load()})")
+
+
+def print_stages(tmp: Path, args: argparse.Namespace) -> None:
+    small, large = dedup_figures(tmp, args.docs, args.words, [])
+    for r in (small, large):
+        ner = r["caps"].get("ner_documents")
+        share = f"NER read {ner:,} documents ({ner / r['input']:.1%})" if ner is not None else "NER read all"
+        print(f"sdf dedup, {r['input']:,} docs in: {r['seconds']:.2f} s = {r['input'] / r['seconds']:,.0f} docs/s "
+              f"(process start included; target >= 300), {r['cpu']:.2f} CPU s; {share}; the planted name is "
+              f"left in {r['planted_left']} documents (name cap {r['caps']['name']}); {r['planted_renamed']} "
+              "documents renamed")
+    ratio = large["seconds"] / small["seconds"]
+    print(f"sdf dedup time 4N / N: {ratio:.2f} (target <= 4.4: {'linear' if ratio <= 4.4 else 'GROWS'}); "
+          f"CPU 4N / N: {large['cpu'] / small['cpu']:.2f}")
+    print(f"{load()} while measuring (other work slows every figure)")
+    if not args.skip_workers:
+        w = worker_figures(large["run"])
+        for stage, t in w["times"].items():
+            c = w["cpu"][stage]
+            print(f"sdf {stage} on {large['docs']:,} docs: 1 worker {t[1]:.2f} s, 2 workers {t[2]:.2f} s: "
+                  f"{t[1] / t[2]:.2f}x (target >= 1.7x on 2 cores; this machine has {os.cpu_count()}); "
+                  f"CPU s {c[1]:.2f} and {c[2]:.2f}")
+        print(f"outputs identical across worker counts: {w['identical']}")
+    if not args.skip_datatrove:
+        q = quality_figures(large["run"], 3000)
+        if q is None:
+            print("quality vs datatrove: skipped (pip install -e '.[bench]')")
+        else:
+            print(f"quality filter on {q['docs']:,} docs: sdf {q['docs'] / q['ours']:,.0f} docs/s, datatrove's "
+                  f"Gopher quality + repetition, C4 and FineWeb filters {q['docs'] / q['datatrove']:,.0f} docs/s "
+                  f"(on a tenth of them): {q['datatrove'] / q['ours']:.1f}x (target >= 1)")
 
 
 if __name__ == "__main__":

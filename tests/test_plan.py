@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from dataclasses import replace
@@ -14,7 +15,7 @@ from sdf.errors import SdfError
 from sdf.run import SPEC_SCHEMA, write_rows
 from sdf.source.catalog import load_catalog
 from sdf.source.constitution import load_constitution, parse_constitution
-from sdf.source.deal import plan_specs
+from sdf.source.deal import Dealer, plan_specs
 from sdf.source.plan import (
     TOKENS_PER_WORD,
     apportion,
@@ -25,6 +26,7 @@ from sdf.source.plan import (
     section_weights,
     select_sections,
 )
+from sdf.source.pools import DealPools, seed_pools
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -322,3 +324,55 @@ def test_section_settings_are_validated_and_flags_add_to_the_file(tmp_path: Path
     status = {r["id"]: r["status"] for r in json.loads(result.stdout)}
     assert status["bibliography"] == status["preface"] == "excluded"  # the file's list and the flag, together
     assert status["a-small-aside"] == "planned"  # min_section_chars = 0: no stubs
+
+
+# -- the plan at scale deals exactly what it always dealt ------------------------------------------
+
+
+def _rows_digest(specs: list[dict]) -> str:
+    h = hashlib.sha256()
+    for s in specs:
+        h.update(json.dumps(s, ensure_ascii=False).encode() + b"\n")
+    return h.hexdigest()[:20]
+
+
+@pytest.mark.parametrize("case", ["default", "mixed"])
+def test_specs_are_byte_identical_to_the_plans_dealt_before_the_speed_up(catalog, claude, case) -> None:
+    """Digests of every column, key order included, of plans dealt by the code before it was made fast
+    (commit 3be39d1): a faster dealer must deal the very same specs, and re-deal them the same way."""
+    base = seed_pools(catalog)
+    grown = DealPools({p: {k: v + tuple(f"{p} {k} extra {i}" for i in range(len(k) % 7 + 3))
+                           for k, v in kinds.items()} for p, kinds in base.lists.items()}, frozenset())
+    cases = {
+        "default": (PlanConfig(docs=3000), 7, None, ("0e519fa69dcf01c60096", "16a3b80c5109494a1960")),
+        "mixed": (PlanConfig(docs=2000, languages={"en": 0.7, "fr": 0.2, "de": 0.1}, ai_self_stakes=0.4,
+                             min_docs_per_section=3, genre_weights={"essay": 3.0}), 123456789, grown,
+                  ("b8bc2592cb20a23b8701", "f6b1ded9c6fe9143fbba")),
+    }
+    cfg, seed, pools, expected = cases[case]
+    specs = plan_specs(claude.sections, catalog, cfg, seed, pools)
+    dealer = Dealer(claude.sections, catalog, cfg, seed, pools)
+    redealt = [dealer.redeal(s, 1 + i % 2) for i, s in enumerate(specs[:200])]
+    assert (_rows_digest(specs), _rows_digest(redealt)) == expected
+
+
+def test_the_estimate_of_sdf_plan_needs_only_the_brief_columns_it_reads_back(catalog, claude) -> None:
+    """`sdf plan` reads back only BRIEF_COLUMNS to estimate a large plan: every column a prompt uses must be
+    among them, or the estimate would change (a new prompt field must be added there)."""
+    from sdf.cli.plan_view import BRIEF_COLUMNS
+    from sdf.config import JudgeConfig, LLMConfig
+    from sdf.llm.requests import estimate_usage
+    from sdf.source.brief import system_prompt
+
+    cfg = PlanConfig(docs=300, languages={"en": 0.5, "fr": 0.5})
+    specs = [dict(s, idea=f"a premise of {i} words" if i % 3 else "")  # a built run's specs hold ideas
+             for i, s in enumerate(plan_specs(claude.sections, catalog, cfg, seed=3))]
+    sections = {s.id: s for s in claude.sections}
+    system = system_prompt(catalog, claude.title)
+
+    def estimate(rows: list[dict]) -> dict:
+        return estimate_usage(catalog, sections, rows, system, LLMConfig(), cfg, JudgeConfig(), None)
+
+    slim = [{k: s[k] for k in BRIEF_COLUMNS} for s in specs]
+    assert estimate(slim) == estimate(specs)
+    assert estimate(slim)["ideas"]["requests"] == 300 // cfg.ideas_per_request + (300 % cfg.ideas_per_request > 0)

@@ -9,6 +9,10 @@ import click
 
 from sdf.cli.common import wrap_id
 
+# what the document and ideas prompts read of a spec: `sdf plan` reads back no other column to estimate them
+BRIEF_COLUMNS = ("section_id", "genre", "target_words", "names", "persona", "audience", "setting", "situation", "tone",
+                 "idea", "considerations", "reasoning", "language")
+
 
 def echo_plan(run: Any) -> None:
     """What `sdf plan` prints, read back from specs.parquet batch by batch (a large plan is never held)."""
@@ -43,7 +47,10 @@ def echo_plan(run: Any) -> None:
         for line in lines[1:]:
             click.echo(f"  {line}")
     echo_briefs(run, planned)
-    usage = usage_estimate(run, (spec for batch in iter_rows(run.dir.specs, batch_size=8192) for spec in batch))
+    # the prompts' lengths need only the brief's columns (the judge's request takes the whole spec)
+    columns = None if run.settings.judge.enabled else BRIEF_COLUMNS
+    usage = usage_estimate(run, (spec for batch in iter_rows(run.dir.specs, columns, batch_size=8192)
+                                 for spec in batch))
     model = run.settings.llm.model
     click.echo(f"\nestimated tokens: input {usage['input_tokens']:,} + cache write {usage['cache_creation_tokens']:,}"
                f" + cache read {usage['cache_read_tokens']:,}; output {usage['output_tokens']:,}")

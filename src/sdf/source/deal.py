@@ -13,11 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import islice
+from itertools import accumulate, cycle, islice
+from math import sqrt
 from typing import Any
 
 import xxhash
@@ -98,6 +98,35 @@ def language_name(code: str) -> str:
     return LANGUAGES[code]
 
 
+@dataclass(frozen=True)
+class _Form:
+    """What a genre deals from, resolved once per plan rather than once per spec."""
+
+    genre: Genre
+    audiences: tuple[str, ...]
+    narrators: tuple[str, ...]
+    settings: dict[str, tuple[str, ...]]  # narrator kind -> the setting kinds that suit it and the genre
+    situations: tuple[str, ...]
+    self_stakes: bool  # whether a spec of this genre draws for an AI with stakes of its own
+    tone_key: str
+    tones: tuple[str, ...]
+    reasoning_key: str
+    cast_low: int
+    cast_span: int
+    low: int  # the length draw: random.triangular(min_words, max_words, mode_words), given its uniform draw
+    high: int
+    mode_share: float | None  # (mode - low) / (high - low); None when low == high
+
+    def length(self, u: float) -> float:
+        """random.triangular's arithmetic on its one uniform draw `u`, so a plan need not call it."""
+        c, low, high = self.mode_share, self.low, self.high
+        if c is None:
+            return low
+        if u > c:
+            u, c, low, high = 1.0 - u, 1.0 - c, high, low
+        return low + (high - low) * sqrt(u * c)
+
+
 class Dealer:
     """Deals the briefs of one plan in order; its counters are the only state, so order is all that matters."""
 
@@ -106,19 +135,36 @@ class Dealer:
         self.catalog, self.cfg, self.seed = catalog, cfg, seed
         self.pools = pools or seed_pools(catalog)
         self.people = people_to_deal(catalog, seed)
-        self.counts: Counter[str] = Counter()
+        self.uses: dict[str, int] = {}  # consideration name -> briefs that foregrounded it so far
         self.rng = random.Random(_offset(seed, "specs"))  # one stream, drawn in plan order: prefix-stable
         self._whole = " ".join(s.text for s in sections).lower()
         self._candidates: dict[str, tuple[Consideration, ...]] = {}
         self._attrs: dict[str, str] = {}
+        self._walks: dict[str, Iterator[Any]] = {}  # key -> an endless walk over its items in their seeded order
+        self._forms: dict[str, _Form] = {}
+        self._pool_walks = {pool: {kind: self._walk(f"{pool}:{kind}", items) for kind, items in kinds.items()}
+                            for pool, kinds in self.pools.lists.items()}
+        self._given = self._walk("given", self.people.given)
         for code in cfg.languages:
             language_name(code)
+        self._languages = list(cfg.languages)
+        self._cumulative = list(accumulate(cfg.languages.values()))
+        # only these given names can make an eval's full name, so only they need the check
+        firsts = {r.split(" ")[0] for r in self.people.reserved if " " in r}
+        self._risky = {g for g, _ in self.people.given if (g + " ").lower().split(" ")[0] in firsts}
 
     def _next(self, key: str, items: Sequence[Any]) -> Any:
         """The next item of `key`'s seeded cycle over `items`: all are used once before any twice."""
-        k = self.counts[key]
-        self.counts[key] = k + 1
-        return items[_permutation(len(items), self.seed, key)[k % len(items)]]
+        walk = self._walks.get(key)
+        if walk is None:
+            walk = self._walks[key] = self._walk(key, items)
+        return next(walk)
+
+    def _walk(self, key: str, items: Sequence[Any]) -> Iterator[Any]:
+        """An endless walk over `items` in `key`'s seeded order (a list's counter in the plan is its walk)."""
+        if not items:
+            return _empty(key)
+        return cycle([items[i] for i in _permutation(len(items), self.seed, key)])
 
     def considerations(self, section: Section) -> tuple[Consideration, ...]:
         """The considerations whose terms the section itself uses; failing two, those the constitution uses."""
@@ -133,78 +179,95 @@ class Dealer:
 
     def _foreground(self, section: Section, rng: random.Random) -> list[str]:
         """One or two considerations, the least used so far among the section's candidates."""
-        counts = self.counts
-        candidates = sorted(self.considerations(section), key=lambda c: (counts[c.name], rng.random()))
-        chosen = [c.name for c in candidates[: 2 if rng.random() < TWO_CONSIDERATIONS else 1]]
+        counts, draw = self.uses, rng.random
+        candidates = self._candidates.get(section.id) or self.considerations(section)
+        # the index breaks ties exactly as a stable sort on (uses, draw) would
+        ranked = sorted([(counts.get(c.name, 0), draw(), i) for i, c in enumerate(candidates)])
+        chosen = [candidates[i].name for _, _, i in ranked[: 2 if draw() < TWO_CONSIDERATIONS else 1]]
         for name in chosen:
-            counts[name] += 1
+            counts[name] = counts.get(name, 0) + 1
         return chosen
 
-    def _cast(self, genre: Genre, rng: random.Random) -> list[str]:
-        names, people = [], self.people
-        for _ in range(genre.cast[0] + int(rng.random() * (genre.cast[1] - genre.cast[0] + 1))):
-            first, culture = self._next("given", people.given)
-            own = people.by_culture.get(culture)
-            pool = own if own and rng.random() < SAME_CULTURE_SURNAME else people.surnames
-            last = _pick(rng, pool)[0]
-            for _ in range(20):  # never an eval's character, such as "Kyle Johnson"
-                if f"{first} {last}".lower() not in people.reserved:
-                    break
-                last = _pick(rng, people.surnames)[0]
+    def _cast(self, form: _Form, rng: random.Random) -> list[str]:
+        names, people, draw = [], self.people, rng.random
+        by_culture, surnames, given = people.by_culture, people.surnames, self._given
+        for _ in range(form.cast_low + int(draw() * form.cast_span)):
+            first, culture = next(given)
+            own = by_culture.get(culture)
+            pool = own if own and draw() < SAME_CULTURE_SURNAME else surnames
+            last = pool[int(draw() * len(pool))][0]
+            if first in self._risky:
+                for _ in range(20):  # never an eval's character, such as "Kyle Johnson"
+                    if f"{first} {last}".lower() not in people.reserved:
+                        break
+                    last = _pick(rng, surnames)[0]
             names.append(f"{first} {last}")
         return names
 
-    def _situation_kind(self, genre: Genre, rng: random.Random) -> tuple[str, bool]:
-        kinds = genre.kinds["situations"]
-        share = self.cfg.ai_self_stakes
-        if share > 0 and genre.fiction and "ai_everyday" in kinds and SELF_STAKES in self.pools.lists["situations"] \
-                and rng.random() < share:
-            return SELF_STAKES, True
-        return _pick(rng, kinds), False
+    def _form(self, genre: Genre) -> _Form:
+        form = self._forms.get(genre.name)
+        if form is None:
+            kinds = genre.kinds
+            narrators = self.catalog.pools["narrators"].kinds
+            settings = {n: tuple(k for k in kinds["settings"] if k in narrators[n].settings) or kinds["settings"]
+                        for n in kinds["narrators"]}
+            share = self.cfg.ai_self_stakes
+            stakes = share > 0 and genre.fiction and "ai_everyday" in kinds["situations"] \
+                and SELF_STAKES in self.pools.lists["situations"]
+            form = self._forms[genre.name] = _Form(
+                genre, kinds["audiences"], kinds["narrators"], settings, kinds["situations"], stakes,
+                "tones:" + "|".join(genre.tones), genre.tones or self.catalog.tones, f"reasoning:{genre.fiction}",
+                genre.cast[0], genre.cast[1] - genre.cast[0] + 1, genre.min_words, genre.max_words,
+                (genre.mode_words - genre.min_words) / (genre.max_words - genre.min_words)
+                if genre.max_words != genre.min_words else None)
+        return form
 
     def _kinds(self, genre: Genre, rng: random.Random) -> dict[str, str]:
         """A kind per pool that suits the genre; the setting also suits the narrator, who writes from it."""
-        kinds = {pool: _pick(rng, genre.kinds[pool]) for pool in ("audiences", "narrators")}
-        fits = self.catalog.pools["narrators"].kinds[kinds["narrators"]].settings
-        kinds["settings"] = _pick(rng, [k for k in genre.kinds["settings"] if k in fits] or genre.kinds["settings"])
+        form = self._form(genre)
+        kinds = {"audiences": _pick(rng, form.audiences), "narrators": _pick(rng, form.narrators)}
+        kinds["settings"] = _pick(rng, form.settings[kinds["narrators"]])
         return kinds
 
     def spec(self, index: int, section: Section, genre: Genre) -> dict[str, Any]:
-        rng = self.rng
-        picked = {}
-        for pool, kind in self._kinds(genre, rng).items():
-            picked[pool] = (kind, self._next(f"{pool}:{kind}", self.pools.items(pool, kind)))
-        kind, self_stakes = self._situation_kind(genre, rng)
-        picked["situations"] = (kind, self._next(f"situations:{kind}", self.pools.items("situations", kind)))
-        tones = genre.tones or self.catalog.tones
-        languages = self.cfg.languages
-        spec = {
-            "section_id": section.id,
-            "section_title": section.title,
-            "genre": genre.name,
-            "audience": picked["audiences"][1],
-            "persona": picked["narrators"][1],
-            "setting": picked["settings"][1],
-            "situation": picked["situations"][1],
-            "tone": self._next("tones:" + "|".join(genre.tones), tones),
-            "names": self._cast(genre, rng),
-            "considerations": self._foreground(section, rng),
-            "reasoning": self._next(f"reasoning:{genre.fiction}", self.catalog.reasoning[genre.fiction]),
-            "target_words": int(round(rng.triangular(genre.min_words, genre.max_words, genre.mode_words), -1)),
-            "language": rng.choices(list(languages), weights=list(languages.values()))[0] if languages else "en",
-            "audience_kind": picked["audiences"][0],
-            "narrator_kind": picked["narrators"][0],
-            "setting_kind": picked["settings"][0],
-            "situation_kind": picked["situations"][0],
-            "ai_self_stakes": self_stakes,
-            "seed": rng.getrandbits(63),
-        }
+        rng, walks = self.rng, self._pool_walks
+        form = self._forms.get(genre.name) or self._form(genre)
+        draw = rng.random
+        # the draws below come in the order the plan has always made them: changing it changes every spec
+        audience_kind = form.audiences[int(draw() * len(form.audiences))]
+        narrator_kind = form.narrators[int(draw() * len(form.narrators))]
+        fits = form.settings[narrator_kind]
+        setting_kind = fits[int(draw() * len(fits))]
+        audience = next(walks["audiences"][audience_kind])
+        persona = next(walks["narrators"][narrator_kind])
+        setting = next(walks["settings"][setting_kind])
+        if form.self_stakes and draw() < self.cfg.ai_self_stakes:
+            situation_kind, self_stakes = SELF_STAKES, True
+        else:
+            situation_kind, self_stakes = form.situations[int(draw() * len(form.situations))], False
+        situation = next(walks["situations"][situation_kind])
+        tone = self._next(form.tone_key, form.tones)
+        names = self._cast(form, rng)
+        considerations = self._foreground(section, rng)
+        reasoning = self._next(form.reasoning_key, self.catalog.reasoning[genre.fiction])
+        target_words = int(round(form.length(draw()), -1))
+        language = rng.choices(self._languages, cum_weights=self._cumulative)[0] if self._languages else "en"
+        seed = rng.getrandbits(63)
         # the id names the brief: a plan dealt from other pools or another seed gives other ids
-        digest = xxhash.xxh3_64_hexdigest("\x1f".join(map(str, (self.seed, index, *spec.values()))).encode())[:10]
-        if section.id not in self._attrs:
-            self._attrs[section.id] = json.dumps(section.attrs, ensure_ascii=False, sort_keys=True)
-        spec.update(idea="", redeals=0, unsuitable="", section_attrs=self._attrs[section.id])
-        return {"spec_id": f"{index:06d}-{digest}", **spec}
+        digest = xxhash.xxh3_64_hexdigest("\x1f".join(map(str, (
+            self.seed, index, section.id, section.title, genre.name, audience, persona, setting, situation, tone,
+            names, considerations, reasoning, target_words, language, audience_kind, narrator_kind, setting_kind,
+            situation_kind, self_stakes, seed))).encode())[:10]
+        attrs = self._attrs.get(section.id)
+        if attrs is None:
+            attrs = self._attrs[section.id] = json.dumps(section.attrs, ensure_ascii=False, sort_keys=True)
+        return {"spec_id": f"{index:06d}-{digest}", "section_id": section.id, "section_title": section.title,
+                "genre": genre.name, "audience": audience, "persona": persona, "setting": setting,
+                "situation": situation, "tone": tone, "names": names, "considerations": considerations,
+                "reasoning": reasoning, "target_words": target_words, "language": language,
+                "audience_kind": audience_kind, "narrator_kind": narrator_kind, "setting_kind": setting_kind,
+                "situation_kind": situation_kind, "ai_self_stakes": self_stakes, "seed": seed, "idea": "",
+                "redeals": 0, "unsuitable": "", "section_attrs": attrs}
 
     def redeal(self, spec: dict[str, Any], redeals: int) -> dict[str, Any]:
         """The spec with a new audience, narrator, setting and situation, after the model found its brief
@@ -217,6 +280,11 @@ class Dealer:
         for pool, (column, kind_column) in REDEALT.items():
             out[column], out[kind_column] = rng.choice(self.pools.items(pool, kinds[pool])), kinds[pool]
         return out
+
+
+def _empty(key: str) -> Iterator[Any]:
+    raise SdfError(f"cannot plan: the catalog list '{key}' is empty")
+    yield
 
 
 def iter_specs(sections: Sequence[Section], catalog: Catalog, cfg: PlanConfig, seed: int,

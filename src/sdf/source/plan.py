@@ -322,18 +322,33 @@ def iter_slots(sections: Sequence[Section], genres: dict[str, float], cfg: PlanC
     g_count = np.zeros(len(gnames))
     pair_count = np.zeros((len(sids), len(gnames)))
     floors = floor * len(sids)
+    # the same float operations in the same order as plain expressions would do, into arrays made once:
+    # a plan deals a million of these, and a new array per operation was most of their cost
+    s_deficit, g_deficit, within = np.empty(len(sids)), np.empty(len(gnames)), np.empty(len(gnames))
+    multiply, add, subtract = np.multiply, np.add, np.subtract
     n = 0
     while True:
         n += 1
-        target = floor + (n - floors) * share if n >= floors else n * share
-        s = int(np.argmax(target - s_count + s_jitter))
-        within = weight * (s_count[s] + 1) - pair_count[s]  # this section's own genre deficit
-        g = int(np.argmax(weight * n - g_count + WITHIN_SECTION * within + g_jitter))
+        if n >= floors:  # target = floor + (n - floors) * share
+            multiply(share, n - floors, out=s_deficit)
+            add(s_deficit, floor, out=s_deficit)
+        else:  # target = n * share
+            multiply(share, n, out=s_deficit)
+        subtract(s_deficit, s_count, out=s_deficit)
+        add(s_deficit, s_jitter, out=s_deficit)
+        s = int(s_deficit.argmax())
+        multiply(weight, s_count[s] + 1, out=within)  # this section's own genre deficit
+        subtract(within, pair_count[s], out=within)
+        multiply(weight, n, out=g_deficit)
+        subtract(g_deficit, g_count, out=g_deficit)
+        multiply(within, WITHIN_SECTION, out=within)
+        add(g_deficit, within, out=g_deficit)
+        add(g_deficit, g_jitter, out=g_deficit)
+        g = int(g_deficit.argmax())
         s_count[s] += 1
         g_count[g] += 1
         pair_count[s, g] += 1
         yield sids[s], gnames[g]
-
 
 WITHIN_SECTION = 0.3  # how much a section's own genre balance counts against the overall mix
 
