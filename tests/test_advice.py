@@ -516,19 +516,16 @@ def test_a_default_80_chat_build_mixes_kinds_turns_and_deployments(fake, tmp_pat
 
     # the reply never sees a checklist or an evaluation set-up; user words and operators' words aside
     db = sqlite3.connect(run / "store.sqlite")
-    constitution = FIXTURE_CONSTITUTION.read_text()
-    prompts = db.execute("SELECT purpose, prompt, prefix_hash FROM requests").fetchall()
-    prefixes = dict(db.execute("SELECT hash, text FROM prefixes").fetchall())
-    for purpose, prompt, prefix in prompts:
-        if purpose == "advice_reply":
-            own = re.sub(r"<(user|assistant|system_prompt|tools)>.*?</\1>", "", prompt, flags=re.S)
-            assert families_named(own) <= 2 and not EVAL_WORDS.search(own), own
+    replies = [p for (p,) in db.execute("SELECT prompt FROM requests WHERE purpose = 'advice_reply'")]
+    assert len(replies) == sum(r["user_turns"] for r in rows)
+    for prompt in replies:
+        own = re.sub(r"<(user|assistant|system_prompt|tools)>.*?</\1>", "", prompt, flags=re.S)
+        assert families_named(own) <= 2 and not EVAL_WORDS.search(own), own
     advisor = CATALOG.render("advisor_system", constitution="")
     assert families_named(advisor) == 0 and not EVAL_WORDS.search(advisor)
     for name in ("writer_system", "deployment_system", "deployment", "user", "followup", "reply", "reply_turn",
                  *(f"kind_{k}" for k in CATALOG.seeds)):
         assert not EVAL_WORDS.search(CATALOG.templates[name]), name
-    assert constitution and prefixes is not None
 
     sent = len(fake.log)
     again = build(tmp_path, fake.base_url, docs=80)
