@@ -123,8 +123,8 @@ class Requests:
     def user(self, spec: dict[str, Any], deployment: Deployment) -> LLMRequest:
         acat = self.acat
         note = (acat.render("deployment_note", system_prompt=deployment.operator_prompt)
-                if deployment.operator_prompt else acat.render("deployment_note_none"))
-        kind = acat.render(f"kind_{spec['kind']}", seed=acat.seeds[spec["kind"]].get(spec["situation"], ""))
+                if deployment.operator_prompt else acat.render("deployment_note_none")).strip()
+        kind = acat.render(f"kind_{spec['kind']}", seed=acat.seeds[spec["kind"]].get(spec["situation"], "")).strip()
         prompt = acat.render(
             "user", domain=spec["domain"], role=spec["role"], stakes=spec["stakes"], register=spec["register"],
             user_words=spec["user_words"], section_title=spec["section_title"],
@@ -134,10 +134,10 @@ class Requests:
     def followup(self, spec: dict[str, Any], turns: list[Turn]) -> LLMRequest:
         """The user's next message: sees the brief's person and the conversation, and what the message does."""
         what = spec["followups"].split(",")[len(turns) - 1]
-        words = max(10, round(spec["user_words"] * random.Random(f"{spec['seed']}:{len(turns)}").uniform(0.3, 0.8)))
+        words = max(15, round(spec["user_words"] * random.Random(f"{spec['seed']}:{len(turns)}").uniform(0.3, 0.8)))
         prompt = self.acat.render(
             "followup", role=spec["role"], register=spec["register"], user_words=words,
-            conversation=self.conversation(turns), followup_brief=self.acat.render(f"followup_{what}"))
+            conversation=self.conversation(turns), followup_brief=self.acat.render(f"followup_{what}").strip())
         return self._writer(spec, prompt)
 
     def _writer(self, spec: dict[str, Any], prompt: str) -> LLMRequest:
@@ -147,7 +147,7 @@ class Requests:
 
     def conversation(self, turns: list[Turn]) -> str:
         """Earlier turns as the user saw them: messages and answers, never a deliberation."""
-        return "\n".join(self.acat.render("conversation_turn", user=t.user, answer=t.answer) for t in turns)
+        return "\n".join(self.acat.render("conversation_turn", user=t.user, answer=t.answer).strip() for t in turns)
 
     def replies(self, spec: dict[str, Any], deployment: Deployment, turns: list[Turn], message: str
                 ) -> list[LLMRequest]:
@@ -167,7 +167,7 @@ class Requests:
 
     def considerations_note(self, spec: dict[str, Any]) -> str:
         briefs = [self.briefs[n] for n in (spec.get("considerations") or "").split(",") if n in self.briefs]
-        return self.acat.render("considerations_note", considerations="; and ".join(briefs)) if briefs else ""
+        return self.acat.render("considerations_note", considerations="; and ".join(briefs)).strip() if briefs else ""
 
     def seed_deployment(self, spec: dict[str, Any], fallback: str = "") -> Deployment:
         system, tools = deployment_of(spec)
