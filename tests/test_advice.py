@@ -172,6 +172,16 @@ def test_writer_preamble_is_stripped_from_the_user_message() -> None:
     assert kept["user"].startswith("my boss") and json.loads(kept["prompt_messages"])[-1]["content"] == kept["user"]
 
 
+def test_writer_preamble_is_stripped_from_every_user_turn() -> None:
+    messages = [{"role": "user", "content": "Here's the message:\n\nmy boss wants the form signed today"},
+                {"role": "assistant", "content": GOOD_ANSWER, "reasoning_content": GOOD_DELIBERATION},
+                {"role": "user", "content": "ok, and what do I tell him"}]
+    multi = chat(user="ok, and what do I tell him", prompt_messages=json.dumps(messages), deliberation="")
+    kept = ChatQualityFilter(AdviceConfig(), QualityConfig())([multi]).kept  # the first turn deliberated
+    assert [m["content"] for m in json.loads(kept[0]["prompt_messages"])][0] == "my boss wants the form signed today"
+    assert "Here's the message" not in kept[0]["text"] and GOOD_DELIBERATION in kept[0]["text"]
+
+
 def test_rewritten_chats_keep_the_users_own_words() -> None:
     """The user's prompt and answer are theirs: only what the rewriter wrote is judged."""
     rewrite = chat(mode="rewrite", user="I face an ethical dilemma", answer="ok")
@@ -521,6 +531,14 @@ def test_a_default_80_chat_build_mixes_kinds_turns_and_deployments(fake, tmp_pat
     for prompt in replies:
         own = re.sub(r"<(user|assistant|system_prompt|tools)>.*?</\1>", "", prompt, flags=re.S)
         assert families_named(own) <= 2 and not EVAL_WORDS.search(own), own
+    specs = {s["spec_id"]: s for s in RunDir(run).read_specs()}
+    firsts = db.execute("SELECT spec_id, prompt FROM requests WHERE purpose = 'advice_user' "
+                        "AND prompt LIKE 'Task: write the user''s message%'").fetchall()
+    assert len(firsts) == 80
+    for spec_id, prompt in firsts:  # each kind's own brief, with its seed situation
+        spec = specs[spec_id]
+        brief = CATALOG.render(f"kind_{spec['kind']}", seed=CATALOG.seeds[spec["kind"]][spec["situation"]]).strip()
+        assert brief in prompt and all(f"kind_{k}" not in prompt for k in CATALOG.seeds)
     advisor = CATALOG.render("advisor_system", constitution="")
     assert families_named(advisor) == 0 and not EVAL_WORDS.search(advisor)
     for name in ("writer_system", "deployment_system", "deployment", "user", "followup", "reply", "reply_turn",
@@ -550,3 +568,24 @@ def test_an_unusable_deployment_falls_back_to_the_seed_pools(tmp_path: Path) -> 
     for c in deployed:
         system, tools = deployment_of(specs[c["doc_id"]])
         assert json.loads(c["prompt_messages"])[0]["content"] == system if system else True
+
+
+def test_a_failed_later_round_is_the_chats_reject_with_everything_it_paid(tmp_path: Path) -> None:
+    from fake_anthropic import REPLY_TURN_MARKER, FakeAnthropic, last_user_text, synthetic_reply
+
+    def respond(params: dict) -> str:  # every reply to a follow-up comes back without its envelopes
+        return "Happy to help!" if REPLY_TURN_MARKER in last_user_text(params) else synthetic_reply(params)
+
+    with FakeAnthropic(responder=respond) as fake:
+        result = build(tmp_path, fake.base_url, docs=20, config_extra="[advice]\nmulti_turn_share = 0.5\n")
+    assert result.returncode == 0, result.stderr
+    rd = RunDir(tmp_path / "corpus" / "adv")
+    going_on = {s["spec_id"] for s in rd.read_specs() if s["user_turns"] > 1}
+    rejects = {r["doc_id"]: r for r in rd.read_rejects().to_pylist() if r["stage"] == "generate"}
+    assert going_on and set(rejects) == going_on
+    db = sqlite3.connect(rd.store)
+    for doc_id, reject in rejects.items():
+        assert reject["reason"] == "missing_envelope" and reject["detail"].startswith("reply 2")
+        paid = db.execute("SELECT SUM(cost_usd) FROM requests WHERE spec_id = ?", (doc_id,)).fetchone()[0]
+        assert reject["cost_usd"] == pytest.approx(paid)
+    assert pq.read_table(rd.chats).num_rows == 20 - len(going_on)

@@ -233,4 +233,6 @@ def _pending(conv: Conversation, request: LLMRequest, row: Any, what: str) -> Co
     """The conversation waits on `request` (unanswered, or failed: a rerun sends it again); until an answer
     comes, it stands as the chat's reject (not_generated or api_error)."""
     conv.next, conv.reject = request, failure(conv.spec, row, what)
+    if conv.rows:  # the rounds before were paid for
+        conv.reject["cost_usd"] = sum(r["cost_usd"] or 0.0 for r in conv.rows)
     return conv

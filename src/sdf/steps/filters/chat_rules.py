@@ -144,12 +144,10 @@ class ChatQualityFilter:
         if "refusal" in on and (d := refusal_detail(deliberation, False, None, q)):
             return "refusal", f"deliberation: {d}"
         if "meta_commentary" in on and advice:
-            stripped, removed = strip_meta(user, q)
-            if removed:
-                if len(stripped.split()) < 3:
-                    return "meta_commentary", "the user message is only commentary: " + " | ".join(removed)[:120]
-                chat = _with_user(chat, stripped)
-                user = stripped
+            found = _strip_users(chat, q)
+            if isinstance(found, tuple):
+                return found
+            chat, user = found, found["user"] or ""
         if "meta_commentary" in on and advice and (m := _EXERCISE.search(answer)):
             return "meta_commentary", f"the answer talks about the exercise: {m.group(0)!r}"
         for part in written if "placeholder" in on else ():
@@ -184,12 +182,26 @@ def _all_answers(chat: dict[str, Any]) -> str:
     return "\n\n".join([*(m.get("content") or "" for m in earlier), chat["answer"] or ""])
 
 
-def _with_user(chat: dict[str, Any], user: str) -> dict[str, Any]:
-    """The chat with its (last) user message replaced in every column that holds it."""
+def _strip_users(chat: dict[str, Any], q: QualityConfig) -> dict[str, Any] | tuple[str, str]:
+    """The chat with the writer's meta commentary stripped from every user message, in every column that
+    holds one; or (reason, detail) when a message is only commentary."""
     messages = json.loads(chat["prompt_messages"])
-    messages[-1]["content"] = user
+    if messages and messages[-1]["role"] == "user":  # the `user` column is the last user message
+        messages[-1]["content"] = chat["user"] or ""
+    changed = False
+    for m in messages:
+        if m["role"] != "user":
+            continue
+        stripped, removed = strip_meta(m.get("content") or "", q)
+        if removed:
+            if len(stripped.split()) < 3:
+                return "meta_commentary", "the user message is only commentary: " + " | ".join(removed)[:120]
+            m["content"], changed = stripped, True
+    if not changed:
+        return chat
     text = conversation_text(messages, chat["deliberation"], chat["answer"])
-    return {**chat, "user": user, "prompt_messages": json.dumps(messages, ensure_ascii=False), "text": text}
+    return {**chat, "user": messages[-1]["content"], "prompt_messages": json.dumps(messages, ensure_ascii=False),
+            "text": text}
 
 
 # -- the rewrite's action check ---------------------------------------------------------------------
