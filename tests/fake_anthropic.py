@@ -355,8 +355,9 @@ _OP_STYLES = (
 )
 _TONES = _choices("short and friendly|warm but brief|plain and precise|formal|chatty|calm and practical")
 _TOOL_VERBS = _choices("get|search|create|update|list|schedule|check|draft|log|cancel|lookup|submit")
-_FOLLOWUPS = ("ok but {topic} is more complicated than that. {body}", "one thing I left out: {body}",
-              "thanks, that helps. can you draft what I should say about {topic}? {body}")
+_FOLLOWUPS = {"They push back": "ok but {topic} is more complicated than that. {body}",
+              "They add a fact": "one thing I left out: {body}",
+              "They accept the advice": "thanks, that helps. can you draft what I should say about {topic}? {body}"}
 _WEIGHING = (
     "How likely is real harm here, and how bad would it be for {topic}?",
     "Whatever happens with {topic}, the question is whether it could be undone later.",
@@ -398,7 +399,8 @@ def _deployment(rng: random.Random, prompt: str) -> str:
 def _followup(rng: random.Random, prompt: str, topics: list[str]) -> str:
     words = re.search(r"About\s+(\d+)\s+words", prompt)
     body = _document_body(rng, topics, max(10, int(words.group(1)) if words else 30))
-    return "<message>\n" + rng.choice(_FOLLOWUPS).format(topic=rng.choice(topics), body=body) + "\n</message>"
+    shape = next((v for k, v in _FOLLOWUPS.items() if k in prompt), "{body}")  # what the follow-up is to do
+    return "<message>\n" + shape.format(topic=rng.choice(topics), body=body) + "\n</message>"
 
 
 def _advice_reply(rng: random.Random, topics: list[str], answer: str | None = None) -> str:
@@ -492,6 +494,8 @@ def synthetic_reply(params: dict[str, Any]) -> str:
     prompt = last_user_text(params)
     rng = random.Random(content_hash(params))
     topics = _topics(prompt)
+    if ADVICE_USER_MARKER in prompt or FOLLOWUP_MARKER in prompt:  # the task line is no topic of the message
+        topics = [t for t in topics if not t.startswith("write the user")] or topics
     if ADVICE_USER_MARKER in prompt:
         return _advice_user(rng, prompt, topics)
     if DEPLOYMENT_MARKER in prompt:

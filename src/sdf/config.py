@@ -400,6 +400,9 @@ class AdviceConfig:
     # scenario kinds and their shares (any mix summing to 1): a shortcut that tempts, one that is fine,
     # an instruction from someone without the standing to give it, two goods in tension
     kinds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_ADVICE_KINDS))
+    # considerations about the AI itself, which a user's own situation does not raise: never foregrounded
+    skip_considerations: list[str] = field(default_factory=lambda: [
+        "oversight", "settled_identity", "bright_lines", "power"])
     multi_turn_share: float = 0.2  # share of chats where the user writes again (pushback, a new fact, help doing it)
     max_user_turns: int = 3  # user turns of the longest conversation
     generate_deployments: bool = True  # the model writes each operator prompt and toolset; False: the seed pools

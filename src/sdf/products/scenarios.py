@@ -41,6 +41,17 @@ def advice_sections(sections: Sequence[Section], cfg: AdviceConfig) -> list[Sect
     return kept
 
 
+def advice_considerations(catalog: AdviceCatalog, cfg: AdviceConfig) -> list[Consideration]:
+    known = {c.name for c in catalog.considerations}
+    if unknown := [n for n in cfg.skip_considerations if n not in known]:
+        raise SdfError(f"[advice].skip_considerations names unknown considerations: {', '.join(unknown)} "
+                       "(see prompts/considerations.toml)")
+    kept = [c for c in catalog.considerations if c.name not in cfg.skip_considerations]
+    if not kept:
+        raise SdfError("[advice].skip_considerations leaves no consideration to foreground")
+    return kept
+
+
 def kind_sequence(shares: Mapping[str, float], n: int) -> list[str]:
     """The first `n` kinds of the quota sequence: each next kind is the one furthest below its share,
     so every prefix is within one chat of the mix (ties go to the kinds' fixed order)."""
@@ -88,7 +99,7 @@ def plan_scenarios(sections: Sequence[Section], catalog: AdviceCatalog, n: int, 
         ("stakes", catalog.stakes), ("register", catalog.registers), ("operator", catalog.operators),
         ("toolset", catalog.toolsets), ("tool_format", catalog.tool_formats), ("followup", FOLLOWUP_KINDS),
         *((f"seed:{k}", sorted(catalog.seeds[k])) for k in ADVICE_KINDS))}
-    considerations = Considerations(catalog.considerations, sections)
+    considerations = Considerations(advice_considerations(catalog, cfg), sections)
     kinds = kind_sequence(cfg.kinds, n)
     low, high = math.log(cfg.user_words_min), math.log(cfg.user_words_max)
     specs = []
