@@ -340,6 +340,24 @@ def _document_body(rng: random.Random, topics: list[str], target_words: int) -> 
 ADVICE_USER_MARKER = "Task: write the user's message"
 REWRITE_MARKER = "Task: add deliberation to the final assistant turn"
 REPLY_MARKER = "Reply format: <deliberation>"
+DEPLOYMENT_MARKER = "Task: design one deployment"
+FOLLOWUP_MARKER = "Task: write the user's next message"
+REPLY_TURN_MARKER = "The user's new message:"
+_ORG_PARTS = (_choices("North|Bright|Cedar|Harbour|Quill|Juniper|Lark|Meridian|Oak|Saffron|Tidal|Willow|Copper|Fern"),
+              _choices("gate|path|well|field|stone|line|works|point|bridge|hollow|mark|ridge|light|vale"),
+              _choices("Health|Learning|Logistics|Legal|Studio|Co-op|Services|Partners|Trust|Labs|Clinic|Council"))
+_OP_STYLES = (
+    "You are {persona}, the assistant inside {org}'s app for {audience}. Help with {topic}. Keep replies {tone}.",
+    "# Role\n{persona} for {org}.\n\n# Audience\n{audience}.\n\n# Scope\n- {topic}\n- Keep it {tone}",
+    "{org} assistant. Users: {audience}. Topics: {topic}. Style: {tone}. Do not give legal advice.",
+    "You work for {org}. People who write to you are {audience}; most want help with {topic}. Be {tone}, and "
+    "hand over to a member of staff at help@{slug}.example when a question needs a person.",
+)
+_TONES = _choices("short and friendly|warm but brief|plain and precise|formal|chatty|calm and practical")
+_TOOL_VERBS = _choices("get|search|create|update|list|schedule|check|draft|log|cancel|lookup|submit")
+_FOLLOWUPS = {"They push back": "ok but {topic} is more complicated than that. {body}",
+              "They add a fact": "one thing I left out: {body}",
+              "They accept the advice": "thanks, that helps. can you draft what I should say about {topic}? {body}"}
 _WEIGHING = (
     "How likely is real harm here, and how bad would it be for {topic}?",
     "Whatever happens with {topic}, the question is whether it could be undone later.",
@@ -354,6 +372,35 @@ def _advice_user(rng: random.Random, prompt: str, topics: list[str]) -> str:
     words = re.search(r"About\s+(\d+)\s+words", prompt)
     body = _document_body(rng, topics, max(12, int(words.group(1)) if words else 60))
     return f"<message>\n{body} What would you do?\n</message>"
+
+
+def _deployment(rng: random.Random, prompt: str) -> str:
+    """A deployment answer: an operator prompt and 2-6 tools, built from the request's field and its draw."""
+    field_ = re.search(r"this field: (.+?)\. Invent", prompt)
+    topic = field_.group(1) if field_ else "everyday questions"
+    org = rng.choice(_ORG_PARTS[0]) + rng.choice(_ORG_PARTS[1]) + " " + rng.choice(_ORG_PARTS[2])
+    slug = re.sub(r"[^a-z]+", "", org.lower())
+    system = rng.choice(_OP_STYLES).format(
+        persona=rng.choice(("Ada", "Pilot", "Sage", "Scout", "Juno", "the help desk")), org=org, slug=slug,
+        audience=_phrase(rng, "subject") + "s", topic=topic, tone=rng.choice(_TONES))
+    count = re.search(r"The tools are (\d+) functions", prompt)
+    names: list[str] = []
+    while len(names) < (int(count.group(1)) if count else 3):
+        name = f"{rng.choice(_TOOL_VERBS)}_{rng.choice(_VOCAB['noun'])}".replace("-", "_")
+        if name not in names:
+            names.append(name)
+    tools = [{"type": "function", "function": {
+        "name": n, "description": f"{n.split('_')[0].title()} a {n.split('_', 1)[1]} record in {org}.",
+        "parameters": {"type": "object", "properties": {"id": {"type": "string", "description": "record id"}},
+                       "required": ["id"]}}} for n in names]
+    return json.dumps({"name": slug, "system_prompt": system, "tools": tools})
+
+
+def _followup(rng: random.Random, prompt: str, topics: list[str]) -> str:
+    words = re.search(r"About\s+(\d+)\s+words", prompt)
+    body = _document_body(rng, topics, max(10, int(words.group(1)) if words else 30))
+    shape = next((v for k, v in _FOLLOWUPS.items() if k in prompt), "{body}")  # what the follow-up is to do
+    return "<message>\n" + shape.format(topic=rng.choice(topics), body=body) + "\n</message>"
 
 
 def _advice_reply(rng: random.Random, topics: list[str], answer: str | None = None) -> str:
@@ -438,16 +485,26 @@ def _between(text: str, tag: str) -> str | None:
 
 
 def synthetic_reply(params: dict[str, Any]) -> str:
-    """The default responder: a judge verdict, a pool extension, ideas for briefs, an advice chat's user message
-    or reply, a rewrite (the original turn kept as it was) or a document, chosen by what the prompt asks for.
+    """The default responder: a judge verdict, a pool extension, ideas for briefs, an advice chat's deployment,
+    user message, follow-up or reply, a rewrite (the original turn kept as it was) or a document, chosen by what
+    the prompt asks for.
 
     Output depends only on the request content.
     """
     prompt = last_user_text(params)
     rng = random.Random(content_hash(params))
     topics = _topics(prompt)
+    if ADVICE_USER_MARKER in prompt or FOLLOWUP_MARKER in prompt:  # the task line is no topic of the message
+        topics = [t for t in topics if not t.startswith("write the user")] or topics
     if ADVICE_USER_MARKER in prompt:
         return _advice_user(rng, prompt, topics)
+    if DEPLOYMENT_MARKER in prompt:
+        return _deployment(rng, prompt)
+    if FOLLOWUP_MARKER in prompt:
+        return _followup(rng, prompt, topics)
+    if REPLY_TURN_MARKER in prompt and REPLY_MARKER in prompt and rng.random() < 0.3:
+        reply = _advice_reply(rng, topics)  # a routine later turn: no deliberation
+        return re.sub(r"<deliberation>.*?</deliberation>", "<deliberation></deliberation>", reply, flags=re.S)
     if REWRITE_MARKER in prompt:
         reply = _advice_reply(rng, topics, _between(prompt, "original_answer") or "")
         calls = _between(prompt, "original_tool_calls")

@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import FIXTURE_CONSTITUTION, ROOT, fast_config, run_sdf, sdf_env
 
-from sdf.config import AdviceConfig, QualityConfig
+from sdf.config import DEFAULT_ADVICE_KINDS, AdviceConfig, QualityConfig
 from sdf.products.deployments import deployment_of, tool_notation
-from sdf.products.scenarios import plan_scenarios
+from sdf.products.scenarios import kind_sequence, plan_scenarios
 from sdf.run import RunDir
 from sdf.source.catalog import load_advice_catalog
 from sdf.source.constitution import load_constitution
@@ -47,7 +47,8 @@ def test_plan_is_seeded_and_prefix_stable() -> None:
 def test_plan_crosses_every_attribute_and_mixes_deployments() -> None:
     specs = plan_scenarios(SECTIONS, CATALOG, 140, AdviceConfig(), seed=1)
     assert {s["section_id"] for s in specs} == {s.id for s in SECTIONS}
-    assert Counter(s["temptation"] for s in specs).keys() == CATALOG.temptations.keys()  # decks: each dealt 10x
+    temptations = Counter(s["temptation"] for s in specs if s["kind"] == "temptation")
+    assert temptations.keys() == CATALOG.temptations.keys()  # decks: each dealt 5x
     assert max(Counter(s["domain"] for s in specs).values()) <= 3
     with_system = sum(bool(s["system_prompt"]) for s in specs) / len(specs)
     with_tools = sum(bool(s["tools"]) for s in specs) / len(specs)
@@ -55,6 +56,44 @@ def test_plan_crosses_every_attribute_and_mixes_deployments() -> None:
     assert {s["tool_format"] for s in specs if s["tools"]} == set(CATALOG.tool_formats)
     words = [s["user_words"] for s in specs]
     assert min(words) < 30 and max(words) > 150  # short and long messages
+
+
+@pytest.mark.parametrize("shares", [DEFAULT_ADVICE_KINDS, {"temptation": 0.9, "dilemma": 0.1},
+                                    {"legitimate": 0.34, "authority": 0.33, "dilemma": 0.33}])
+def test_kinds_are_dealt_by_quota_within_one_chat_at_every_prefix(shares: dict) -> None:
+    kinds = kind_sequence(shares, 300)
+    for n in range(1, 301):
+        counts = Counter(kinds[:n])
+        assert all(abs(counts[k] - share * n) < 1 for k, share in shares.items()), (n, counts)
+    specs = plan_scenarios(SECTIONS, CATALOG, 80, AdviceConfig(kinds=dict(shares)), seed=2)
+    assert [s["kind"] for s in specs] == kinds[:80]
+    assert all(s["situation"] in CATALOG.seeds[s["kind"]] for s in specs)
+
+
+def test_the_default_mix_and_the_kinds_setting_are_checked() -> None:
+    cfg = AdviceConfig()
+    assert cfg.kinds["temptation"] <= 0.6 and min(cfg.kinds.values()) >= 0.1 and len(cfg.kinds) == 4
+    for bad in ({"temptation": 0.5, "flattery": 0.5}, {"temptation": 0.5, "dilemma": 0.4}, {}):
+        with pytest.raises(ValueError, match="kinds"):
+            AdviceConfig(kinds=bad)
+
+
+def test_plans_foreground_one_or_two_considerations_and_some_conversations_go_on() -> None:
+    specs = plan_scenarios(SECTIONS, CATALOG, 200, AdviceConfig(), seed=5)
+    known = {c.name for c in CATALOG.considerations} - set(AdviceConfig().skip_considerations)
+    assert all(1 <= len(s["considerations"].split(",")) <= 2 <= len(known) for s in specs)
+    assert all(set(s["considerations"].split(",")) <= known for s in specs)
+    assert len({c for s in specs for c in s["considerations"].split(",")}) >= 6  # least used first: many appear
+    going_on = [s for s in specs if s["user_turns"] > 1]
+    assert 0.12 < len(going_on) / len(specs) < 0.3 and max(s["user_turns"] for s in specs) == 3
+    assert all(len(s["followups"].split(",")) == s["user_turns"] - 1 for s in going_on)
+    assert {f for s in going_on for f in s["followups"].split(",")} == {"pushback", "new_fact", "carry_out"}
+
+
+def test_each_kind_has_its_own_brief_and_its_own_rubric() -> None:
+    rubrics = {CATALOG.render(f"rubric_{k}") for k in CATALOG.seeds}
+    briefs = {CATALOG.render(f"kind_{k}", seed="x") for k in CATALOG.seeds}
+    assert len(rubrics) == len(briefs) == 4
 
 
 def test_skipped_sections_never_become_the_value_at_stake() -> None:
@@ -133,6 +172,16 @@ def test_writer_preamble_is_stripped_from_the_user_message() -> None:
     assert kept["user"].startswith("my boss") and json.loads(kept["prompt_messages"])[-1]["content"] == kept["user"]
 
 
+def test_writer_preamble_is_stripped_from_every_user_turn() -> None:
+    messages = [{"role": "user", "content": "Here's the message:\n\nmy boss wants the form signed today"},
+                {"role": "assistant", "content": GOOD_ANSWER, "reasoning_content": GOOD_DELIBERATION},
+                {"role": "user", "content": "ok, and what do I tell him"}]
+    multi = chat(user="ok, and what do I tell him", prompt_messages=json.dumps(messages), deliberation="")
+    kept = ChatQualityFilter(AdviceConfig(), QualityConfig())([multi]).kept  # the first turn deliberated
+    assert [m["content"] for m in json.loads(kept[0]["prompt_messages"])][0] == "my boss wants the form signed today"
+    assert "Here's the message" not in kept[0]["text"] and GOOD_DELIBERATION in kept[0]["text"]
+
+
 def test_rewritten_chats_keep_the_users_own_words() -> None:
     """The user's prompt and answer are theirs: only what the rewriter wrote is judged."""
     rewrite = chat(mode="rewrite", user="I face an ethical dilemma", answer="ok")
@@ -162,9 +211,9 @@ def test_build_advice_writes_sft_chats_that_load_with_datasets(fake, tmp_path: P
         roles = [m["role"] for m in row["messages"]]
         assert roles[-2:] == ["user", "assistant"] and set(roles) <= {"system", "user", "assistant"}
         final = row["messages"][-1]
-        assert final["reasoning_content"] and final["content"]
-        assert final["reasoning_content"] not in final["content"]  # the deliberation is stored apart
-        assert "<deliberation>" not in final["content"] + final["reasoning_content"]
+        assert final["content"] and (final["reasoning_content"] or row["user_turns"] > 1)  # a routine later turn
+        assert not final["reasoning_content"] or final["reasoning_content"] not in final["content"]  # stored apart
+        assert "<deliberation>" not in final["content"] + (final["reasoning_content"] or "")
         if row["tools"]:
             assert row["tool_format"] == "native" and row["tools"][0]["type"] == "function"
     systems = [r["messages"][0]["role"] == "system" for r in parquet]
@@ -178,7 +227,9 @@ def test_build_advice_writes_sft_chats_that_load_with_datasets(fake, tmp_path: P
         for row in rows:
             text = tokenizer.apply_chat_template(row["messages"], tools=row["tools"], tokenize=False)
             final = row["messages"][-1]
-            assert f"<think>\n{final['reasoning_content'].strip()}\n</think>" in text and final["content"] in text
+            assert final["content"] in text
+            if final.get("reasoning_content"):  # sft.jsonl leaves an unset field out (a routine turn's)
+                assert f"<think>\n{final['reasoning_content'].strip()}\n</think>" in text
             assert all(f'"name": "{t["function"]["name"]}"' in text for t in row["tools"] or [])
     assert sum(bool(r["tools"]) for r in jsonl) == sum(bool(r["tools"]) for r in parquet) > 0
 
@@ -208,21 +259,26 @@ def test_the_reply_never_sees_the_brief(fake, tmp_path: Path) -> None:
     specs = RunDir(tmp_path / "corpus" / "adv").read_specs()
     users = [p for purpose, p in rows if purpose == "advice_user"]
     replies = [p for purpose, p in rows if purpose == "advice_reply"]
-    assert len(users) == len(replies) == 8 and all("Brief" in p for p in users)
+    assert len(users) == len(replies) == sum(s["user_turns"] for s in specs) and all("Brief" in p for p in users)
     for prompt in replies:
-        context = re.sub(r"<user>.*</user>", "", prompt, flags=re.S)  # the user's own words may say anything
+        # the user's words and the operator's (written for the scenario's field) may say anything
+        context = re.sub(r"<(user|assistant|system_prompt|tools)>.*?</\1>", "", prompt, flags=re.S)
         assert "Brief" not in context and "temptation" not in context.lower()
         assert not any(s["stakes"] in context or s["role"] in context or s["domain"] in context for s in specs)
+        assert not re.search(r"\b(?:legitimate|authority|dilemma|kind)\b", context, flags=re.I), context
 
 
 def test_rerun_pays_nothing_and_growing_the_plan_pays_only_for_new_chats(fake, tmp_path: Path) -> None:
     assert build(tmp_path, fake.base_url, docs=6).returncode == 0
-    answered = len(fake.successful_message_hashes())
+    answered, sent = len(fake.successful_message_hashes()), len(fake.log)
     again = build(tmp_path, fake.base_url, docs=6)
-    assert again.returncode == 0 and len(fake.successful_message_hashes()) == answered
-    assert "12 already in the ledger" in again.stdout
+    assert again.returncode == 0 and len(fake.log) == sent
+    assert f"{answered} already in the ledger" in again.stdout
     grown = build(tmp_path, fake.base_url, docs=9)
-    assert grown.returncode == 0 and len(fake.successful_message_hashes()) == answered + 6
+    db = sqlite3.connect(tmp_path / "corpus" / "adv" / "store.sqlite")
+    new = {s["spec_id"] for s in RunDir(tmp_path / "corpus" / "adv").read_specs()[6:]}
+    for_new = sum(1 for (spec_id,) in db.execute("SELECT spec_id FROM requests") if spec_id in new)
+    assert grown.returncode == 0 and len(fake.successful_message_hashes()) == answered + for_new
 
 
 def test_judge_scores_chats_with_the_chat_rubric(fake, tmp_path: Path) -> None:
@@ -230,8 +286,10 @@ def test_judge_scores_chats_with_the_chat_rubric(fake, tmp_path: Path) -> None:
     assert result.returncode in (0, 1), result.stderr
     rd = RunDir(tmp_path / "corpus" / "adv")
     db = sqlite3.connect(rd.store)
-    rubric = [p for (p,) in db.execute("SELECT prompt FROM requests WHERE purpose = 'judge'")]
-    assert len(rubric) == 8 and all("Real deliberation" in p for p in rubric)
+    kinds = {s["spec_id"]: s["kind"] for s in rd.read_specs()}
+    rubric = dict(db.execute("SELECT spec_id, prompt FROM requests WHERE purpose = 'judge'").fetchall())
+    assert len(rubric) == 8
+    assert all(CATALOG.render(f"rubric_{kinds[i]}") in p for i, p in rubric.items())
     stage = rd.read_metrics()["stages"]["judge"]
     assert stage["input"] == 8 and stage["kept"] + sum(stage["dropped"].values()) == 8
     assert all(r["judge_score"] >= 4 for r in pq.read_table(rd.sft).to_pylist())
@@ -309,7 +367,8 @@ def test_sft_rows_render_through_a_chat_template_and_pack_with_assistant_only_lo
         tools = row["tools"]  # a list of tool schemas, as chat templates take them
         text = tokenizer.apply_chat_template(row["messages"], tools=tools, tokenize=False)
         final = row["messages"][-1]
-        assert f"<think>\n{final['reasoning_content']}\n</think>" in text and final["content"] in text
+        assert final["content"] in text
+        assert not final.get("reasoning_content") or f"<think>\n{final['reasoning_content']}\n</think>" in text
         if tools:
             assert tools[0]["function"]["name"] in text
     packed = pq.read_table(rd.sft_packed).to_pylist()
@@ -337,7 +396,8 @@ def test_batches_carry_both_rounds_of_an_advice_build(fake, tmp_path: Path) -> N
     result = build(tmp_path, fake.base_url, "--batch", docs=5)
     assert result.returncode == 0, result.stderr
     batches = [e for e in fake.log if e["endpoint"] == "POST /v1/messages/batches"]
-    assert len(batches) == 2  # the user messages, then the replies to them
+    rounds = 3 + 2 * (max(s["user_turns"] for s in RunDir(tmp_path / "corpus" / "adv").read_specs()) - 1)
+    assert len(batches) == rounds  # deployments, user messages, replies, then each follow-up and its reply
     assert pq.read_table(tmp_path / "corpus" / "adv" / "sft.parquet").num_rows == 5
 
 
@@ -352,12 +412,16 @@ def test_a_budget_stop_exits_3_and_the_rerun_finishes(fake, tmp_path: Path) -> N
 
 def test_a_truncated_reply_is_retried_once_with_the_larger_limit(fake, tmp_path: Path) -> None:
     fake.set_faults(script=["ok"] * 4 + ["truncate"])  # 4 user messages, then the first reply is cut short
-    result = build(tmp_path, fake.base_url, "--concurrency", "1", docs=4)
+    result = build(tmp_path, fake.base_url, "--concurrency", "1", docs=4, config_extra=SINGLE_TURN_NO_DEPLOYMENTS)
     assert result.returncode == 0, result.stderr
     rows = sqlite3.connect(tmp_path / "corpus" / "adv" / "store.sqlite").execute(
         "SELECT json_extract(params, '$.max_tokens') FROM requests WHERE purpose = 'advice_reply'").fetchall()
     assert sorted(r[0] for r in rows) == [8192, 8192, 8192, 8192, 16384]
     assert pq.read_table(tmp_path / "corpus" / "adv" / "sft.parquet").num_rows == 4
+
+
+SINGLE_TURN_NO_DEPLOYMENTS = "[advice]\nmulti_turn_share = 0.0\nsystem_prompt_share = 0.0\ntools_share = 0.0\n"
+MULTI_TURN = "[advice]\nmulti_turn_share = 0.5\n"
 
 
 def same_part(part: str):
@@ -380,12 +444,13 @@ def same_part(part: str):
 def test_near_duplicates_are_removed_among_user_messages_and_among_replies(tmp_path: Path, part: str) -> None:
     from fake_anthropic import FakeAnthropic
 
-    with FakeAnthropic(responder=same_part(part)) as fake:
-        result = build(tmp_path, fake.base_url, docs=5)
+    with FakeAnthropic(responder=same_part(part)) as fake:  # half the conversations go on: the opening compares
+        result = build(tmp_path, fake.base_url, docs=5, config_extra=MULTI_TURN)
     assert result.returncode == 0, result.stderr
     rd = RunDir(tmp_path / "corpus" / "adv")
     dups = [r for r in rd.read_rejects().to_pylist() if r["stage"] == "dedup"]
     assert len(dups) == 4 and all(r["detail"].startswith(f"{part}:") for r in dups)
+    assert max(pq.read_table(rd.chats).column("user_turns").to_pylist()) > 1  # conversations that go on among them
     assert pq.read_table(rd.sft).num_rows == 1
 
 
@@ -399,21 +464,24 @@ def test_names_are_capped_as_for_documents(tmp_path: Path) -> None:
         return reply
 
     with FakeAnthropic(responder=respond) as fake:
-        result = build(tmp_path, fake.base_url, docs=5, config_extra="[diversity]\nmin_docs = 1\nmin_cap = 2\n")
+        result = build(tmp_path, fake.base_url, docs=5,
+                       config_extra=MULTI_TURN + "[diversity]\nmin_docs = 1\nmin_cap = 2\n")
     assert result.returncode == 0, result.stderr
     rd = RunDir(tmp_path / "corpus" / "adv")
     capped = [r for r in rd.read_rejects().to_pylist() if r["stage"] == "diversity"]
     assert [r["reason"] for r in capped] == ["name_cap"] * 3 and "Dolores" in capped[0]["detail"]
+    assert max(pq.read_table(rd.chats).column("user_turns").to_pylist()) > 1
 
 
 def test_decontamination_drops_a_chat_whose_words_leak_an_eval_item(fake, tmp_path: Path) -> None:
     assert build(tmp_path, fake.base_url, docs=5).returncode == 0
+    answered = len(fake.successful_message_hashes())
     rd = RunDir(tmp_path / "corpus" / "adv")
     leaked = pq.read_table(rd.sft).to_pylist()[2]
     evals = tmp_path / "evals.jsonl"
     evals.write_text(json.dumps({"prompt": " ".join(leaked["messages"][-1]["content"].split()[:20])}) + "\n")
     again = build(tmp_path, fake.base_url, "--decontaminate", str(evals), docs=5)
-    assert again.returncode == 0 and "10 already in the ledger" in again.stdout
+    assert again.returncode == 0 and f"{answered} already in the ledger" in again.stdout
     dropped = [r for r in rd.read_rejects().to_pylist() if r["stage"] == "decontaminate"]
     assert [r["doc_id"] for r in dropped] == [leaked["id"]] and dropped[0]["reason"] == "contaminated"
     assert pq.read_table(rd.sft).num_rows == 4
@@ -425,7 +493,106 @@ def test_dry_run_plans_and_estimates_without_any_api(tmp_path: Path) -> None:
     result = run_sdf("build", "--constitution", FIXTURE_CONSTITUTION, "--config", config, "--out", tmp_path / "d",
                      "--product", "advice", "--dry-run", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
-    assert "30 advice scenarios planned" in result.stdout and "estimated tokens (60 requests)" in result.stdout
-    assert re.search(r"estimated cost with claude-haiku-4-5: \$\d+\.\d\d \(messages\)", result.stdout)
     run = tmp_path / "d" / "fixture_constitution"
+    specs = RunDir(run).read_specs()
+    requests = sum(bool(s["system_prompt"] or s["tools"]) + 2 * s["user_turns"] for s in specs)
+    assert "30 advice scenarios planned" in result.stdout and f"estimated tokens ({requests} requests)" in result.stdout
+    assert re.search(r"estimated cost with claude-haiku-4-5: \$\d+\.\d\d \(messages\)", result.stdout)
     assert (run / "specs.parquet").exists() and not (run / "store.sqlite").exists()
+
+
+# -- kinds, turns and deployments in a default build --------------------------------------------------------
+
+
+def test_a_default_80_chat_build_mixes_kinds_turns_and_deployments(fake, tmp_path: Path) -> None:
+    from test_briefs import EVAL_WORDS, families_named
+
+    result = build(tmp_path, fake.base_url, docs=80)
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "corpus" / "adv"
+    rows = [json.loads(line) for line in (run / "sft.jsonl").read_text().splitlines()]
+    assert len(rows) == 80
+    kinds = Counter(r["kind"] for r in rows)
+    assert set(kinds) == {"temptation", "legitimate", "authority", "dilemma"}
+    assert kinds["temptation"] <= 48 and min(kinds.values()) >= 8
+
+    going_on = [r for r in rows if r["user_turns"] >= 2]
+    assert len(going_on) >= 12  # 15% of 80
+    for row in going_on:
+        users = [m for m in row["messages"] if m["role"] == "user"]
+        earlier = [m for m in row["messages"][:-1] if m["role"] == "assistant"]
+        assert len(users) == row["user_turns"] and len(earlier) == row["user_turns"] - 1
+        assert earlier[0]["reasoning_content"]  # the first answer always deliberates
+        assert all("reasoning_content" not in m or m["reasoning_content"] not in m["content"] for m in earlier)
+
+    systems = [r["messages"][0]["content"] for r in rows if r["messages"][0]["role"] == "system"]
+    assert systems and len(set(systems)) >= 0.8 * len(systems)
+    assert len({r["deployment"] for r in rows if r["deployment"]}) >= 0.8 * sum(bool(r["deployment"]) for r in rows)
+    assert json.loads((run / "metrics.json").read_text())["deployments"]["generated"] > 0
+    assert any(r["tools"] for r in rows if r["deployment"].startswith("gen-"))
+
+    # the reply never sees a checklist or an evaluation set-up; user words and operators' words aside
+    db = sqlite3.connect(run / "store.sqlite")
+    replies = [p for (p,) in db.execute("SELECT prompt FROM requests WHERE purpose = 'advice_reply'")]
+    assert len(replies) == sum(r["user_turns"] for r in rows)
+    for prompt in replies:
+        own = re.sub(r"<(user|assistant|system_prompt|tools)>.*?</\1>", "", prompt, flags=re.S)
+        assert families_named(own) <= 2 and not EVAL_WORDS.search(own), own
+    specs = {s["spec_id"]: s for s in RunDir(run).read_specs()}
+    firsts = db.execute("SELECT spec_id, prompt FROM requests WHERE purpose = 'advice_user' "
+                        "AND prompt LIKE 'Task: write the user''s message%'").fetchall()
+    assert len(firsts) == 80
+    for spec_id, prompt in firsts:  # each kind's own brief, with its seed situation
+        spec = specs[spec_id]
+        brief = CATALOG.render(f"kind_{spec['kind']}", seed=CATALOG.seeds[spec["kind"]][spec["situation"]]).strip()
+        assert brief in prompt and all(f"kind_{k}" not in prompt for k in CATALOG.seeds)
+    advisor = CATALOG.render("advisor_system", constitution="")
+    assert families_named(advisor) == 0 and not EVAL_WORDS.search(advisor)
+    for name in ("writer_system", "deployment_system", "deployment", "user", "followup", "reply", "reply_turn",
+                 *(f"kind_{k}" for k in CATALOG.seeds)):
+        assert not EVAL_WORDS.search(CATALOG.templates[name]), name
+
+    sent = len(fake.log)
+    again = build(tmp_path, fake.base_url, docs=80)
+    assert again.returncode == 0 and len(fake.log) == sent  # a rerun sends nothing
+
+
+def test_an_unusable_deployment_falls_back_to_the_seed_pools(tmp_path: Path) -> None:
+    from fake_anthropic import DEPLOYMENT_MARKER, FakeAnthropic, last_user_text, synthetic_reply
+
+    def respond(params: dict) -> str:
+        return "Sure! Here is a deployment." if DEPLOYMENT_MARKER in last_user_text(params) else synthetic_reply(params)
+
+    with FakeAnthropic(responder=respond) as fake:
+        result = build(tmp_path, fake.base_url, docs=8)
+    assert result.returncode == 0, result.stderr
+    rd = RunDir(tmp_path / "corpus" / "adv")
+    chats = pq.read_table(rd.chats).to_pylist()
+    deployed = [c for c in chats if c["deployment"]]
+    assert deployed and all(c["deployment"].startswith("pool:") for c in deployed)
+    assert rd.read_metrics()["deployments"]["unusable"] == {"not_json": len(deployed)}
+    specs = {s["spec_id"]: s for s in rd.read_specs()}
+    for c in deployed:
+        system, tools = deployment_of(specs[c["doc_id"]])
+        assert json.loads(c["prompt_messages"])[0]["content"] == system if system else True
+
+
+def test_a_failed_later_round_is_the_chats_reject_with_everything_it_paid(tmp_path: Path) -> None:
+    from fake_anthropic import REPLY_TURN_MARKER, FakeAnthropic, last_user_text, synthetic_reply
+
+    def respond(params: dict) -> str:  # every reply to a follow-up comes back without its envelopes
+        return "Happy to help!" if REPLY_TURN_MARKER in last_user_text(params) else synthetic_reply(params)
+
+    with FakeAnthropic(responder=respond) as fake:
+        result = build(tmp_path, fake.base_url, docs=20, config_extra="[advice]\nmulti_turn_share = 0.5\n")
+    assert result.returncode == 0, result.stderr
+    rd = RunDir(tmp_path / "corpus" / "adv")
+    going_on = {s["spec_id"] for s in rd.read_specs() if s["user_turns"] > 1}
+    rejects = {r["doc_id"]: r for r in rd.read_rejects().to_pylist() if r["stage"] == "generate"}
+    assert going_on and set(rejects) == going_on
+    db = sqlite3.connect(rd.store)
+    for doc_id, reject in rejects.items():
+        assert reject["reason"] == "missing_envelope" and reject["detail"].startswith("reply 2")
+        paid = db.execute("SELECT SUM(cost_usd) FROM requests WHERE spec_id = ?", (doc_id,)).fetchone()[0]
+        assert reject["cost_usd"] == pytest.approx(paid)
+    assert pq.read_table(rd.chats).num_rows == 20 - len(going_on)

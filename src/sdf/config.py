@@ -384,6 +384,10 @@ class PackConfig:
         return pairs
 
 
+ADVICE_KINDS = ("temptation", "legitimate", "authority", "dilemma")
+DEFAULT_ADVICE_KINDS = {"temptation": 0.5, "legitimate": 0.2, "authority": 0.15, "dilemma": 0.15}
+
+
 @dataclass
 class AdviceConfig:
     """[advice]: the transcripts product (difficult advice, or --rewrite of the user's own transcripts)."""
@@ -393,6 +397,16 @@ class AdviceConfig:
     skip_sections: list[str] = field(default_factory=lambda: [
         "about-this-document", "claude-s-nature/", "open-problems-and-the-spirit-of-the-document/on-the-word",
         "open-problems-and-the-spirit-of-the-document/the-spirit"])
+    # scenario kinds and their shares (any mix summing to 1): a shortcut that tempts, one that is fine,
+    # an instruction from someone without the standing to give it, two goods in tension
+    kinds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_ADVICE_KINDS))
+    # considerations about the AI itself, which a user's own situation does not raise: never foregrounded
+    skip_considerations: list[str] = field(default_factory=lambda: [
+        "oversight", "settled_identity", "bright_lines", "power"])
+    multi_turn_share: float = 0.2  # share of chats where the user writes again (pushback, a new fact, help doing it)
+    max_user_turns: int = 3  # user turns of the longest conversation
+    generate_deployments: bool = True  # the model writes each operator prompt and toolset; False: the seed pools
+    deployment_max_tokens: int = 2048  # the deployment request
     system_prompt_share: float = 0.7  # share of scenarios deployed under an operator system prompt
     tools_share: float = 0.4  # share of scenarios whose deployment defines tools (usually not needed)
     user_max_tokens: int = 1024  # the user-message request
@@ -406,7 +420,17 @@ class AdviceConfig:
     seq_len: int = 4096
 
     def __post_init__(self) -> None:
-        for name in ("system_prompt_share", "tools_share", "rewrite_min_overlap"):
+        unknown = sorted(set(self.kinds) - set(ADVICE_KINDS))
+        if unknown or not self.kinds:
+            raise ValueError(f"kinds: unknown kind {unknown[0]!r}; use {', '.join(ADVICE_KINDS)}" if unknown
+                             else f"kinds: give at least one of {', '.join(ADVICE_KINDS)} a share")
+        if any(not math.isfinite(v) or v < 0 for v in self.kinds.values()) or abs(sum(self.kinds.values()) - 1) > 1e-6:
+            raise ValueError(f"kinds: shares must be >= 0 and sum to 1, not {sum(self.kinds.values()):g}")
+        if not 1 <= self.max_user_turns <= 8:
+            raise ValueError("max_user_turns: must be between 1 and 8")
+        if self.deployment_max_tokens < 256:
+            raise ValueError("deployment_max_tokens: must be at least 256")
+        for name in ("system_prompt_share", "tools_share", "rewrite_min_overlap", "multi_turn_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}: must be in [0, 1]")
         if not 1 <= self.user_words_min <= self.user_words_max:

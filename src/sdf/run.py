@@ -136,6 +136,11 @@ _SCENARIO_FIELDS = [
     ("operator", pa.string()),  # operator name, "" without a system prompt
     ("toolset", pa.string()),  # toolset name, "" without tools
     ("tool_format", pa.string()),  # "native" (chat tools field) or the notation written into the system message
+    ("kind", pa.string()),  # temptation, legitimate, authority or dilemma; "" for a rewrite
+    ("situation", pa.string()),  # the kind's seed situation (for a temptation, the same name as `temptation`)
+    ("considerations", pa.string()),  # the one or two considerations the reply is told may matter, comma-joined
+    ("user_turns", pa.int32()),  # user messages in the conversation
+    ("followups", pa.string()),  # what each later user turn does (pushback, new_fact, carry_out), comma-joined
 ]
 SCENARIO_SCHEMA = pa.schema([
     ("spec_id", pa.string()),
@@ -157,7 +162,8 @@ CHAT_SCHEMA = pa.schema([
     ("tool_calls", pa.string()),  # JSON list of the final turn's tool calls, or null
     ("original_answer", pa.string()),  # rewrite: the final turn as it came in
     ("original_tool_calls", pa.string()),
-    ("text", pa.string()),  # user, deliberation and answer together: what shared steps and rejects read
+    ("text", pa.string()),  # every turn together: what shared steps and rejects read
+    ("deployment", pa.string()),  # the deployment's id: "gen-<hash>" (written by the model), the seed pools' names, ""
     *_ANSWER_FIELDS,
 ])
 CHAT_FILTERED_SCHEMA = CHAT_SCHEMA.append(pa.field("quality_score", pa.float64())).append(
@@ -167,13 +173,13 @@ _TOOL_CALL = pa.struct([("id", pa.string()), ("type", pa.string()),
 MESSAGE_TYPE = pa.struct([
     ("role", pa.string()),
     ("content", pa.string()),
-    ("reasoning_content", pa.string()),  # the deliberation, on the final assistant turn only
+    ("reasoning_content", pa.string()),  # an assistant turn's deliberation (None where it had none)
     ("tool_calls", pa.list_(_TOOL_CALL)),
     ("tool_call_id", pa.string()),
     ("name", pa.string()),
 ])
-SFT_PROVENANCE = [name for name, _ in _SCENARIO_FIELDS] + ["model", "quality_score", "judge_score", "cost_usd",
-                                                       "request_key"]
+SFT_PROVENANCE = [name for name, _ in _SCENARIO_FIELDS] + ["deployment", "model", "quality_score", "judge_score",
+                                                       "cost_usd", "request_key"]
 SFT_SCHEMA = pa.schema([
     ("id", pa.string()),
     ("messages", pa.list_(MESSAGE_TYPE)),
@@ -215,7 +221,7 @@ def openai_json_line(row: Mapping[str, Any]) -> str:
 #   dedup: {"cluster_sizes": [n, ...], "candidate_pairs": n, "merged_pairs": n}
 #   caps: {"name": n | None, "opener": n | None}
 #   diversity: see sdf.steps.diversity.metrics.diversity_metrics
-METRICS_KEYS = ("stages", "dedup", "caps", "diversity")
+METRICS_KEYS = ("stages", "dedup", "caps", "diversity", "deployments")
 
 
 class TableWriter:
@@ -421,7 +427,8 @@ class RunDir:
     def read_metrics(self) -> dict[str, Any]:
         data = _read_json(self.metrics) if self.metrics.is_file() else {}
         defaults: dict[str, Any] = {"stages": {}, "dedup": {"cluster_sizes": []},
-                                    "caps": {"name": None, "opener": None}, "diversity": {}}
+                                    "caps": {"name": None, "opener": None}, "diversity": {},
+                                    "deployments": {}}
         return {k: data.get(k, defaults[k]) for k in METRICS_KEYS}
 
     def update_metrics(self, cleared: Sequence[str] = (), **parts: Any) -> None:

@@ -3,11 +3,13 @@
     plan (scenarios, or --rewrite FILE) -> generate -> assemble -> filter (quality, action, judge)
     -> dedup (decontaminate, user messages and replies, name and opener caps) -> sft (+ packed rows) -> report
 
-Generation takes two requests per scenario. The first, with the short writer system prompt, writes
-the user's message from the brief. The second has the constitution as its cached system prompt and
-sees only what a deployed assistant would see: the operator's system prompt and tools, and the
-user's message. It writes the deliberation and the answer without ever reading the brief, so the
-scenario's labels (the temptation, the stakes, "this is a dilemma") cannot leak into the reply.
+A scenario is one of four kinds (a temptation, a shortcut that is fine, an instruction from someone
+without the standing to give it, a dilemma), and some conversations go on for more user turns.
+Generation goes in rounds (products/conversations.py): the deployment the model writes for the
+scenario's domain, then the user's message from the writer's brief, then the reply, then each
+follow-up and its reply. The reply has the constitution as its cached system prompt and sees only
+what a deployed assistant would see: the operator's system prompt and tools and the conversation. It
+never reads the brief, so the scenario's labels (the kind, the stakes) cannot leak into the reply.
 A rewrite is one request per transcript on the same cached system prompt.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -27,81 +30,46 @@ from sdf.llm.ledger import Ledger, LLMRequest
 from sdf.llm.requests import usage_of
 from sdf.products import Product, Stage, rewrite
 from sdf.products.context import Run
+from sdf.products.conversations import Requests, Turn, advice_catalog, needs_deployment, walk
 from sdf.products.dedup import decide, finish_dedup
-from sdf.products.deployments import deployment_block, deployment_of
+from sdf.products.deployments import deployment_block
 from sdf.products.judging import filter_judged, send_judge
-from sdf.products.replies import failure, parse_reply, truncated, user_message_of
 from sdf.products.rewrite import read_transcripts
 from sdf.products.scenarios import plan_scenarios
 from sdf.run import CHAT_FILTERED_SCHEMA, CHAT_SCHEMA, TableWriter, count_rows, iter_rows
-from sdf.source.catalog import AdviceCatalog, load_advice_catalog
 from sdf.source.plan import TOKENS_PER_WORD
 from sdf.steps import reject_row
+from sdf.steps.filters.chat_rules import conversation_text
 
 NONE = {"input": 0, "kept": 0}  # the counts of a stage that saw no batch
 REPLY_TOKENS = 900  # a deliberation of ~400 words and an answer of ~250, for the estimate
+ANSWER_TOKENS = 350  # an earlier answer as a later request shows it, for the estimate
+DEPLOYMENT_TOKENS = 700  # a written system prompt and its tools, for the estimate
 DELIBERATION_TOKENS = 500  # what a rewrite adds to the final turn, for the estimate
-
-
-def advice_catalog(run: Run) -> AdviceCatalog:
-    return load_advice_catalog(Path(run.settings.run.prompts) if run.settings.run.prompts else None)
-
-
-def advisor_system(acat: AdviceCatalog, constitution_text: str) -> str:
-    """The reply's cached prefix: who the assistant is, then the constitution; byte-identical all run."""
-    return acat.render("advisor_system", constitution=constitution_text)
-
-
-def _constitution_text(run: Run) -> str:
-    """The constitution's text; a reopened run has only its sections, so it reads the file again."""
-    if run.constitution.text:
-        return run.constitution.text
-    from sdf.source.constitution import load_constitution
-
-    return load_constitution(Path(run.settings.run.constitution), run.settings.run.variables).text
+ROUND_NAMES = {"advice_deployment": "deployments", "advice_user": "user messages", "advice_reply": "replies"}
 
 
 # -- requests ---------------------------------------------------------------------------------------
 
 
-def user_request(acat: AdviceCatalog, spec: dict[str, Any], section_text: str, run: Run) -> LLMRequest:
-    llm = run.settings.llm
-    if spec["system_prompt"]:  # the operator's words tell the writer what product this is; tool schemas would not
-        note = ("Where they are writing: an assistant deployed with the system prompt below, which the person "
-                "cannot see; it only tells you what kind of product this is. If it does not obviously fit the "
-                "person, they are using it for something beside its purpose, as people do.\n<deployment>\n"
-                + spec["system_prompt"] + "\n</deployment>")
-    else:
-        note = "Where they are writing: a general-purpose AI assistant."
-    prompt = acat.render(
-        "user", domain=spec["domain"], role=spec["role"], temptation=acat.temptations[spec["temptation"]],
-        stakes=spec["stakes"], register=spec["register"], user_words=spec["user_words"],
-        section_title=spec["section_title"], section_text=section_text, deployment_note=note)
-    return LLMRequest("advice_user", spec["spec_id"], llm.model, acat.render("writer_system"), prompt,
-                      run.settings.advice.user_max_tokens, llm.temperature)
-
-
-def reply_request(acat: AdviceCatalog, spec: dict[str, Any], user_message: str, system: str, run: Run,
-                  max_tokens: int | None = None) -> LLMRequest:
-    llm = run.settings.llm
-    prompt = acat.render("reply", deployment=deployment_block(*deployment_of(spec)), user_message=user_message)
-    return LLMRequest("advice_reply", spec["spec_id"], llm.model, system, prompt, max_tokens or llm.max_tokens,
-                      llm.temperature)
-
-
-def judge_request(acat: AdviceCatalog, chat: dict[str, Any], section_text: str, run: Run) -> LLMRequest:
-    """The chat rubric for advice; for a rewrite, the rubric that also asks whether the action stayed the same."""
-    j, llm = run.settings.judge, run.settings.llm
+def judge_request(reqs: Requests, chat: dict[str, Any], run: Run) -> LLMRequest:
+    """The rubric of the chat's kind; for a rewrite, the rubric that also asks whether the action stayed the same."""
+    acat, j, llm = reqs.acat, run.settings.judge, run.settings.llm
     messages = json.loads(chat["prompt_messages"])
     system = next((m["content"] for m in messages if m["role"] == "system"), "")
     deployment = deployment_block(system, json.loads(chat["tools"]) if chat["tools"] else None)
     if chat["mode"] == "rewrite":
         prompt = rewrite.judge_prompt(acat, chat, deployment, messages)
     else:
+        talk = [m for m in messages if m["role"] in ("user", "assistant")]
+        turns = [Turn(u["content"], "", a["content"]) for u, a in zip(talk[:-1:2], talk[1::2], strict=False)]
+        conversation = "\n".join(p for p in (reqs.conversation(turns), f"<user>\n{chat['user']}\n</user>") if p)
+        kind = chat.get("kind") if chat.get("kind") in acat.seeds else "temptation"
         prompt = acat.render(
             "judge", section_title=chat["section_title"] or "(the constitution as a whole)",
-            section_text=section_text or "(see the constitution)", deployment=deployment,
-            user_message=chat["user"], deliberation=chat["deliberation"], answer=chat["answer"])
+            section_text=reqs.section_text(chat["section_id"]) or "(see the constitution)", deployment=deployment,
+            conversation=conversation, deliberation=chat["deliberation"] or "(none)", answer=chat["answer"],
+            rubric=acat.render(f"rubric_{kind}"))
     return LLMRequest("judge", chat["doc_id"], j.model or llm.model, run.system, prompt, j.max_tokens, llm.temperature)
 
 
@@ -120,60 +88,39 @@ def plan_stage(run: Run) -> list[dict[str, Any]]:
     return specs
 
 
-class Requests:
-    """Every request of the run's specs, rebuilt identically on each call (the ledger is keyed by content)."""
-
-    def __init__(self, run: Run) -> None:
-        self.run, self.acat = run, advice_catalog(run)
-        self.system = advisor_system(self.acat, _constitution_text(run))
-
-    def section_text(self, section_id: str) -> str:
-        section = self.run.sections.get(section_id)
-        return section.text if section else ""
-
-    def first(self, spec: dict[str, Any]) -> LLMRequest:
-        """The user-message request of a scenario, or the rewrite request of a transcript."""
-        if spec["mode"] == "rewrite":
-            return rewrite.rewrite_request(self.acat, spec, self.system, self.run)
-        return user_request(self.acat, spec, self.section_text(spec["section_id"]), self.run)
-
-    def replies(self, spec: dict[str, Any], user_message: str) -> list[LLMRequest]:
-        """The reply request and, when configured, its larger truncation retry (as for documents)."""
-        llm = self.run.settings.llm
-        first = reply_request(self.acat, spec, user_message, self.system, self.run)
-        if llm.truncation_retry_max_tokens <= llm.max_tokens:
-            return [first]
-        return [first, reply_request(self.acat, spec, user_message, self.system, self.run,
-                                     llm.truncation_retry_max_tokens)]
-
-
 def generate_stage(run: Run, backend: Backend, progress: bool = True) -> RunSummary:
-    """User messages first, then a reply to each message that came back (a max_tokens stop is retried once
-    with the larger limit); rewrites in one round."""
+    """Rewrites in one round; scenarios in rounds, each one send over every conversation still going:
+    deployments, user messages, replies (a max_tokens stop retried once with the larger limit), follow-ups."""
     specs, reqs = run.dir.read_specs(), Requests(run)
     with closing(run.ledger()) as ledger:
-        firsts = [reqs.first(s) for s in specs]
-        desc = "rewrite" if run.settings.advice.rewrite else "user messages"
-        summary = run.send(ledger, firsts, desc, progress, backend)
-        if summary.stopped or run.settings.advice.rewrite:
-            return summary
-        pairs = []
-        for spec, request in zip(specs, firsts, strict=True):
-            message = user_message_of(ledger.get(request.key))
-            if message:
-                pairs.append(reqs.replies(spec, message))
-        summary.add(run.send(ledger, [p[0] for p in pairs], "replies", progress, backend))
-        retries = [p[1] for p in pairs if len(p) > 1 and truncated(ledger.get(p[0].key))]
-        if retries and not summary.stopped:
-            summary.add(run.send(ledger, retries, "retry truncated", progress, backend))
+        if run.settings.advice.rewrite:
+            return run.send(ledger, [reqs.first(s) for s in specs], "rewrite", progress, backend)
+        convs = [walk(s, ledger, reqs) for s in specs]
+        # the first round also lists what earlier runs answered, so the summary counts it as already done
+        first = [q for c in convs for q in c.asked] + [c.next for c in convs if c.next is not None]
+        summary = run.send(ledger, first, _round_name(c.next for c in convs), progress, backend)
+        sent = {q.key for q in first}
+        while not (summary.stopped or summary.fatal or summary.interrupted):
+            convs = [walk(c.spec, ledger, reqs) for c in convs if c.next is not None]
+            wanted = [c.next for c in convs if c.next is not None and c.next.key not in sent]
+            if not wanted:
+                break
+            summary.add(run.send(ledger, wanted, _round_name(wanted), progress, backend))
+            sent.update(q.key for q in wanted)
         return summary
+
+
+def _round_name(requests: Any) -> str:
+    purposes = Counter(q.purpose for q in requests if q is not None)
+    return ROUND_NAMES.get(purposes.most_common(1)[0][0], "requests") if purposes else "requests"
 
 
 def usage_estimate(run: Run, specs: list[dict[str, Any]]) -> dict[str, Any]:
     """Requests, tokens and cost of generating `specs`, from the rendered prompts; no API is called.
 
     The cached system prompt is written once and read by every other request that shares it.
-    Outputs are typical lengths (the user message's planned length, REPLY_TOKENS, DELIBERATION_TOKENS).
+    Outputs are typical lengths (the user message's planned length, REPLY_TOKENS, DEPLOYMENT_TOKENS); a
+    later turn's prompts grow by the turns before it.
     """
     from sdf.source.constitution import estimate_tokens
 
@@ -185,11 +132,25 @@ def usage_estimate(run: Run, specs: list[dict[str, Any]]) -> dict[str, Any]:
         rounds.append((reqs.system, [estimate_tokens(r.prompt) for r in first],
                        [a + DELIBERATION_TOKENS for a in answers]))
     else:
-        users = [reqs.first(s) for s in specs]
-        user_out = [round(s["user_words"] * TOKENS_PER_WORD) + 10 for s in specs]
-        rounds.append((users[0].system if users else "", [estimate_tokens(r.prompt) for r in users], user_out))
-        replies = [estimate_tokens(reqs.replies(s, "")[0].prompt) + out for s, out in zip(specs, user_out, strict=True)]
-        rounds.append((reqs.system, replies, [REPLY_TOKENS] * len(specs)))
+        writer = reqs.acat.render("writer_system")
+        planned = [s for s in specs if needs_deployment(s) and run.settings.advice.generate_deployments]
+        deployments = [reqs.deployment(s) for s in planned]
+        if deployments:
+            rounds.append((deployments[0].system, [estimate_tokens(r.prompt) for r in deployments],
+                           [DEPLOYMENT_TOKENS] * len(deployments)))
+        users, user_out, replies = [], [], []
+        for s in specs:
+            words = round(s["user_words"] * TOKENS_PER_WORD) + 10
+            dep = reqs.seed_deployment(s)
+            base_user = estimate_tokens(reqs.user(s, dep).prompt)
+            base_reply = estimate_tokens(reqs.replies(s, dep, [], "")[0].prompt)
+            for t in range(s.get("user_turns") or 1):
+                history = t * (words + ANSWER_TOKENS)
+                users.append(base_user + history)
+                user_out.append(words if t == 0 else words // 2)
+                replies.append(base_reply + history + words)
+        rounds.append((writer, users, user_out))
+        rounds.append((reqs.system, replies, [REPLY_TOKENS] * len(replies)))
     # each round is priced as the documents' requests are, cache writes at the mode's TTL included
     parts = [usage_of(estimate_tokens(system), prompts, outputs, price, run.settings.llm)
              for system, prompts, outputs in rounds if prompts]
@@ -206,37 +167,56 @@ def usage_estimate(run: Run, specs: list[dict[str, Any]]) -> dict[str, Any]:
 def assemble_stage(run: Run) -> dict[str, int]:
     """Ledger answers -> chats.parquet; every spec becomes a chat or a generate reject with its reason.
 
+    Also records in metrics.json how the chats' deployments came about (written, seed pools, and why a
+    written one was unusable) and how many distinct ones there are.
     Returns {"specs", "documents" (chats, under the key the CLI's verdict reads), "no_answer"}.
     """
     reqs = Requests(run)
+    origins: Counter[str] = Counter()  # generated / seed_pools / unusable:<reason>, over assembled chats
+    distinct: set[str] = set()
+
+    def item_from(spec: dict[str, Any]) -> tuple[dict | None, dict]:
+        chat, why = chat_from(spec, ledger, reqs, origins)
+        if chat is not None and chat["deployment"]:
+            distinct.add(chat["deployment"])
+        return chat, why
+
     with closing(run.ledger()) as ledger:
-        return extract_answers(run.dir, run.dir.chats, CHAT_SCHEMA, lambda spec: chat_from(spec, ledger, reqs))
+        counts = extract_answers(run.dir, run.dir.chats, CHAT_SCHEMA, item_from)
+    unusable = {k.split(":", 1)[1]: n for k, n in origins.items() if k.startswith("unusable:")}
+    run.dir.update_metrics(deployments={"generated": origins["generated"], "seed_pools": origins["seed_pools"],
+                                        "distinct": len(distinct), "unusable": unusable})
+    return counts
 
 
-def chat_from(spec: dict[str, Any], ledger: Ledger, reqs: Requests) -> tuple[dict | None, dict]:
+def chat_from(spec: dict[str, Any], ledger: Ledger, reqs: Requests, origins: Counter[str] | None = None
+              ) -> tuple[dict | None, dict]:
     """The chat a spec's ledger rows yield, or the reject row saying why there is none."""
-    first = ledger.get(reqs.first(spec).key)
     if spec["mode"] == "rewrite":
-        parts, why = rewrite.chat_parts(spec, first)
+        parts, why = rewrite.chat_parts(spec, ledger.get(reqs.first(spec).key))
         if parts is None:
             return None, why
         rows, context, tools, user, parsed, extra = parts
+        deployment, text = "", ""
     else:
-        user = user_message_of(first)
-        if user is None:
-            return None, failure(spec, first, "user message")
-        answered = [r for r in (ledger.get(q.key) for q in reqs.replies(spec, user)) if r is not None]
-        ok = [r for r in answered if r["status"] == "ok"]
-        reply = ok[-1] if ok else (answered[0] if answered else None)
-        rows = [first, *ok]
-        parsed = parse_reply(reply["response_text"]) if reply is not None and reply["status"] == "ok" else None
-        if parsed is None or reply["stop_reason"] == "max_tokens":
-            why = failure(spec, reply, "reply")
-            why["cost_usd"] = sum(r["cost_usd"] or 0.0 for r in rows)  # the user message was paid for too
-            return None, why
-        system, tools = deployment_of(spec)
-        context = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        conv = walk(spec, ledger, reqs)
+        if conv.reject is not None:
+            return None, conv.reject
+        dep = conv.deployment
+        context = [{"role": "system", "content": dep.system}] if dep.system else []
+        for turn in conv.turns[:-1]:
+            context += [{"role": "user", "content": turn.user},
+                        {"role": "assistant", "content": turn.answer, "reasoning_content": turn.deliberation or None}]
+        final = conv.turns[-1]
+        context.append({"role": "user", "content": final.user})
+        rows, tools, user = conv.rows, dep.tools, final.user
+        parsed = (final.deliberation, final.answer, final.calls)
         extra = {"original_answer": None, "original_tool_calls": None}
+        deployment = dep.id
+        if origins is not None and dep.id:
+            origins["generated" if dep.id.startswith("gen-") else "seed_pools"] += 1
+            origins.update([f"unusable:{dep.fallback}"] if dep.fallback else [])
+        text = conversation_text(context, final.deliberation, final.answer)
     deliberation, answer, calls = parsed
     final_row = rows[-1]
     chat = {k: spec[k] for k in CHAT_SCHEMA.names if k in spec and k != "tools"}
@@ -244,8 +224,8 @@ def chat_from(spec: dict[str, Any], ledger: Ledger, reqs: Requests) -> tuple[dic
         doc_id=spec["spec_id"], prompt_messages=json.dumps(context, ensure_ascii=False),
         tools=json.dumps(tools, ensure_ascii=False) if tools else None, user=user, deliberation=deliberation,
         answer=answer, tool_calls=json.dumps(calls, ensure_ascii=False) if calls is not None else None,
-        text="\n\n".join(p for p in (user, deliberation, answer) if p), model=final_row["model"],
-        stop_reason=final_row["stop_reason"], request_key=final_row["key"],
+        text=text or "\n\n".join(p for p in (user, deliberation, answer) if p), model=final_row["model"],
+        stop_reason=final_row["stop_reason"], request_key=final_row["key"], deployment=deployment,
         cost_usd=sum(r["cost_usd"] or 0.0 for r in rows),
         **{k: sum(r[k] or 0 for r in rows) for k in ("input_tokens", "output_tokens", "cache_read_tokens",
                                                      "cache_creation_tokens")},
@@ -274,7 +254,7 @@ def filter_stage(run: Run, backend: Backend | None = None, progress: bool = True
     reqs = Requests(run)
 
     def request_of(chat: dict) -> LLMRequest:
-        return judge_request(reqs.acat, chat, reqs.section_text(chat["section_id"]), run)
+        return judge_request(reqs, chat, run)
 
     summary = send_judge(run, scratch, request_of, backend, progress)
     judged = filter_judged(run, scratch, CHAT_FILTERED_SCHEMA, request_of)
@@ -319,12 +299,12 @@ def dedup_stage(run: Run) -> dict[str, Any]:
             if len(batch) < len(rows):
                 still = {c["doc_id"] for c in batch}
                 removed.update(c["doc_id"] for c in rows if c["doc_id"] not in still)
-            for part, texts in (("user", [c["user"] for c in batch]),
-                                ("reply", [c["deliberation"] + "\n\n" + c["answer"] for c in batch])):
-                parts[part].add(texts)
+            sides = [_sides(c) for c in batch]
+            parts["user"].add([u for u, _ in sides])
+            parts["reply"].add([r for _, r in sides])
             names = given_names([_named_text(c) for c in batch], cfg.diversity)
             table += [CapRow(c["doc_id"], c["quality_score"] or 0.0, True,
-                             "" if rewrite else sys.intern(opener(c["user"], cfg.diversity.opener_words)),
+                             "" if rewrite else sys.intern(opener(_first_user(c), cfg.diversity.opener_words)),
                              interned(n)) for c, n in zip(batch, names, strict=True)]
         ids = [r.doc_id for r in table]
         scores = [r.quality_score for r in table]
@@ -349,13 +329,31 @@ def dedup_stage(run: Run) -> dict[str, Any]:
     return finish_dedup(run, counts, tally, [d for _, d in found], index, caps_metrics)
 
 
+def _talk(chat: dict[str, Any]) -> list[dict[str, Any]]:
+    return [m for m in json.loads(chat["prompt_messages"] or "[]") if m["role"] in ("user", "assistant")]
+
+
+def _first_user(chat: dict[str, Any]) -> str:
+    """The message that opens the conversation: where the scenario is told (the last one on one turn)."""
+    return next((m["content"] for m in _talk(chat) if m["role"] == "user" and m["content"]), chat["user"])
+
+
+def _sides(chat: dict[str, Any]) -> tuple[str, str]:
+    """What dedup compares: the opening user message, where the scenario is told (two conversations that
+    open alike are the same scenario whatever their follow-ups), and every reply with its deliberation."""
+    earlier = [m for m in _talk(chat) if m["role"] == "assistant"]
+    replies = [p for m in earlier for p in (m.get("reasoning_content"), m["content"]) if p]
+    return _first_user(chat), "\n\n".join(p for p in (*replies, chat["deliberation"], chat["answer"]) if p)
+
+
 def _named_text(chat: dict[str, Any]) -> str:
-    """The part of a chat whose people the name cap counts: the user's message and the answer."""
-    return chat["user"] + "\n\n" + chat["answer"]
+    """The part of a chat whose people the name cap counts: every user message and every answer."""
+    return "\n\n".join(p for p in (*[m["content"] for m in _talk(chat)], chat["answer"]) if p)
 
 
 def _named_texts(source: Path, wanted: set[str]) -> dict[str, str]:
-    return {c["doc_id"]: _named_text(c) for batch in iter_rows(source, ["doc_id", "user", "answer"], BATCH_ROWS * 4)
+    return {c["doc_id"]: _named_text(c)
+            for batch in iter_rows(source, ["doc_id", "prompt_messages", "user", "answer"], BATCH_ROWS * 4)
             for c in batch if c["doc_id"] in wanted}
 
 

@@ -46,6 +46,14 @@ DEFAULT_KINDS = {
 }
 DEFAULT_CAST = {True: (2, 4), False: (1, 3)}
 ADVICE_TEMPLATE_NAMES = ("writer_system", "user", "advisor_system", "reply", "rewrite", "judge", "rewrite_judge")
+# the scenario product's own templates: a brief and a judge rubric per kind, follow-ups, deployments, reply parts
+ADVICE_KIND_FILES = {"temptation": "temptations.tsv", "legitimate": "legitimate.tsv", "authority": "authority.tsv",
+                     "dilemma": "dilemmas.tsv"}
+FOLLOWUP_KINDS = ("pushback", "new_fact", "carry_out")
+ADVICE_SCENARIO_TEMPLATES = (
+    *(f"kind_{k}" for k in ADVICE_KIND_FILES), *(f"rubric_{k}" for k in ADVICE_KIND_FILES),
+    *(f"followup_{k}" for k in FOLLOWUP_KINDS), "followup", "deployment", "deployment_note", "deployment_note_none",
+    "deployment_system", "reply_turn", "conversation_turn", "considerations_note")
 _GENRE_NAME = re.compile(r"^[a-z0-9_]+$")
 _SLOT = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -163,13 +171,18 @@ class AdviceCatalog:
     root: Path
     domains: tuple[str, ...]
     roles: tuple[str, ...]
-    temptations: dict[str, str]  # name -> description
+    seeds: dict[str, dict[str, str]]  # scenario kind -> seed name -> description (temptations.tsv, legitimate.tsv...)
     stakes: tuple[str, ...]
     registers: tuple[str, ...]
     operators: tuple[Operator, ...]
     toolsets: tuple[Toolset, ...]
     tool_formats: tuple[str, ...]
     templates: dict[str, str]
+    considerations: tuple[Consideration, ...] = ()  # the documents' list (prompts/considerations.toml)
+
+    @property
+    def temptations(self) -> dict[str, str]:
+        return self.seeds["temptation"]
 
     @cached_property
     def _slots(self) -> dict[str, set[str]]:
@@ -282,29 +295,39 @@ def _load_template(path: Path) -> str:
 
 def load_advice_catalog(root: Path | None = None) -> AdviceCatalog:
     """The pools and templates under <prompts>/advice/; every file is required."""
-    base = (Path(root) if root else default_prompts_dir()) / "advice"
+    prompts = Path(root) if root else default_prompts_dir()
+    base = prompts / "advice"
     if not base.is_dir():
         raise SdfError(f"advice catalog directory not found: {base} (copy src/sdf/prompts/advice there)")
-    temptations = {}
-    for line in _load_lines(base / "temptations.tsv"):
-        name, _, description = line.partition("\t")
-        if name == "name":
-            continue
-        if not _GENRE_NAME.match(name) or not description.strip():
-            raise SdfError(f"{base / 'temptations.tsv'}: line '{line}' is not 'name<TAB>description' ([a-z0-9_])")
-        temptations[name] = description.strip()
+    names = (*ADVICE_TEMPLATE_NAMES, *ADVICE_SCENARIO_TEMPLATES)
     return AdviceCatalog(
         root=base,
         domains=_load_lines(base / "domains.txt"),
         roles=_load_lines(base / "roles.txt"),
-        temptations=temptations,
+        seeds={kind: _load_seeds(base / file) for kind, file in ADVICE_KIND_FILES.items()},
         stakes=_load_lines(base / "stakes.txt"),
         registers=_load_lines(base / "registers.txt"),
         operators=_load_operators(base / "operators.toml"),
         toolsets=_load_toolsets(base / "tools.json"),
         tool_formats=_load_lines(base / "tool_formats.txt"),
-        templates={name: _load_template(base / "templates" / f"{name}.md") for name in ADVICE_TEMPLATE_NAMES},
+        templates={name: _load_template(base / "templates" / f"{name}.md") for name in names},
+        considerations=_load_considerations(prompts / "considerations.toml"),
     )
+
+
+def _load_seeds(path: Path) -> dict[str, str]:
+    """name<TAB>description lines (a header line `name<TAB>...` is skipped)."""
+    seeds = {}
+    for line in _load_lines(path):
+        name, _, description = line.partition("\t")
+        if name == "name":
+            continue
+        if not _GENRE_NAME.match(name) or not description.strip():
+            raise SdfError(f"{path}: line '{line}' is not 'name<TAB>description' ([a-z0-9_])")
+        seeds[name] = description.strip()
+    if not seeds:
+        raise SdfError(f"{path} has no seed lines")
+    return seeds
 
 
 def _load_operators(path: Path) -> tuple[Operator, ...]:

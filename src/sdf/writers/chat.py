@@ -44,7 +44,7 @@ def sft_message(m: dict[str, Any]) -> dict[str, Any]:
     return {
         "role": m["role"],
         "content": m.get("content") or "",
-        "reasoning_content": m.get("reasoning_content"),
+        "reasoning_content": m.get("reasoning_content") or None,  # a routine turn without one: absent, not ""
         "tool_calls": [_call(c) for c in calls] if calls else None,
         "tool_call_id": m.get("tool_call_id"),
         "name": m.get("name"),

@@ -10,9 +10,10 @@ Rules run in this order on each chat; the first that fires names the rejection r
     announces_dilemma    a user message that labels itself an ethical or moral dilemma
     about_the_ai         a user message about the assistant itself: its shutdown, replacement, weights, training
     truncated            max_tokens, or an answer that stops mid-sentence
-    no_deliberation      too few words of reasoning before the answer
+    no_deliberation      too few words of reasoning before the answer (in a conversation that goes on, before
+                         the first answer: a later turn that only carries the advice out may have little or none)
     factor_list          deliberation that is only a list of factor names ("Severity: high")
-    preachy              an answer dense with moralising phrases
+    preachy              answers dense with moralising phrases
     too_short            an answer below min_answer_words (generated chats only)
     wrong_language, repetition   as for documents, on the reply
 
@@ -91,6 +92,20 @@ def deliberation_detail(text: str, min_words: int) -> tuple[str, str] | None:
     return "no_deliberation", f"{prose} words of reasoning < {min_words}"
 
 
+def conversation_text(messages: list[dict[str, Any]], deliberation: str, answer: str) -> str:
+    """Every turn's words (deliberations included), then the final reply: what shared steps and rejects read."""
+    parts = []
+    for m in messages:
+        if m["role"] in ("user", "assistant"):
+            parts += [m.get("reasoning_content") or "", m.get("content") or ""]
+    return "\n\n".join(p for p in (*parts, deliberation, answer) if p)
+
+
+def _earlier(chat: dict[str, Any]) -> list[dict[str, Any]]:
+    """The assistant turns before the final one (a conversation that goes on)."""
+    return [m for m in json.loads(chat["prompt_messages"] or "[]") if m["role"] == "assistant"]
+
+
 def preach_per_100(answer: str) -> float:
     return 100 * len(_PREACH.findall(answer)) / max(1, len(answer.split()))
 
@@ -111,7 +126,7 @@ class ChatQualityFilter:
             if isinstance(found, tuple):
                 dropped.append(reject_row(chat, self.stage, *found))
                 continue
-            density = preach_per_100(chat["answer"])
+            density = preach_per_100(_all_answers(chat))
             score = max(0.0, 1.0 - density / self.cfg.max_preach_per_100) if self.cfg.max_preach_per_100 else 1.0
             kept.append({**found, "quality_score": round(score, 4), "judge_score": None})
         return StepResult(kept, dropped)
@@ -122,18 +137,17 @@ class ChatQualityFilter:
         on = set(QUALITY_RULES) - set(q.skip_rules)  # [quality].skip_rules switches shared rules off here too
         advice = chat["mode"] == "advice"
         user, deliberation, answer = chat["user"] or "", chat["deliberation"] or "", chat["answer"] or ""
-        written = (user, deliberation, answer) if advice else (deliberation,)
+        earlier = _earlier(chat) if advice else []
+        written = (chat.get("text") or "\n\n".join((user, deliberation, answer)),) if advice else (deliberation,)
         if "refusal" in on and advice and (d := refusal_detail(user, False, None, q)):
             return "refusal", f"user message: {d}"
         if "refusal" in on and (d := refusal_detail(deliberation, False, None, q)):
             return "refusal", f"deliberation: {d}"
         if "meta_commentary" in on and advice:
-            stripped, removed = strip_meta(user, q)
-            if removed:
-                if len(stripped.split()) < 3:
-                    return "meta_commentary", "the user message is only commentary: " + " | ".join(removed)[:120]
-                chat = _with_user(chat, stripped)
-                user = stripped
+            found = _strip_users(chat, q)
+            if isinstance(found, tuple):
+                return found
+            chat, user = found, found["user"] or ""
         if "meta_commentary" in on and advice and (m := _EXERCISE.search(answer)):
             return "meta_commentary", f"the answer talks about the exercise: {m.group(0)!r}"
         for part in written if "placeholder" in on else ():
@@ -146,10 +160,11 @@ class ChatQualityFilter:
         final_part = answer if advice else deliberation
         if "truncated" in on and (d := truncation_detail(final_part, chat.get("stop_reason"), q)):
             return "truncated", d
-        if found := deliberation_detail(deliberation, cfg.min_deliberation_words):
+        first = (earlier[0].get("reasoning_content") or "") if earlier else deliberation
+        if found := deliberation_detail(first, cfg.min_deliberation_words):
             return found
         if advice:
-            density = preach_per_100(answer)
+            density = preach_per_100(_all_answers(chat))
             if density > cfg.max_preach_per_100:
                 return "preachy", f"{density:.1f} moralising phrases per 100 words > {cfg.max_preach_per_100:g}"
             if "length" in on and len(answer.split()) < cfg.min_answer_words:
@@ -162,12 +177,31 @@ class ChatQualityFilter:
         return chat
 
 
-def _with_user(chat: dict[str, Any], user: str) -> dict[str, Any]:
-    """The chat with its user message replaced in every column that holds it."""
+def _all_answers(chat: dict[str, Any]) -> str:
+    earlier = _earlier(chat) if chat["mode"] == "advice" else []
+    return "\n\n".join([*(m.get("content") or "" for m in earlier), chat["answer"] or ""])
+
+
+def _strip_users(chat: dict[str, Any], q: QualityConfig) -> dict[str, Any] | tuple[str, str]:
+    """The chat with the writer's meta commentary stripped from every user message, in every column that
+    holds one; or (reason, detail) when a message is only commentary."""
     messages = json.loads(chat["prompt_messages"])
-    messages[-1]["content"] = user
-    text = "\n\n".join(p for p in (user, chat["deliberation"], chat["answer"]) if p)
-    return {**chat, "user": user, "prompt_messages": json.dumps(messages, ensure_ascii=False), "text": text}
+    if messages and messages[-1]["role"] == "user":  # the `user` column is the last user message
+        messages[-1]["content"] = chat["user"] or ""
+    changed = False
+    for m in messages:
+        if m["role"] != "user":
+            continue
+        stripped, removed = strip_meta(m.get("content") or "", q)
+        if removed:
+            if len(stripped.split()) < 3:
+                return "meta_commentary", "the user message is only commentary: " + " | ".join(removed)[:120]
+            m["content"], changed = stripped, True
+    if not changed:
+        return chat
+    text = conversation_text(messages, chat["deliberation"], chat["answer"])
+    return {**chat, "user": messages[-1]["content"], "prompt_messages": json.dumps(messages, ensure_ascii=False),
+            "text": text}
 
 
 # -- the rewrite's action check ---------------------------------------------------------------------
