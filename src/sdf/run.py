@@ -159,6 +159,8 @@ CHAT_SCHEMA = pa.schema([
     ("original_tool_calls", pa.string()),
     ("text", pa.string()),  # user, deliberation and answer together: what shared steps and rejects read
     *_ANSWER_FIELDS,
+    ("selected_turns", pa.string()),  # rewrite: JSON list of the assistant turns (1-based) asked to deliberate
+    ("turn_deliberations", pa.string()),  # rewrite: JSON {turn: text} as the model returned them, for ActionCheck
 ])
 CHAT_FILTERED_SCHEMA = CHAT_SCHEMA.append(pa.field("quality_score", pa.float64())).append(
     pa.field("judge_score", pa.float64()))
@@ -167,7 +169,7 @@ _TOOL_CALL = pa.struct([("id", pa.string()), ("type", pa.string()),
 MESSAGE_TYPE = pa.struct([
     ("role", pa.string()),
     ("content", pa.string()),
-    ("reasoning_content", pa.string()),  # the deliberation, on the final assistant turn only
+    ("reasoning_content", pa.string()),  # the deliberation of this assistant turn, or null
     ("tool_calls", pa.list_(_TOOL_CALL)),
     ("tool_call_id", pa.string()),
     ("name", pa.string()),

@@ -8,7 +8,8 @@ the user's message from the brief. The second has the constitution as its cached
 sees only what a deployed assistant would see: the operator's system prompt and tools, and the
 user's message. It writes the deliberation and the answer without ever reading the brief, so the
 scenario's labels (the temptation, the stakes, "this is a dilemma") cannot leak into the reply.
-A rewrite is one request per transcript on the same cached system prompt.
+A rewrite is a screen request and a rewrite request per transcript, on their own cached system prompt
+(products/rewrite.py).
 """
 
 from __future__ import annotations
@@ -131,9 +132,9 @@ class Requests:
         return section.text if section else ""
 
     def first(self, spec: dict[str, Any]) -> LLMRequest:
-        """The user-message request of a scenario, or the rewrite request of a transcript."""
+        """The user-message request of a scenario, or the screen request of a transcript."""
         if spec["mode"] == "rewrite":
-            return rewrite.rewrite_request(self.acat, spec, self.system, self.run)
+            return rewrite.screen_request(self.acat, spec, self.run)
         return user_request(self.acat, spec, self.section_text(spec["section_id"]), self.run)
 
     def replies(self, spec: dict[str, Any], user_message: str) -> list[LLMRequest]:
@@ -151,10 +152,11 @@ def generate_stage(run: Run, backend: Backend, progress: bool = True) -> RunSumm
     with the larger limit); rewrites in one round."""
     specs, reqs = run.dir.read_specs(), Requests(run)
     with closing(run.ledger()) as ledger:
+        if run.settings.advice.rewrite:
+            return rewrite.generate(run, ledger, reqs.acat, progress, backend)
         firsts = [reqs.first(s) for s in specs]
-        desc = "rewrite" if run.settings.advice.rewrite else "user messages"
-        summary = run.send(ledger, firsts, desc, progress, backend)
-        if summary.stopped or run.settings.advice.rewrite:
+        summary = run.send(ledger, firsts, "user messages", progress, backend)
+        if summary.stopped:
             return summary
         pairs = []
         for spec, request in zip(specs, firsts, strict=True):
@@ -179,10 +181,7 @@ def usage_estimate(run: Run, specs: list[dict[str, Any]]) -> dict[str, Any]:
     reqs, price = Requests(run), run.settings.price(run.settings.llm.model)
     rounds: list[tuple[str, list[int], list[int]]] = []  # (system, prompt tokens, output tokens) per request kind
     if run.settings.advice.rewrite:
-        first = [reqs.first(s) for s in specs]
-        answers = [estimate_tokens(json.loads(s["source_messages"])[-1]["content"] or "") for s in specs]
-        rounds.append((reqs.system, [estimate_tokens(r.prompt) for r in first],
-                       [a + DELIBERATION_TOKENS for a in answers]))
+        rounds += rewrite.usage_rounds(reqs.acat, specs, run, DELIBERATION_TOKENS)
     else:
         users = [reqs.first(s) for s in specs]
         user_out = [round(s["user_words"] * TOKENS_PER_WORD) + 10 for s in specs]
@@ -216,7 +215,7 @@ def chat_from(spec: dict[str, Any], ledger: Ledger, reqs: Requests) -> tuple[dic
     """The chat a spec's ledger rows yield, or the reject row saying why there is none."""
     first = ledger.get(reqs.first(spec).key)
     if spec["mode"] == "rewrite":
-        parts, why = rewrite.chat_parts(spec, first)
+        parts, why = rewrite.chat_parts(spec, first, ledger, reqs.acat, reqs.run)
         if parts is None:
             return None, why
         rows, context, tools, user, parsed, extra = parts
@@ -261,7 +260,7 @@ def filter_stage(run: Run, backend: Backend | None = None, progress: bool = True
 
     rd, cfg = run.dir, run.settings
     source = rd.require(rd.chats, "generate")
-    steps = [ChatQualityFilter(cfg.advice, cfg.quality), ActionCheck(cfg.advice.rewrite_min_overlap)]
+    steps = [ChatQualityFilter(cfg.advice, cfg.quality), ActionCheck()]
     if not cfg.judge.enabled:
         counts = run_steps(rd, source, rd.filtered, CHAT_FILTERED_SCHEMA, steps).as_dict()
         rd.update_metrics(cleared=("judge",), stages=counts)

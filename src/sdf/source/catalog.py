@@ -46,6 +46,7 @@ DEFAULT_KINDS = {
 }
 DEFAULT_CAST = {True: (2, 4), False: (1, 3)}
 ADVICE_TEMPLATE_NAMES = ("writer_system", "user", "advisor_system", "reply", "rewrite", "judge", "rewrite_judge")
+REWRITE_TEMPLATE_NAMES = ("rewrite_system", "screen")  # the rewrite's own (products/rewrite.py)
 _GENRE_NAME = re.compile(r"^[a-z0-9_]+$")
 _SLOT = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -303,7 +304,8 @@ def load_advice_catalog(root: Path | None = None) -> AdviceCatalog:
         operators=_load_operators(base / "operators.toml"),
         toolsets=_load_toolsets(base / "tools.json"),
         tool_formats=_load_lines(base / "tool_formats.txt"),
-        templates={name: _load_template(base / "templates" / f"{name}.md") for name in ADVICE_TEMPLATE_NAMES},
+        templates={name: _load_template(base / "templates" / f"{name}.md")
+                   for name in (*ADVICE_TEMPLATE_NAMES, *REWRITE_TEMPLATE_NAMES)},
     )
 
 
