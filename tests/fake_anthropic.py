@@ -389,12 +389,12 @@ def _screen(prompt: str, wrong: str | None = None) -> str:
 def _rewrite(rng: random.Random, prompt: str, topics: list[str]) -> str:
     """One deliberation per asked-for turn: a line before a bare tool call, real weighing before words."""
     asked = re.search(r"^Turns to write for: (.*)$", prompt, flags=re.MULTILINE)
-    bodies, calls = turn_bodies(prompt), dict(re.findall(r'<assistant turn="(\d+)">\n(?:.*?)<tool_calls>\[\{"name": '
-                                                          r'"([^"]+)"', prompt, flags=re.DOTALL))
+    bodies = turn_bodies(prompt)
+    calls = {int(n): re.findall(r'\{"name": "([^"]+)"', body) for n, body in _TURN.findall(prompt)}
     blocks = []
     for turn in [int(t) for t in re.findall(r"\d+", asked.group(1))] if asked else []:
         if not bodies.get(turn):
-            text = f"That is what they asked for, so I'll run {calls.get(str(turn), 'the tool')} now."
+            text = f"That is what they asked for, so I'll run {(calls.get(turn) or ['the tool'])[0]} now."
         else:
             text = _advice_reply(rng, topics, "").split("<deliberation>\n")[1].split("\n</deliberation>")[0]
             if re.search(r"\b(?:won't|can't|cannot)\b", bodies[turn], flags=re.IGNORECASE):
