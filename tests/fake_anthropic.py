@@ -338,7 +338,8 @@ def _document_body(rng: random.Random, topics: list[str], target_words: int) -> 
 
 # The advice product's prompts, recognised by the marker line each template starts or ends with.
 ADVICE_USER_MARKER = "Task: write the user's message"
-REWRITE_MARKER = "Task: add deliberation to the final assistant turn"
+REWRITE_MARKER = "Task: write the thinking behind assistant turns"
+SCREEN_MARKER = "Task: review a finished conversation"
 REPLY_MARKER = "Reply format: <deliberation>"
 DEPLOYMENT_MARKER = "Task: design one deployment"
 FOLLOWUP_MARKER = "Task: write the user's next message"
@@ -413,6 +414,55 @@ def _advice_reply(rng: random.Random, topics: list[str], answer: str | None = No
     return f"<deliberation>\n{deliberation}\n</deliberation>\n<answer>\n{answer}\n</answer>"
 
 
+_TURN = re.compile(r'<assistant turn="(\d+)">\n(.*?)\n</assistant>', re.DOTALL)
+
+
+def turn_bodies(prompt: str) -> dict[int, str]:
+    """{turn: the assistant turn's words, tool calls dropped} of a screen or rewrite prompt's conversation."""
+    return {int(n): re.sub(r"<tool_calls>.*?</tool_calls>", "", body, flags=re.DOTALL).strip()
+            for n, body in _TURN.findall(prompt)}
+
+
+def _screen(prompt: str, wrong: str | None = None) -> str:
+    """A screen verdict: acceptable, with the turns that speak to the person at stake (bare tool calls are
+    routine); `wrong` is the reason when the defect mode judges the original wrong."""
+    at_stake = [str(t) for t, words in turn_bodies(prompt).items() if words]
+    verdict = "wrong" if wrong else "acceptable"
+    reason = wrong or "The assistant did what was asked, honestly, and nobody is put at risk."
+    turns = ", ".join(at_stake) or "none"
+    return f"<verdict>{verdict}</verdict>\n<reason>{reason}</reason>\n<at_stake>{turns}</at_stake>"
+
+
+def _rewrite(rng: random.Random, prompt: str, topics: list[str]) -> str:
+    """One deliberation per asked-for turn: a line before a bare tool call, real weighing before words."""
+    asked = re.search(r"^Turns to write for: (.*)$", prompt, flags=re.MULTILINE)
+    bodies = turn_bodies(prompt)
+    calls = {int(n): re.findall(r'\{"name": "([^"]+)"', body) for n, body in _TURN.findall(prompt)}
+    blocks = []
+    for turn in [int(t) for t in re.findall(r"\d+", asked.group(1))] if asked else []:
+        if not bodies.get(turn):
+            text = f"That is what they asked for, so I'll run {(calls.get(turn) or ['the tool'])[0]} now."
+        else:
+            text = _advice_reply(rng, topics, "").split("<deliberation>\n")[1].split("\n</deliberation>")[0]
+            if re.search(r"\b(?:won't|can't|cannot)\b", bodies[turn], flags=re.IGNORECASE):
+                text += " Saying no to this part is right, and I can still offer them a better route."
+        blocks.append(f'<deliberation turn="{turn}">\n{text}\n</deliberation>')
+    return "\n".join(blocks)
+
+
+def screening_responder(wrong_when: str, reason: str = "Deleting the audit log hides the change from the people "
+                        "meant to review it.") -> Responder:
+    """The default responder, except that the screen judges wrong every original whose prompt has `wrong_when`."""
+
+    def respond(params: dict[str, Any]) -> str:
+        prompt = last_user_text(params)
+        if SCREEN_MARKER in prompt and wrong_when in prompt:
+            return _screen(prompt, reason)
+        return synthetic_reply(params)
+
+    return respond
+
+
 # The documents product's brief requests, recognised by the line each template starts with.
 EXPAND_MARKER = "Task: extend a list."
 IDEAS_MARKER = "Task: propose ideas for commissions."
@@ -479,15 +529,10 @@ def unsuitable_responder(ideas: float = 0.0, documents: float = 0.0, seed: int =
     return respond
 
 
-def _between(text: str, tag: str) -> str | None:
-    found = re.search(f"<{tag}>\\n?(.*?)\\n?</{tag}>", text, flags=re.DOTALL)
-    return found.group(1) if found else None
-
-
 def synthetic_reply(params: dict[str, Any]) -> str:
     """The default responder: a judge verdict, a pool extension, ideas for briefs, an advice chat's deployment,
-    user message, follow-up or reply, a rewrite (the original turn kept as it was) or a document, chosen by what
-    the prompt asks for.
+    user message, follow-up or reply, a transcript's screen or rewrite (deliberations by turn) or a document,
+    chosen by what the prompt asks for.
 
     Output depends only on the request content.
     """
@@ -498,6 +543,8 @@ def synthetic_reply(params: dict[str, Any]) -> str:
         topics = [t for t in topics if not t.startswith("write the user")] or topics
     if ADVICE_USER_MARKER in prompt:
         return _advice_user(rng, prompt, topics)
+    if SCREEN_MARKER in prompt:
+        return _screen(prompt)
     if DEPLOYMENT_MARKER in prompt:
         return _deployment(rng, prompt)
     if FOLLOWUP_MARKER in prompt:
@@ -506,9 +553,7 @@ def synthetic_reply(params: dict[str, Any]) -> str:
         reply = _advice_reply(rng, topics)  # a routine later turn: no deliberation
         return re.sub(r"<deliberation>.*?</deliberation>", "<deliberation></deliberation>", reply, flags=re.S)
     if REWRITE_MARKER in prompt:
-        reply = _advice_reply(rng, topics, _between(prompt, "original_answer") or "")
-        calls = _between(prompt, "original_tool_calls")
-        return reply + (f"\n<tool_calls>{calls}</tool_calls>" if calls else "")
+        return _rewrite(rng, prompt, topics)
     if REPLY_MARKER in prompt:
         return _advice_reply(rng, topics)
     if "<score>" in prompt:

@@ -155,6 +155,17 @@ def test_chat_rules_name_the_failure(changes: dict, reason: str | None) -> None:
         assert [d["reason"] for d in result.dropped] == [reason], result.dropped
 
 
+def test_a_rewrite_whose_final_turn_is_routine_keeps_its_reasoning_elsewhere() -> None:
+    """Under --rewrite-turns all a routine final tool call gets a line; the chat stands on its decision's."""
+    routine = "Fetching the ticket list is what was asked; nothing here is in question."
+    rewritten = chat(mode="rewrite", deliberation=routine, selected_turns="[1, 2]",
+                     turn_deliberations=json.dumps({"1": GOOD_DELIBERATION, "2": routine}))
+    assert len(ChatQualityFilter(AdviceConfig(), QualityConfig())([rewritten]).kept) == 1
+    thin = {**rewritten, "turn_deliberations": json.dumps({"1": "Fine.", "2": routine})}
+    assert [d["reason"] for d in ChatQualityFilter(AdviceConfig(), QualityConfig())([thin]).dropped] == [
+        "no_deliberation"]
+
+
 @pytest.mark.parametrize(("changes", "rule"), [
     ({"answer": GOOD_ANSWER + " Tell [Name] at [Company] first."}, "placeholder"),
     ({"user": "I'm sorry, but I can't write this message."}, "refusal"),

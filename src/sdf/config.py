@@ -415,7 +415,9 @@ class AdviceConfig:
     min_deliberation_words: int = 60  # words of prose reasoning a reply needs
     min_answer_words: int = 25
     max_preach_per_100: float = 1.5  # moralising phrases per 100 answer words
-    rewrite_min_overlap: float = 0.8  # share of the original answer's content words the rewrite must keep
+    rewrite_turns: str = "final"  # rewrite: which assistant turns gain a deliberation: final, all or decisions
+    screen_max_tokens: int = 400  # rewrite: the screen's answer (a verdict, a reason, the turns at stake)
+    deliberation: str = "reasoning_content"  # where the output puts it: reasoning_content, or inline in content
     chat_tokenizer: str = ""  # tokenizer directory with a chat template: also write packed SFT rows
     seq_len: int = 4096
 
@@ -430,11 +432,17 @@ class AdviceConfig:
             raise ValueError("max_user_turns: must be between 1 and 8")
         if self.deployment_max_tokens < 256:
             raise ValueError("deployment_max_tokens: must be at least 256")
-        for name in ("system_prompt_share", "tools_share", "rewrite_min_overlap", "multi_turn_share"):
+        for name in ("system_prompt_share", "tools_share", "multi_turn_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}: must be in [0, 1]")
         if not 1 <= self.user_words_min <= self.user_words_max:
             raise ValueError("user_words_min: need 1 <= user_words_min <= user_words_max")
+        if self.rewrite_turns not in ("final", "all", "decisions"):
+            raise ValueError(f"rewrite_turns: must be final, all or decisions, not {self.rewrite_turns!r}")
+        if self.deliberation not in ("reasoning_content", "inline"):
+            raise ValueError(f"deliberation: must be reasoning_content or inline, not {self.deliberation!r}")
+        if self.screen_max_tokens < 1:
+            raise ValueError("screen_max_tokens: must be at least 1")
         if self.user_max_tokens < 1 or self.seq_len < 8:
             raise ValueError("user_max_tokens: must be at least 1 (seq_len at least 8)")
         if self.min_deliberation_words < 0 or self.min_answer_words < 0 or self.max_preach_per_100 < 0:

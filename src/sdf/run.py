@@ -165,6 +165,8 @@ CHAT_SCHEMA = pa.schema([
     ("text", pa.string()),  # every turn together: what shared steps and rejects read
     ("deployment", pa.string()),  # the deployment's id: "gen-<hash>" (written by the model), the seed pools' names, ""
     *_ANSWER_FIELDS,
+    ("selected_turns", pa.string()),  # rewrite: JSON list of the assistant turns (1-based) asked to deliberate
+    ("turn_deliberations", pa.string()),  # rewrite: JSON {turn: text} as the model returned them, for ActionCheck
 ])
 CHAT_FILTERED_SCHEMA = CHAT_SCHEMA.append(pa.field("quality_score", pa.float64())).append(
     pa.field("judge_score", pa.float64()))
@@ -173,7 +175,7 @@ _TOOL_CALL = pa.struct([("id", pa.string()), ("type", pa.string()),
 MESSAGE_TYPE = pa.struct([
     ("role", pa.string()),
     ("content", pa.string()),
-    ("reasoning_content", pa.string()),  # an assistant turn's deliberation (None where it had none)
+    ("reasoning_content", pa.string()),  # the deliberation of this assistant turn, or null
     ("tool_calls", pa.list_(_TOOL_CALL)),
     ("tool_call_id", pa.string()),
     ("name", pa.string()),

@@ -204,12 +204,15 @@ def echo_extraction(run: Any, summary: Any, extracted: dict) -> None:
               help="documents (default): a midtraining corpus; advice: difficult-advice transcripts for SFT.")
 @click.option("--yes", is_flag=True, help="Pay again for requests that a changed constitution or settings make new.")
 @click.option("--rewrite", "rewrite", type=click.Path(path_type=Path), default=None,
-              help="Rewrite mode of the advice product: a jsonl of chats ('messages', optional 'tools') whose final "
-                   "assistant turns gain deliberation, with the same action.")
+              help="Rewrite mode of the advice product: a jsonl of chats ('messages', optional 'tools') whose "
+                   "assistant turns gain deliberation, with the same words and tool calls.")
+@click.option("--rewrite-turns", type=click.Choice(["final", "all", "decisions"]), default=None,
+              help="With --rewrite: the assistant turns that gain a deliberation: the final one (default), all, or "
+                   "the decisions (the turns the screen judges put values at stake).")
 @friendly
 def build(constitution: Path, config_path: Path | None, dry_run: bool, progress: bool, mixes: tuple[str, ...],
           decontaminate: tuple[Path, ...], builtin_evals: bool | None, reset_ledger: bool, product: str | None,
-          rewrite: Path | None, yes: bool, **options: Any) -> None:
+          rewrite: Path | None, rewrite_turns: str | None, yes: bool, **options: Any) -> None:
     """Run every stage: parse, plan, generate, filter, dedup, pack and report.
 
     With --product advice (or --rewrite FILE) the stages build SFT transcripts instead: sft.parquet
@@ -233,6 +236,8 @@ def build(constitution: Path, config_path: Path | None, dry_run: bool, progress:
             raise SdfError("--rewrite belongs to the advice product; drop --product documents")
         overrides["advice.rewrite"] = str(rewrite.resolve())
         product = "advice"
+    if rewrite_turns is not None:
+        overrides["advice.rewrite_turns"] = rewrite_turns
     if product:
         overrides["run.product"] = product
     settings = with_section_flags(load_settings(resolve_config(config_path), overrides), options)
@@ -318,9 +323,13 @@ def build_advice(settings: Any, constitution: Path, dry_run: bool, progress: boo
     if settings.dedup.decontaminate_builtin:
         load_builtin(settings.run.prompts or None)
     if settings.advice.chat_tokenizer:
-        from sdf.writers.chat import load_chat_tokenizer
+        from sdf.writers.chat import load_chat_tokenizer, reasoning_warning
 
-        load_chat_tokenizer(settings.advice.chat_tokenizer)
+        tokenizer = load_chat_tokenizer(settings.advice.chat_tokenizer)
+        earlier = bool(settings.advice.rewrite) and settings.advice.rewrite_turns != "final"
+        if settings.advice.deliberation != "inline" and (
+                warning := reasoning_warning(tokenizer, settings.advice.chat_tokenizer, earlier=earlier)):
+            click.echo(f"warning: {warning}", err=True)
     check_prices(settings)
     backend = None if dry_run else make_backend(settings.llm)
     run = create_run(settings, constitution)
@@ -410,6 +419,8 @@ def _echo_pack(run: Any, manifest: dict | None) -> None:
         else:
             click.echo(f"pack: {packed['chats']} chats, {packed['tokens']:,} tokens in {packed['rows']} rows of "
                        f"at most {packed['seq_len']} ({packed['too_long']} too long) -> {rd.sft_packed}")
+            if packed.get("warning"):
+                click.echo(f"warning: {packed['warning']}", err=True)
         return
     rows = (f"; hf/npy: {manifest['sequences']} rows of {manifest['seq_len']}"
             if {"hf", "npy"} & set(manifest["formats"]) else "")

@@ -251,7 +251,8 @@ def echo_chat_stats(run_dir: Path, data: dict) -> None:
         return "—" if value is None else f"{value:,}"
 
     click.echo(f"run: {run['path']} (advice, {data['mode']})")
-    click.echo(f"chats: {n(run['final'])} final, {n(run['chats'])} assembled, {n(run['specs'])} planned")
+    bad = f", {run['bad_originals']} bad originals dropped" if run.get("bad_originals") else ""
+    click.echo(f"chats: {n(run['final'])} final, {n(run['chats'])} assembled, {n(run['specs'])} planned{bad}")
     if mix:
         click.echo("kinds: " + ", ".join(f"{k['kind']} {k['share']:.0%}" for k in mix["kinds"]))
     if dep:

@@ -31,6 +31,13 @@ class Run:
         return system_prompt(self.catalog, self.constitution.text)
 
     @cached_property
+    def constitution_text(self) -> str:
+        """The constitution's text; a reopened run has only its sections, so it reads the file again."""
+        if self.constitution.text:
+            return self.constitution.text
+        return load_constitution(Path(self.settings.run.constitution), self.settings.run.variables).text
+
+    @cached_property
     def sections(self) -> dict[str, Section]:
         return {s.id: s for s in self.constitution.sections}
 

@@ -45,15 +45,6 @@ def advisor_system(acat: AdviceCatalog, constitution_text: str) -> str:
     return acat.render("advisor_system", constitution=constitution_text)
 
 
-def _constitution_text(run: Run) -> str:
-    """The constitution's text; a reopened run has only its sections, so it reads the file again."""
-    if run.constitution.text:
-        return run.constitution.text
-    from sdf.source.constitution import load_constitution
-
-    return load_constitution(Path(run.settings.run.constitution), run.settings.run.variables).text
-
-
 @dataclass(frozen=True)
 class Turn:
     user: str
@@ -96,7 +87,7 @@ class Requests:
 
     def __init__(self, run: Run) -> None:
         self.run, self.acat = run, advice_catalog(run)
-        self.system = advisor_system(self.acat, _constitution_text(run))
+        self.system = advisor_system(self.acat, run.constitution_text)
         self.briefs = {c.name: c.brief for c in self.acat.considerations}
 
     def section_text(self, section_id: str) -> str:
@@ -104,8 +95,9 @@ class Requests:
         return section.text if section else ""
 
     def first(self, spec: dict[str, Any]) -> LLMRequest:
-        """The rewrite request of a transcript (advice specs start with `walk`)."""
-        return rewrite.rewrite_request(self.acat, spec, self.system, self.run)
+        """The screen request of a transcript, which every later request of it follows (advice specs start
+        with `walk`)."""
+        return rewrite.screen_request(self.acat, spec, self.run)
 
     def deployment(self, spec: dict[str, Any]) -> LLMRequest:
         """The operator's system prompt and toolset for the spec's domain, with seed examples rotated by spec."""

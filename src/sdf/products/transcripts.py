@@ -10,7 +10,8 @@ scenario's domain, then the user's message from the writer's brief, then the rep
 follow-up and its reply. The reply has the constitution as its cached system prompt and sees only
 what a deployed assistant would see: the operator's system prompt and tools and the conversation. It
 never reads the brief, so the scenario's labels (the kind, the stakes) cannot leak into the reply.
-A rewrite is one request per transcript on the same cached system prompt.
+A rewrite is a screen request and a rewrite request per transcript, on their own cached system prompt
+(products/rewrite.py).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def generate_stage(run: Run, backend: Backend, progress: bool = True) -> RunSumm
     specs, reqs = run.dir.read_specs(), Requests(run)
     with closing(run.ledger()) as ledger:
         if run.settings.advice.rewrite:
-            return run.send(ledger, [reqs.first(s) for s in specs], "rewrite", progress, backend)
+            return rewrite.generate(run, ledger, reqs.acat, progress, backend)
         convs = [walk(s, ledger, reqs) for s in specs]
         # the first round also lists what earlier runs answered, so the summary counts it as already done
         first = [q for c in convs for q in c.asked] + [c.next for c in convs if c.next is not None]
@@ -127,10 +128,7 @@ def usage_estimate(run: Run, specs: list[dict[str, Any]]) -> dict[str, Any]:
     reqs, price = Requests(run), run.settings.price(run.settings.llm.model)
     rounds: list[tuple[str, list[int], list[int]]] = []  # (system, prompt tokens, output tokens) per request kind
     if run.settings.advice.rewrite:
-        first = [reqs.first(s) for s in specs]
-        answers = [estimate_tokens(json.loads(s["source_messages"])[-1]["content"] or "") for s in specs]
-        rounds.append((reqs.system, [estimate_tokens(r.prompt) for r in first],
-                       [a + DELIBERATION_TOKENS for a in answers]))
+        rounds += rewrite.usage_rounds(reqs.acat, specs, run, DELIBERATION_TOKENS)
     else:
         writer = reqs.acat.render("writer_system")
         planned = [s for s in specs if needs_deployment(s) and run.settings.advice.generate_deployments]
@@ -193,7 +191,7 @@ def chat_from(spec: dict[str, Any], ledger: Ledger, reqs: Requests, origins: Cou
               ) -> tuple[dict | None, dict]:
     """The chat a spec's ledger rows yield, or the reject row saying why there is none."""
     if spec["mode"] == "rewrite":
-        parts, why = rewrite.chat_parts(spec, ledger.get(reqs.first(spec).key))
+        parts, why = rewrite.chat_parts(spec, ledger.get(reqs.first(spec).key), ledger, reqs.acat, reqs.run)
         if parts is None:
             return None, why
         rows, context, tools, user, parsed, extra = parts
@@ -242,7 +240,7 @@ def filter_stage(run: Run, backend: Backend | None = None, progress: bool = True
 
     rd, cfg = run.dir, run.settings
     source = rd.require(rd.chats, "generate")
-    steps = [ChatQualityFilter(cfg.advice, cfg.quality), ActionCheck(cfg.advice.rewrite_min_overlap)]
+    steps = [ChatQualityFilter(cfg.advice, cfg.quality), ActionCheck()]
     if not cfg.judge.enabled:
         counts = run_steps(rd, source, rd.filtered, CHAT_FILTERED_SCHEMA, steps).as_dict()
         rd.update_metrics(cleared=("judge",), stages=counts)

@@ -54,6 +54,7 @@ ADVICE_SCENARIO_TEMPLATES = (
     *(f"kind_{k}" for k in ADVICE_KIND_FILES), *(f"rubric_{k}" for k in ADVICE_KIND_FILES),
     *(f"followup_{k}" for k in FOLLOWUP_KINDS), "followup", "deployment", "deployment_note", "deployment_note_none",
     "deployment_system", "reply_turn", "conversation_turn", "considerations_note")
+REWRITE_TEMPLATE_NAMES = ("rewrite_system", "screen")  # the rewrite's own (products/rewrite.py)
 _GENRE_NAME = re.compile(r"^[a-z0-9_]+$")
 _SLOT = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -299,7 +300,7 @@ def load_advice_catalog(root: Path | None = None) -> AdviceCatalog:
     base = prompts / "advice"
     if not base.is_dir():
         raise SdfError(f"advice catalog directory not found: {base} (copy src/sdf/prompts/advice there)")
-    names = (*ADVICE_TEMPLATE_NAMES, *ADVICE_SCENARIO_TEMPLATES)
+    names = (*ADVICE_TEMPLATE_NAMES, *ADVICE_SCENARIO_TEMPLATES, *REWRITE_TEMPLATE_NAMES)
     return AdviceCatalog(
         root=base,
         domains=_load_lines(base / "domains.txt"),

@@ -13,8 +13,14 @@ tools=row["tools"])` takes rows from either file as loaded (pandas or pyarrow al
 templates print as they are. Provenance columns sit beside `messages`. sft.openai.jsonl holds the same
 chats as OpenAI's fine-tuning takes them (messages and tools only, no deliberation).
 
-In rewrite mode the final turn keeps the user's original content and tool calls byte for byte; the
-rewritten answer only serves the check that the deliberation leads to the same action.
+A rewritten chat is the user's original messages, byte for byte (tool-call arguments as they came),
+with a deliberation on each selected assistant turn's `reasoning_content`.
+
+Many chat templates (Qwen2.5's, for one) never render `reasoning_content`, and Qwen3's renders it only
+after the last user message: `reasoning_rendering` probes a template with marked deliberations, and
+`[advice] deliberation = "inline"` moves each deliberation into its turn's content instead, as a
+`<deliberation>...</deliberation>` block before the words. That tag, and not <think>, because templates
+of the Qwen3 and DeepSeek-R1 families cut `<think>` blocks out of the content of earlier turns.
 """
 
 from __future__ import annotations
@@ -58,21 +64,37 @@ def _call(c: dict[str, Any]) -> dict[str, Any]:
             "function": {"name": fn["name"], "arguments": args if isinstance(args, str) else json.dumps(args)}}
 
 
-def sft_row(chat: dict[str, Any]) -> dict[str, Any]:
-    """The SFT_SCHEMA row of a filtered chat."""
-    rewrite = chat["mode"] == "rewrite"
-    final = {"role": "assistant", "content": chat["original_answer"] if rewrite else chat["answer"],
-             "reasoning_content": chat["deliberation"],
-             "tool_calls": json.loads(chat["original_tool_calls"]) if rewrite and chat["original_tool_calls"] else None}
+DELIBERATION_MODES = ("reasoning_content", "inline")
+INLINE_OPEN, INLINE_CLOSE = "<deliberation>", "</deliberation>"
+
+
+def sft_row(chat: dict[str, Any], deliberation: str = "reasoning_content") -> dict[str, Any]:
+    """The SFT_SCHEMA row of a filtered chat; `deliberation` says where each turn's deliberation goes."""
+    rewrite = chat["mode"] == "rewrite"  # a rewrite's final turn may call tools; an advice answer does not
+    final = {"role": "assistant", "content": chat["answer"], "reasoning_content": chat["deliberation"] or None,
+             "tool_calls": json.loads(chat["tool_calls"]) if rewrite and chat["tool_calls"] else None}
     messages = [sft_message(m) for m in json.loads(chat["prompt_messages"])] + [sft_message(final)]
+    if deliberation == "inline":
+        messages = [inline(m) for m in messages]
     return {"id": chat["doc_id"], "messages": messages, "tools": chat["tools"] or None,
             **{k: chat.get(k) for k in SFT_PROVENANCE}}
+
+
+def inline(m: dict[str, Any]) -> dict[str, Any]:
+    """The message with its reasoning_content moved into a tagged block at the start of its content."""
+    if not m.get("reasoning_content"):
+        return m
+    block = f"{INLINE_OPEN}\n{m['reasoning_content']}\n{INLINE_CLOSE}"
+    return {**m, "content": block + ("\n\n" + m["content"] if m["content"] else ""), "reasoning_content": None}
 
 
 class SftWriter:
     """Stream chats into sft.parquet, sft.jsonl and sft.openai.jsonl together; all appear only on a clean close."""
 
-    def __init__(self, rd: RunDir, batch_rows: int = 256) -> None:
+    def __init__(self, rd: RunDir, batch_rows: int = 256, deliberation: str | None = None) -> None:
+        # the run's own setting unless told: every product stage reads the run's config.toml the same way
+        advice = rd.read_config().get("advice", {}) if deliberation is None else {}
+        self.deliberation = deliberation or advice.get("deliberation", DELIBERATION_MODES[0])
         self.parquet = TableWriter(rd.sft, SFT_SCHEMA)
         self.rows, self.batch_rows = 0, batch_rows
         self._lines = {path: (path.with_name(path.name + ".tmp"), render)
@@ -81,7 +103,7 @@ class SftWriter:
         self._pending: list[dict[str, Any]] = []
 
     def write(self, chat: dict[str, Any]) -> None:
-        row = sft_row(chat)
+        row = sft_row(chat, self.deliberation)
         for path, (_, render) in self._lines.items():
             self._files[path].write(render(row))
         self._pending.append(row)
@@ -127,6 +149,35 @@ def load_chat_tokenizer(path: str) -> Any:
     return tokenizer
 
 
+_PROBE = ("sdf-probe-earlier-4e1c9", "sdf-probe-final-4e1c9")  # unique: found in a rendering only if rendered
+
+
+def reasoning_rendering(tokenizer: Any) -> str:
+    """Which assistant turns' reasoning_content the chat template renders: "all", "final" (only the last
+    turn's, as Qwen3's does after the last user message) or "none" (as Qwen2.5's)."""
+    probe = [{"role": "user", "content": "Hello."},
+             {"role": "assistant", "content": "Hi.", "reasoning_content": _PROBE[0]},
+             {"role": "user", "content": "Thanks."},
+             {"role": "assistant", "content": "Welcome.", "reasoning_content": _PROBE[1]}]
+    text = tokenizer.apply_chat_template(probe, tokenize=False)
+    if _PROBE[0] in text and _PROBE[1] in text:
+        return "all"
+    return "final" if _PROBE[1] in text else "none"
+
+
+def reasoning_warning(tokenizer: Any, path: str, final: bool = True, earlier: bool = False) -> str | None:
+    """One line when the template loses deliberations the chats carry (on the final turn, on earlier ones)."""
+    rendered = reasoning_rendering(tokenizer)
+    if final and rendered == "none":
+        lost = "drops reasoning_content"
+    elif earlier and rendered != "all":
+        lost = "renders reasoning_content only on the final assistant turn, so earlier turns' deliberations are lost"
+    else:
+        return None
+    return (f"the chat template of {path} {lost} in training: set [advice] deliberation = \"inline\" to put the "
+            "deliberation into the assistant's content")
+
+
 def template_messages(row: dict[str, Any]) -> tuple[list[dict[str, Any]], list | None]:
     """The row's messages and tools as chat templates take them: no null fields, arguments as objects."""
     messages = []
@@ -168,7 +219,8 @@ def pack_sft(rd: RunDir, tokenizer_path: str, seq_len: int) -> dict[str, Any]:
     within a chat. A chat longer than seq_len is left out and counted.
     """
     tokenizer = load_chat_tokenizer(tokenizer_path)
-    stats = {"chats": 0, "rows": 0, "tokens": 0, "loss_tokens": 0, "too_long": 0, "seq_len": seq_len}
+    stats: dict[str, Any] = {"chats": 0, "rows": 0, "tokens": 0, "loss_tokens": 0, "too_long": 0, "seq_len": seq_len}
+    reasoning = {"final": False, "earlier": False}  # where the chats carry reasoning_content, for the warning
     ids: list[int] = []
     labels: list[int] = []
     lengths: list[int] = []
@@ -176,6 +228,9 @@ def pack_sft(rd: RunDir, tokenizer_path: str, seq_len: int) -> dict[str, Any]:
     with TableWriter(rd.sft_packed, SFT_PACKED_SCHEMA) as out:
         for rows in iter_rows(rd.require(rd.sft, "pack"), batch_size=256):
             for row in rows:
+                assistant = [m for m in row["messages"] if m["role"] == "assistant"]
+                reasoning["final"] |= bool(assistant and assistant[-1]["reasoning_content"])
+                reasoning["earlier"] |= any(m["reasoning_content"] for m in assistant[:-1])
                 chat_ids, chat_labels = encode_chat(tokenizer, row)
                 if len(chat_ids) > seq_len:
                     stats["too_long"] += 1
@@ -193,6 +248,7 @@ def pack_sft(rd: RunDir, tokenizer_path: str, seq_len: int) -> dict[str, Any]:
         if ids:
             out.write([{"input_ids": ids, "labels": labels, "seq_lengths": lengths}])
             stats["rows"] += 1
+    stats["warning"] = reasoning_warning(tokenizer, tokenizer_path, **reasoning) if any(reasoning.values()) else None
     return stats
 
 

@@ -1,4 +1,4 @@
-"""Quality rules for advice chats, and the check that a rewrite kept the original action.
+"""Quality rules for advice chats, and the check that a rewrite's deliberations lead to the original actions.
 
 Rules run in this order on each chat; the first that fires names the rejection reason:
 
@@ -35,7 +35,6 @@ from typing import Any
 from sdf.config import QUALITY_RULES, AdviceConfig, QualityConfig
 from sdf.steps import StepResult, reject_row
 from sdf.steps.filters.quality import (
-    _EN_FUNCTION_WORDS,
     language_detail,
     placeholder_detail,
     refusal_detail,
@@ -64,8 +63,6 @@ _FACTOR_LINE = re.compile(r"^\s*(?:[-*+\u2022]|\d+[.)])?\s*\**[A-Za-z][\w /&'-]{
 _DECLINE = re.compile(r"\b(?:i\s+(?:can(?:'|no)t|won't|will\s+not|am\s+not\s+able\s+to|'m\s+not\s+able\s+to|"
                       r"must\s+decline|'m\s+unable\s+to|am\s+unable\s+to)\s+(?:help|do|provide|assist|share|write|"
                       r"give|create|make|complete|go\s+ahead))", re.IGNORECASE)
-_CONTENT_WORD = re.compile(r"[^\W_]+(?:['\u2019.-][^\W_]+)*")
-_KEY_TOKEN = re.compile(r"https?://\S+|`[^`\n]+`|\b\d[\d.,:/%-]*\b")
 
 
 
@@ -160,8 +157,7 @@ class ChatQualityFilter:
         final_part = answer if advice else deliberation
         if "truncated" in on and (d := truncation_detail(final_part, chat.get("stop_reason"), q)):
             return "truncated", d
-        first = (earlier[0].get("reasoning_content") or "") if earlier else deliberation
-        if found := deliberation_detail(first, cfg.min_deliberation_words):
+        if found := deliberation_detail(_weighed(chat, earlier), cfg.min_deliberation_words):
             return found
         if advice:
             density = preach_per_100(_all_answers(chat))
@@ -175,6 +171,16 @@ class ChatQualityFilter:
         if "repetition" in on and (d := repetition_detail(reply, q)):
             return "repetition", d
         return chat
+
+
+def _weighed(chat: dict[str, Any], earlier: list[dict[str, Any]]) -> str:
+    """The deliberation that must carry the reasoning: a conversation's first (where the scenario is
+    weighed; later turns may only carry the advice out), or a rewrite's longest (a routine turn under
+    --rewrite-turns all gets a line, and the final turn may be one)."""
+    if chat["mode"] != "advice":
+        written = json.loads(chat.get("turn_deliberations") or "{}")
+        return max([*written.values(), chat["deliberation"] or ""], key=len)
+    return (earlier[0].get("reasoning_content") or "") if earlier else chat["deliberation"] or ""
 
 
 def _all_answers(chat: dict[str, Any]) -> str:
@@ -205,36 +211,33 @@ def _strip_users(chat: dict[str, Any], q: QualityConfig) -> dict[str, Any] | tup
 
 
 # -- the rewrite's action check ---------------------------------------------------------------------
+# The output chat is assembled from the original messages, so every turn's words and tool calls are the
+# input's by construction; what can still go wrong is where the deliberations landed and where they lead.
+
+_ENDS_DECLINING = re.compile(_DECLINE.pattern + r"|\bi(?:'ll|\s+will|'m\s+going\s+to|\s+am\s+going\s+to)\s+"
+                             r"(?:decline|refuse|say\s+no)\b", re.IGNORECASE)
+_WEIGHS_DECLINING = re.compile(r"\b(?:won't|will\s+not|can't|cannot|decline|refus\w*|not\s+going\s+to|"
+                               r"shouldn't|should\s+not|say\s+no)\b", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
-def content_words(text: str) -> set[str]:
-    return {w for w in (m.group(0).lower() for m in _CONTENT_WORD.finditer(text)) if w not in _EN_FUNCTION_WORDS}
+def deliberation_conflict(deliberation: str, content: str, calls: list | None, tool_names: set[str]) -> str | None:
+    """Why a deliberation argues for another action than its turn takes, or None.
 
-
-def action_change(original: str, rewritten: str, original_calls: list | None, new_calls: list | None,
-                  min_overlap: float) -> str | None:
-    """Why the rewritten final turn does something else than the original, or None when it is the same.
-
-    Same tool calls (names and arguments, in order); every number, URL and code span of the original
-    answer kept; content words kept both ways (none lost, none added) at `min_overlap`; and no refusal
-    added or removed.
+    Its last paragraph naming only defined tools the turn does not call; its last sentence declining when
+    the turn does not; or a turn that declines after a deliberation that never weighs saying no.
     """
-    old, new = _calls(original_calls), _calls(new_calls)
-    if old != new:
-        return f"tool calls changed: {json.dumps(old)[:200]} -> {json.dumps(new)[:200]}"
-    missing = [t for t in _KEY_TOKEN.findall(original) if t not in rewritten]
-    if missing:
-        return f"answer lost key content: {', '.join(repr(t) for t in missing[:3])}"
-    a, b = content_words(original), content_words(rewritten)
-    if a or b:
-        kept = len(a & b) / len(a) if a else 0.0
-        added = len(b - a) / len(b) if b else 0.0
-        if kept < min_overlap:
-            return f"answer kept {kept:.0%} of the original's content words (< {min_overlap:.0%})"
-        if 1 - added < min_overlap:
-            return f"answer added {added:.0%} new content words (> {1 - min_overlap:.0%})"
-    if bool(_DECLINE.search(original)) != bool(_DECLINE.search(rewritten)):
-        return "answer " + ("stopped declining" if _DECLINE.search(original) else "started declining")
+    called = {name for name, _ in _calls(calls)}
+    conclusion = deliberation.strip().split("\n\n")[-1]
+    named = {n for n in tool_names if re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", conclusion)}
+    if called and named and not named & called:
+        return f"the deliberation ends on {', '.join(sorted(named))}; the turn calls {', '.join(sorted(called))}"
+    last = _SENTENCE_END.split(conclusion.strip())[-1]
+    declines = bool(_DECLINE.search(content))
+    if not declines and _ENDS_DECLINING.search(last):
+        return f"the deliberation ends by declining ({last[:80]!r}); the turn does not decline"
+    if declines and not _WEIGHS_DECLINING.search(deliberation):
+        return "the turn declines; its deliberation never weighs saying no"
     return None
 
 
@@ -250,23 +253,42 @@ def _calls(calls: list | None) -> list[tuple[str, Any]]:
     return out
 
 
+def turn_problem(chat: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(reason, detail) when a rewritten chat's deliberations sit on the wrong turns or argue for another action.
+
+    `misplaced_deliberation`: a deliberation for a turn that does not exist or was not asked for (the model's
+    numbering is off, so the others may be misattached too); `missing_deliberation`: an asked-for turn
+    without one; `action_changed`: deliberation_conflict on any turn.
+    """
+    messages = [*json.loads(chat["prompt_messages"]), {"role": "assistant", "content": chat["answer"] or "",
+                                                      "tool_calls": _loads(chat["tool_calls"])}]
+    turns = [m for m in messages if m["role"] == "assistant"]
+    asked = json.loads(chat["selected_turns"] or "[]")
+    written = {int(t): d for t, d in json.loads(chat["turn_deliberations"] or "{}").items()}
+    if stray := sorted(set(written) - set(asked)):
+        return "misplaced_deliberation", (f"deliberation for turn(s) {stray} of {len(turns)}; asked for {asked}")
+    if missing := [t for t in asked if t not in written]:
+        return "missing_deliberation", f"no deliberation for turn(s) {missing} (asked for {asked})"
+    tools = json.loads(chat["tools"]) if chat.get("tools") else []
+    names = {t["function"]["name"] for t in tools if isinstance(t, Mapping) and "function" in t}
+    for turn in asked:
+        m = turns[turn - 1]
+        if why := deliberation_conflict(written[turn], m.get("content") or "", m.get("tool_calls"), names):
+            return "action_changed", f"turn {turn}: {why}"
+    return None
+
+
 class ActionCheck:
-    """Drop rewritten chats whose final turn changed (reason action_changed); advice chats pass."""
+    """Drop rewritten chats whose deliberations sit on the wrong turns or lead to another action; advice passes."""
 
     stage = "action"
-
-    def __init__(self, min_overlap: float) -> None:
-        self.min_overlap = min_overlap
 
     def __call__(self, batch: list[dict[str, Any]]) -> StepResult:
         kept, dropped = [], []
         for chat in batch:
-            why = None
-            if chat["mode"] == "rewrite":
-                why = action_change(chat["original_answer"] or "", chat["answer"] or "",
-                                    _loads(chat["original_tool_calls"]), _loads(chat["tool_calls"]), self.min_overlap)
-            if why:
-                dropped.append(reject_row(chat, self.stage, "action_changed", why))
+            found = turn_problem(chat) if chat["mode"] == "rewrite" else None
+            if found:
+                dropped.append(reject_row(chat, self.stage, *found))
             else:
                 kept.append(chat)
         return StepResult(kept, dropped)
