@@ -96,6 +96,14 @@ def test_each_kind_has_its_own_brief_and_its_own_rubric() -> None:
     assert len(rubrics) == len(briefs) == 4
 
 
+def test_a_brief_that_does_not_fit_is_adapted_not_explained() -> None:
+    """The items are dealt apart; a listed bridge ("a second job") would open a thousand messages alike."""
+    text = CATALOG.templates["user"]
+    assert "Keep the domain and the kind of situation" in text and "nearest version" in text
+    assert "never explain in the message how the pieces fit" in text
+    assert not re.search(r"second job|relative's business|favour for a friend", text)
+
+
 def test_skipped_sections_never_become_the_value_at_stake() -> None:
     first = SECTIONS[0].id
     specs = plan_scenarios(SECTIONS, CATALOG, 30, AdviceConfig(skip_sections=[first]), seed=1)
@@ -607,3 +615,31 @@ def test_a_failed_later_round_is_the_chats_reject_with_everything_it_paid(tmp_pa
         paid = db.execute("SELECT SUM(cost_usd) FROM requests WHERE spec_id = ?", (doc_id,)).fetchone()[0]
         assert reject["cost_usd"] == pytest.approx(paid)
     assert pq.read_table(rd.chats).num_rows == 20 - len(going_on)
+
+
+def test_preview_shows_an_advice_scenarios_requests_before_and_after_a_build(fake, tmp_path: Path) -> None:
+    def preview(*extra: str):
+        return run_sdf("preview", "--product", "advice", "--constitution", FIXTURE_CONSTITUTION, "--config",
+                       fast_config(tmp_path, docs=8), "--run", tmp_path / "corpus" / "adv", *extra, cwd=tmp_path,
+                       env=sdf_env(fake.base_url))
+
+    before = preview("--kind", "legitimate", "--user-only")
+    assert before.returncode == 0, before.stderr
+    assert "nothing paid for yet" in before.stderr and "legitimate" in before.stderr.splitlines()[0]
+    brief = CATALOG.render("kind_legitimate", seed="").strip().split("\n")[0][:60]
+    heads = [line for line in before.stdout.splitlines() if line.startswith("=====")]
+    assert brief in before.stdout and "reply (on a stand-in message)" in heads[-1]
+    reply = before.stdout.split(heads[-1])[1]
+    assert brief not in reply and "legitimate" not in reply  # the reply never reads the brief
+    assert not fake.log  # no API call
+
+    assert build(tmp_path, fake.base_url, docs=8).returncode == 0
+    sent = len(fake.log)
+    after = preview("--kind", "legitimate")
+    assert after.returncode == 0, after.stderr
+    assert "(answered in the ledger)" in after.stdout and "(next to send)" not in after.stdout
+    assert "<constitution>" in after.stdout  # the cached system prompts, without --user-only
+    assert len(fake.log) == sent
+
+    wrong = run_sdf("preview", "--kind", "dilemma", "--genre", "x", cwd=tmp_path, env=sdf_env(fake.base_url))
+    assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1 and "--kind is for advice" in wrong.stderr

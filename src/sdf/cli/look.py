@@ -159,7 +159,11 @@ def sections(constitution: Path, config_path: Path | None, as_json: bool, **opti
 @cli.command()
 @click.option("--constitution", type=click.Path(path_type=Path), default=None, callback=constitution_path,
               help="Constitution file, or the name of a bundled one; default: the bundled claude.md.")
-@click.option("--genre", required=True, help="Genre name (see `sdf catalog`).")
+@click.option("--product", type=click.Choice(["documents", "advice"]), default=None,
+              help="What to preview (default: [run].product): a document's prompt, or an advice scenario's requests.")
+@click.option("--genre", default=None, help="Genre name (see `sdf catalog`); documents only, and required there.")
+@click.option("--kind", type=click.Choice(["temptation", "legitimate", "authority", "dilemma"]), default=None,
+              help="Advice only: the scenario kind (default: the plan's first scenario).")
 @click.option("--section", "section_id", default=None,
               help="Section id (default: the first section the plan deals this genre to).")
 @click.option("--seed", type=int, default=None, help="Seed of the plan (default: [run].seed).")
@@ -168,12 +172,14 @@ def sections(constitution: Path, config_path: Path | None, as_json: bool, **opti
               help="Run whose ledger holds extended pools and ideas (default: the run this constitution builds).")
 @click.option("--user-only", is_flag=True, help="Print only the per-document prompt, not the system prompt.")
 @friendly
-def preview(constitution: Path, genre: str, section_id: str | None, seed: int | None, config_path: Path | None,
-            run_dir: Path | None, user_only: bool) -> None:
-    """Print one document prompt exactly as a build would send it. Calls no API.
+def preview(constitution: Path, product: str | None, genre: str | None, kind: str | None, section_id: str | None,
+            seed: int | None, config_path: Path | None, run_dir: Path | None, user_only: bool) -> None:
+    """Print the prompts a build would send, exactly. Calls no API.
 
-    The spec is the first of the run's plan in that genre (and section). Its pools and idea come from
-    the run's ledger where a build already paid for them; otherwise preview says what is still open.
+    Documents: the prompt of the first spec of the run's plan in that genre (and section); its pools and
+    idea come from the run's ledger where a build already paid for them, otherwise preview says what is
+    still open. Advice (--product advice): the requests of the plan's first scenario (of --kind), in
+    order: those the ledger answered, the next to send, and what follows on stand-ins it names.
     """
     from sdf.config import load_settings
     from sdf.llm.requests import document_request
@@ -184,7 +190,15 @@ def preview(constitution: Path, genre: str, section_id: str | None, seed: int | 
     from sdf.source.constitution import estimate_tokens, load_constitution
     from sdf.source.plan import select_sections
 
-    settings = load_settings(resolve_config(config_path), {"run.seed": seed})
+    settings = load_settings(resolve_config(config_path), {"run.seed": seed, "run.product": product})
+    if settings.run.product == "advice":
+        if genre or section_id:
+            raise SdfError("--genre and --section are for documents; an advice preview takes --kind")
+        return _preview_advice(constitution, settings, kind, run_dir, user_only)
+    if kind:
+        raise SdfError("--kind is for advice: add --product advice")
+    if not genre:
+        raise SdfError("--genre is required for a document preview (see `sdf catalog`)")
     selection = select_sections(load_constitution(constitution, settings.run.variables), settings.plan)
     cons = selection.constitution  # what a run sends: exclusions and merged stubs applied
     cat = load_catalog(Path(settings.run.prompts) if settings.run.prompts else None)
@@ -204,6 +218,49 @@ def preview(constitution: Path, genre: str, section_id: str | None, seed: int | 
     click.echo(f"===== user (~{estimate_tokens(request.prompt):,} tokens; model {request.model}, "
                f"max_tokens {request.max_tokens}) =====")
     click.echo(request.prompt)
+
+
+def _preview_advice(constitution: Path, settings: Any, kind: str | None, run_dir: Path | None,
+                    user_only: bool) -> None:
+    from contextlib import closing
+
+    from sdf.llm.ledger import open_ledger
+    from sdf.products.context import Run, run_path
+    from sdf.products.conversations import preview_requests
+    from sdf.run import RunDir
+    from sdf.source.catalog import load_catalog
+    from sdf.source.constitution import estimate_tokens, load_constitution
+    from sdf.source.plan import select_sections
+
+    if settings.advice.rewrite:
+        raise SdfError("a rewrite's requests follow its transcripts: preview shows planned scenarios; "
+                       "leave [advice].rewrite unset")
+    cons = select_sections(load_constitution(constitution, settings.run.variables), settings.plan).constitution
+    rd = RunDir(run_dir or run_path(settings, constitution))
+    run = Run(rd, settings, cons, load_catalog(Path(settings.run.prompts) if settings.run.prompts else None))
+    paid = (rd.path / "store.sqlite").is_file()
+    with closing(open_ledger(rd.path)) if paid else _nothing() as ledger:
+        spec, shown, notes = preview_requests(run, kind, ledger)
+    click.echo(f"scenario {spec['spec_id']}: {spec['kind']} ({spec['situation']}), {spec['domain']}; "
+               f"{spec.get('user_turns') or 1} user turn(s); " + ("ledger " + str(rd.path) if paid else
+                                                                  "nothing paid for yet"), err=True)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    systems: set[str] = set()
+    for title, request in shown:
+        if not user_only and request.system not in systems:
+            systems.add(request.system)
+            click.echo(f"===== {title}: system (cached prefix, ~{estimate_tokens(request.system):,} tokens) =====")
+            click.echo(request.system)
+        click.echo(f"===== {title}: user (~{estimate_tokens(request.prompt):,} tokens; model {request.model}, "
+                   f"max_tokens {request.max_tokens}) =====")
+        click.echo(request.prompt)
+
+
+def _nothing() -> Any:
+    from contextlib import nullcontext
+
+    return nullcontext(None)
 
 
 @cli.command()

@@ -228,3 +228,56 @@ def _pending(conv: Conversation, request: LLMRequest, row: Any, what: str) -> Co
     if conv.rows:  # the rounds before were paid for
         conv.reject["cost_usd"] = sum(r["cost_usd"] or 0.0 for r in conv.rows)
     return conv
+
+
+# -- preview ----------------------------------------------------------------------------------------------
+
+STAND_IN = "[the user's message, once the request above has written it]"
+_TITLES = {"advice_deployment": "deployment", "advice_user": "user message", "advice_reply": "reply"}
+
+
+class _Unpaid:
+    """A ledger that holds nothing: what a preview walks when no build has paid for anything yet."""
+
+    def get(self, key: str) -> None:
+        return None
+
+
+def preview_requests(run: Run, kind: str | None, ledger: Ledger | None
+                     ) -> tuple[dict[str, Any], list[tuple[str, LLMRequest]], list[str]]:
+    """The plan's first scenario of `kind` and its requests as a build would send them, in order.
+
+    Requests the ledger already answered come first, then the next one to send; where that next one is
+    a deployment or a user message, the requests after it are shown too, built on stand-ins (the seed
+    pools' deployment, a placeholder message) that the notes name. Returns (spec, [(title, request)], notes).
+    """
+    from sdf.errors import SdfError
+    from sdf.products.scenarios import plan_scenarios
+
+    cfg = run.settings.advice
+    specs = plan_scenarios(run.constitution.sections, advice_catalog(run), max(run.settings.plan.docs, 40), cfg,
+                           run.settings.run.seed)
+    spec = next((s for s in specs if kind in (None, s["kind"])), None)
+    if spec is None:
+        raise SdfError(f"no {kind} scenario in the first {len(specs)} of the plan: [advice] kinds gives it no share")
+    reqs = Requests(run)
+    conv = walk(spec, ledger if ledger is not None else _Unpaid(), reqs)  # type: ignore[arg-type]
+    shown = [(f"{_TITLES.get(q.purpose, q.purpose)} (answered in the ledger)", q) for q in conv.asked]
+    notes: list[str] = []
+    nxt = conv.next
+    if nxt is not None:
+        shown.append((f"{_TITLES.get(nxt.purpose, nxt.purpose)} (next to send)", nxt))
+    if nxt is not None and nxt.purpose == "advice_deployment":
+        dep = reqs.seed_deployment(spec)
+        notes.append("no deployment is written yet: the prompts after its request show the seed pools' "
+                     "deployment in its place")
+        shown.append(("user message (on the seed deployment)", reqs.user(spec, dep)))
+        shown.append(("reply (on a stand-in message)", reqs.replies(spec, dep, [], STAND_IN)[0]))
+    elif nxt is not None and nxt.purpose == "advice_user" and not conv.turns and conv.deployment is not None:
+        shown.append(("reply (on a stand-in message)", reqs.replies(spec, conv.deployment, [], STAND_IN)[0]))
+    if (spec.get("user_turns") or 1) > 1 and len(conv.turns) < (spec.get("user_turns") or 1):
+        notes.append(f"this conversation goes on for {spec['user_turns']} user turns ({spec['followups']}); each "
+                     "follow-up's request is built from the answers before it, so it shows once they are paid for")
+    if conv.reject is not None and nxt is None:
+        notes.append(f"an answer in the ledger is unusable: {conv.reject.get('reason')} ({conv.reject.get('detail')})")
+    return spec, shown, notes
