@@ -289,10 +289,15 @@ def test_trl_sft_trainer_trains_on_the_chats_as_loaded_tools_and_deliberation_in
                          max_length=4096)  # fmt: skip
     trainer = trl.SFTTrainer(model=tiny_llama(tokenizer.vocab_size, 4096), args=args, train_dataset=rows,
                              processing_class=tokenizer)  # fmt: skip
+    whole = 0
     for source, tokenized in zip(rows, trainer.train_dataset, strict=True):
         text = tokenizer.decode(tokenized["input_ids"])
-        assert source["messages"][-1]["reasoning_content"].strip() in text  # the deliberation is trained on
         assert all(tool["function"]["name"] in text for tool in source["tools"] or [])
+        final = source["messages"][-1].get("reasoning_content")  # a routine later turn may have none
+        if final and len(tokenized["input_ids"]) < 4096:  # a long conversation is cut at max_length
+            assert final.strip() in text  # the deliberation is trained on
+            whole += 1
+    assert whole >= len(rows) // 2
     trainer.train()
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     assert len(losses) == 3 and all(np.isfinite(losses))
