@@ -194,7 +194,7 @@ def walk(spec: dict[str, Any], ledger: Ledger, reqs: Requests) -> Conversation:
         request = reqs.user(spec, conv.deployment) if t == 0 else reqs.followup(spec, conv.turns)
         what = "user message" if t == 0 else f"follow-up {t}"
         row = ledger.get(request.key)
-        if row is None or row["status"] == "failed":
+        if row is None or row["status"] != "ok":
             return _pending(conv, request, row, what)
         message = user_message_of(row)
         if message is None:
@@ -204,10 +204,10 @@ def walk(spec: dict[str, Any], ledger: Ledger, reqs: Requests) -> Conversation:
         options = reqs.replies(spec, conv.deployment, conv.turns, message)
         answered = [ledger.get(q.key) for q in options]
         what = "reply" if t == 0 else f"reply {t + 1}"
-        if answered[0] is None or answered[0]["status"] == "failed":
+        if answered[0] is None or answered[0]["status"] != "ok":
             return _pending(conv, options[0], answered[0], what)
         conv.asked += [q for q, r in zip(options, answered, strict=True) if r is not None and r["status"] == "ok"]
-        if truncated(answered[0]) and len(options) > 1 and (answered[1] is None or answered[1]["status"] == "failed"):
+        if truncated(answered[0]) and len(options) > 1 and (answered[1] is None or answered[1]["status"] != "ok"):
             conv.rows.append(answered[0])
             return _pending(conv, options[1], answered[1], what)
         ok = [r for r in answered if r is not None and r["status"] == "ok"]

@@ -65,6 +65,22 @@ def kind_sequence(shares: Mapping[str, float], n: int) -> list[str]:
     return out
 
 
+TURN_BLOCK = 20  # conversations that go on are dealt by quota within each block of this many scenarios
+
+
+def turn_sequence(share: float, n: int, seed: int) -> list[bool]:
+    """Which of the first `n` scenarios go on past one user turn: in block k of TURN_BLOCK scenarios,
+    exactly the block's part of the cumulative quota, at places its own seeded draw picks. So every
+    prefix is within one block's quota of the share, the places do not line up with the kinds' periodic
+    quota, and growing the plan keeps every earlier scenario's answer."""
+    out: list[bool] = []
+    for k in range(-(-n // TURN_BLOCK)):
+        quota = math.floor(share * TURN_BLOCK * (k + 1) + 1e-9) - math.floor(share * TURN_BLOCK * k + 1e-9)
+        picked = set(random.Random(f"advice-turns:{seed}:{k}").sample(range(TURN_BLOCK), quota))
+        out += [j in picked for j in range(TURN_BLOCK)]
+    return out[:n]
+
+
 class Considerations:
     """One or two considerations per scenario, the least used so far among those the section's words fit
     (failing two, those the constitution's words fit): the documents' rule, over the same list."""
@@ -101,6 +117,7 @@ def plan_scenarios(sections: Sequence[Section], catalog: AdviceCatalog, n: int, 
         *((f"seed:{k}", sorted(catalog.seeds[k])) for k in ADVICE_KINDS))}
     considerations = Considerations(advice_considerations(catalog, cfg), sections)
     kinds = kind_sequence(cfg.kinds, n)
+    going_on = turn_sequence(cfg.multi_turn_share, n, seed)
     low, high = math.log(cfg.user_words_min), math.log(cfg.user_words_max)
     specs = []
     for index, kind in enumerate(kinds):
@@ -108,7 +125,8 @@ def plan_scenarios(sections: Sequence[Section], catalog: AdviceCatalog, n: int, 
         # every item draws the same numbers in the same order, whatever the shares are set to
         with_system, with_tools = rng.random() < cfg.system_prompt_share, rng.random() < cfg.tools_share
         words = round(math.exp(rng.uniform(low, high)))  # log-uniform: many short messages, some long ones
-        goes_on, extra = rng.random() < cfg.multi_turn_share, rng.random()
+        _, extra = rng.random(), rng.random()  # the first draw is kept so that every later one stays the same
+        goes_on = going_on[index]
         turns = 1 + (1 + int(extra * (cfg.max_user_turns - 1)) if goes_on and cfg.max_user_turns > 1 else 0)
         operator = decks["operator"].deal() if with_system else None
         toolset = decks["toolset"].deal() if with_tools else None
