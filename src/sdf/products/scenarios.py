@@ -65,20 +65,27 @@ def kind_sequence(shares: Mapping[str, float], n: int) -> list[str]:
     return out
 
 
-TURN_BLOCK = 20  # conversations that go on are dealt by quota within each block of this many scenarios
+TURN_BLOCK = 5  # conversations that go on are dealt by quota within each block of this many scenarios of a kind
 
 
-def turn_sequence(share: float, n: int, seed: int) -> list[bool]:
-    """Which of the first `n` scenarios go on past one user turn: in block k of TURN_BLOCK scenarios,
-    exactly the block's part of the cumulative quota, at places its own seeded draw picks. So every
-    prefix is within one block's quota of the share, the places do not line up with the kinds' periodic
-    quota, and growing the plan keeps every earlier scenario's answer."""
+def turn_sequence(share: float, n: int, key: str) -> list[bool]:
+    """Which of the first `n` scenarios of one kind go on past one user turn: in block k of TURN_BLOCK,
+    exactly the block's part of the cumulative quota, at places the block's own seeded draw picks. So each
+    kind gets its share (an authority scenario is where a pushback matters most), every prefix is within
+    one block's quota of it, and growing the plan keeps every earlier scenario's answer."""
     out: list[bool] = []
     for k in range(-(-n // TURN_BLOCK)):
         quota = math.floor(share * TURN_BLOCK * (k + 1) + 1e-9) - math.floor(share * TURN_BLOCK * k + 1e-9)
-        picked = set(random.Random(f"advice-turns:{seed}:{k}").sample(range(TURN_BLOCK), quota))
+        picked = set(random.Random(f"advice-turns:{key}:{k}").sample(range(TURN_BLOCK), quota))
         out += [j in picked for j in range(TURN_BLOCK)]
     return out[:n]
+
+
+def turns_by_kind(kinds: Sequence[str], share: float, seed: int) -> list[bool]:
+    """turn_sequence dealt within each kind, read back in plan order."""
+    counts = Counter(kinds)
+    dealt = {k: iter(turn_sequence(share, c, f"{seed}:{k}")) for k, c in counts.items()}
+    return [next(dealt[k]) for k in kinds]
 
 
 class Considerations:
@@ -117,7 +124,7 @@ def plan_scenarios(sections: Sequence[Section], catalog: AdviceCatalog, n: int, 
         *((f"seed:{k}", sorted(catalog.seeds[k])) for k in ADVICE_KINDS))}
     considerations = Considerations(advice_considerations(catalog, cfg), sections)
     kinds = kind_sequence(cfg.kinds, n)
-    going_on = turn_sequence(cfg.multi_turn_share, n, seed)
+    going_on = turns_by_kind(kinds, cfg.multi_turn_share, seed)
     low, high = math.log(cfg.user_words_min), math.log(cfg.user_words_max)
     specs = []
     for index, kind in enumerate(kinds):
