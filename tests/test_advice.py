@@ -449,7 +449,8 @@ def test_a_truncated_reply_is_retried_once_with_the_larger_limit(fake, tmp_path:
 
 SINGLE_TURN_NO_DEPLOYMENTS = "[advice]\nmulti_turn_share = 0.0\nsystem_prompt_share = 0.0\ntools_share = 0.0\n"
 MULTI_TURN = "[advice]\nmulti_turn_share = 0.5\n"
-NO_DEPLOYMENTS = "[advice]\nmulti_turn_share = 0.5\nsystem_prompt_share = 0.0\ntools_share = 0.0\n"  # user messages first
+# no deployments: the user messages are the first requests sent
+NO_DEPLOYMENTS = "[advice]\nmulti_turn_share = 0.5\nsystem_prompt_share = 0.0\ntools_share = 0.0\n"
 
 
 def same_part(part: str):
