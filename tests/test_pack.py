@@ -481,6 +481,21 @@ def test_add_bos_frames_each_document(tmp_path):
     assert verify_run(tmp_path) == []
 
 
+def test_spool_frames_documents_and_skips_empty_ones(tmp_path):
+    from sdf.steps.tokens.spool import TokenSpool
+
+    tokenizer = load_tokenizer(TOKENIZER)
+    for add_bos, framed in ((False, [[5, 6, 0], [70000, 0]]), (True, [[1, 5, 6, 0], [1, 70000, 0]])):
+        spool = TokenSpool(tmp_path / f"spool{add_bos}.u32", tokenizer, add_bos)
+        lengths = spool.add([[5, 6], [], [70000]])  # ids past 65535 must survive: the spool is uint32
+        spool.finish_writing()
+        assert lengths == [len(framed[0]), 0, len(framed[1])]
+        assert spool.documents == 2 and spool.lengths().tolist() == [len(f) for f in framed]
+        assert [spool.read(d).tolist() for d in range(2)] == framed
+        assert spool.read(1, 1, 1).tolist() == [framed[1][1]]
+        spool.close()
+
+
 def test_large_vocabulary_uses_32_bit_tokens(tmp_path):
     docs = make_corpus(tmp_path / "corpus.parquet", n=20)
     cfg = config(tokenizer="cl100k_base", strategy="bfd")

@@ -43,6 +43,7 @@ import json
 import shutil
 from array import array
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -170,36 +171,16 @@ def _pack(
         orders["train"] = rng.permutation(np.concatenate([orders["train"], np.asarray(mix_docs, np.int64)]))
 
     spec = ShardSpec(cfg.seq_len, tokenizer.name, tokenizer.vocab_size)
-    splits: dict[str, dict[str, Any]] = {}
-    holdings: dict[str, dict[str, Any]] = {name: {} for name in cfg.formats}
-    shards: list[dict[str, Any]] = []
-    samples: list[dict[str, Any]] = []
     length_of = array("q", lengths.astype(np.int64).tobytes())  # 8 bytes a document, fast to index
-    for split, order in orders.items():
-        if len(order) == 0:
-            continue
-        watched = order[order < n_sdf][:SAMPLES_PER_SPLIT].tolist()
-        bar = tqdm(total=int(lengths[order].sum()) * len({FORMATS[f].holds for f in cfg.formats}),
-                   desc=f"pack {split}", unit="tok", unit_scale=True, disable=None if progress else True)  # fmt: skip
-        with bar:
-            rows, offsets, shard_sets = _write_split(out_dir, split, order.tolist(), cfg, spec, spool, length_of,
-                                                     set(watched), seed, bar)  # fmt: skip
-        for writer in shard_sets:
-            shards += writer.close()
-            for fmt in writer.formats:
-                holdings[fmt.name][split] = writer.holdings(fmt)
-        splits[split] = {
-            "documents": len(order),
-            "tokens": int(lengths[order].sum()),
-            "sequences": rows.sequences,
-            "padding_tokens": rows.padding_tokens,
-            "split_documents": rows.split_documents,
-            "shards": max(w.index + 1 for w in shard_sets),
-        }
-        for doc in watched:
-            place = {"offsets": {kind: firsts[doc] for kind, firsts in offsets.items()}, "length": length_of[doc]}
-            samples.append({"split": split, "row": int(tally.rows[doc])} | place)
-    _attach_sample_texts(corpus_path, samples)
+    watching = {split: order[order < n_sdf][:SAMPLES_PER_SPLIT].tolist() for split, order in orders.items()}
+    # the samples' texts are read back from the corpus while the shards are written (parquet decodes and
+    # sha256 hashes without the GIL)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        texts = pool.submit(_sample_texts, corpus_path, [int(tally.rows[d]) for ds in watching.values() for d in ds])
+        splits, holdings, shards, samples = _write_splits(out_dir, orders, watching, cfg, spec, spool, lengths,
+                                                          length_of, tally, seed, progress)  # fmt: skip
+        for sample in samples:
+            sample |= texts.result()[sample.pop("row")]
 
     slots = sum(s["sequences"] for s in splits.values()) * cfg.seq_len
     padding = sum(s["padding_tokens"] for s in splits.values())
@@ -351,17 +332,66 @@ def _flush(rows: list[Row], spool: TokenSpool, writer: ShardSet, stats: PackStat
     bar.update(stats.tokens - before)
 
 
-def _attach_sample_texts(corpus: Path, samples: list[dict[str, Any]]) -> None:
-    """Give each sample its doc_id and the sha256 of its text, read back from the corpus by row."""
-    wanted = {s.pop("row"): s for s in samples}
-    row = 0
+def _write_splits(
+    out_dir: Path,
+    orders: dict[str, np.ndarray],
+    watching: dict[str, list[int]],
+    cfg: PackConfig,
+    spec: ShardSpec,
+    spool: TokenSpool,
+    lengths: np.ndarray,
+    length_of: Sequence[int],
+    tally: CorpusTally,
+    seed: int,
+    progress: bool,
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Write every split; return its counts, what each format holds, the shards and the samples' places
+    (each sample still keyed by its corpus "row")."""
+    splits: dict[str, dict[str, Any]] = {}
+    holdings: dict[str, dict[str, Any]] = {name: {} for name in cfg.formats}
+    shards: list[dict[str, Any]] = []
+    samples: list[dict[str, Any]] = []
+    for split, order in orders.items():
+        if len(order) == 0:
+            continue
+        watched = watching[split]
+        bar = tqdm(total=int(lengths[order].sum()) * len({FORMATS[f].holds for f in cfg.formats}),
+                   desc=f"pack {split}", unit="tok", unit_scale=True, disable=None if progress else True)  # fmt: skip
+        with bar:
+            rows, offsets, shard_sets = _write_split(out_dir, split, order.tolist(), cfg, spec, spool, length_of,
+                                                     set(watched), seed, bar)  # fmt: skip
+        for writer in shard_sets:
+            shards += writer.close()
+            for fmt in writer.formats:
+                holdings[fmt.name][split] = writer.holdings(fmt)
+        splits[split] = {
+            "documents": len(order),
+            "tokens": int(lengths[order].sum()),
+            "sequences": rows.sequences,
+            "padding_tokens": rows.padding_tokens,
+            "split_documents": rows.split_documents,
+            "shards": max(w.index + 1 for w in shard_sets),
+        }
+        for doc in watched:
+            place = {"offsets": {kind: firsts[doc] for kind, firsts in offsets.items()}, "length": length_of[doc]}
+            samples.append({"split": split, "row": int(tally.rows[doc])} | place)
+    return splits, holdings, shards, samples
+
+
+def _sample_texts(corpus: Path, rows: list[int]) -> dict[int, dict[str, str]]:
+    """The doc_id and the sha256 of the text of each wanted corpus row, read back by row."""
+    found: dict[int, dict[str, str]] = {}
+    first = 0
     parquet = open_parquet(corpus)
     for batch in parquet.iter_batches(batch_size=READ_ROWS, columns=["doc_id", "text"]):
-        for r in [r for r in wanted if row <= r < row + batch.num_rows]:
-            wanted[r]["doc_id"] = str(batch.column("doc_id")[r - row].as_py())
-            text = batch.column("text")[r - row].as_py()
-            wanted[r]["text_sha256"] = hashlib.sha256(text.encode()).hexdigest()
-        row += batch.num_rows
+        for r in [r for r in rows if first <= r < first + batch.num_rows]:
+            text = batch.column("text")[r - first].as_py()
+            found[r] = {"doc_id": str(batch.column("doc_id")[r - first].as_py()),
+                        "text_sha256": hashlib.sha256(text.encode()).hexdigest()}
+        first += batch.num_rows
+        if len(found) == len(set(rows)):
+            break
+    return found
 
 
 def _check_corpus(corpus: Path) -> None:

@@ -11,7 +11,6 @@ from array import array
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import chain
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,6 +26,7 @@ TOKENIZE_BATCH = 1024  # most documents per encode_batch call
 TOKENIZE_CHARS = 1 << 20  # most characters per call: bounds the tokenizer's working memory (~100 B/token)
 READ_ROWS = 256  # parquet rows decoded at a time
 
+U32 = next(code for code in "IL" if array(code).itemsize == 4)  # the array typecode of a uint32
 Piece = tuple[int, int, int]  # (document, first token within it, token count)
 
 
@@ -44,24 +44,24 @@ class TokenSpool:
 
     def add(self, encoded: list[list[int]]) -> list[int]:
         """Append encoded texts; return each one's framed length (0 = empty text, not stored)."""
+        # array('I', ids) converts a list in one C loop, twice as fast as numpy over a chained iterator;
+        # this runs under the GIL while the tokenizer encodes the next batch on every core
+        flat = array(U32)
         lengths = []
+        end = self.offsets[-1]
         for ids in encoded:
             if not ids:
                 lengths.append(0)
                 continue
-            ids.append(self.eos)
             if self.bos is not None:
-                ids.insert(0, self.bos)
-            lengths.append(len(ids))
-        kept = [ids for ids in encoded if ids]
-        total = sum(lengths)
-        flat = np.fromiter(chain.from_iterable(kept), dtype=np.uint32, count=total)
+                flat.append(self.bos)
+            flat.extend(array(U32, ids))
+            flat.append(self.eos)
+            n = len(ids) + 1 + (self.bos is not None)
+            lengths.append(n)
+            end += n
+            self.offsets.append(end)
         self.file.write(flat.tobytes())
-        end = self.offsets[-1]
-        for n in lengths:
-            if n:
-                end += n
-                self.offsets.append(end)
         return lengths
 
     @property
