@@ -150,17 +150,18 @@ def encode_ahead(
     """Yield (batch, token ids) while the next batch is already encoding in a worker thread.
 
     Both tokenizer backends release the GIL while they encode, so writing one batch overlaps with
-    encoding the next.
+    encoding the next. The worker thread only encodes: the ids become Python lists here, under the GIL,
+    so that the next encode never waits for the GIL to start.
     """
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
         for batch in batches:
-            future = pool.submit(tokenizer.encode_batch, [record[0] for record in batch])
+            future = pool.submit(tokenizer.encode_native, [record[0] for record in batch])
             if pending is not None:
-                yield pending[0], pending[1].result()
+                yield pending[0], tokenizer.ids_of(pending[1].result())
             pending = (batch, future)
         if pending is not None:
-            yield pending[0], pending[1].result()
+            yield pending[0], tokenizer.ids_of(pending[1].result())
 
 
 def text_batches(records: Iterator[tuple[str, ...]]) -> Iterator[list[tuple[str, ...]]]:

@@ -47,7 +47,15 @@ class Tokenizer:
         self.sha256 = sha256
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self.ids_of(self.encode_native(texts))
+
+    def encode_native(self, texts: list[str]) -> Any:
+        """Encode `texts` in the backend's own form; the part that runs without the GIL."""
         raise NotImplementedError
+
+    def ids_of(self, native: Any) -> list[list[int]]:
+        """Token ids from what `encode_native` returned (Python lists: this part holds the GIL)."""
+        return native
 
     def decode(self, ids: list[int]) -> str:
         raise NotImplementedError
@@ -87,10 +95,13 @@ class HFTokenizer(Tokenizer):
         super().__init__(name, spec, vocab_size, eos_id, bos_id, sha256)
         self.backend = backend
 
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+    def encode_native(self, texts: list[str]) -> list[Any]:
         # encode_batch_fast arrived in tokenizers 0.20; older versions only have encode_batch
         encode = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)
-        return [enc.ids for enc in encode(texts, add_special_tokens=False)]
+        return encode(texts, add_special_tokens=False)
+
+    def ids_of(self, native: list[Any]) -> list[list[int]]:
+        return [enc.ids for enc in native]
 
     def decode(self, ids: list[int]) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=False)
@@ -107,7 +118,7 @@ class TiktokenTokenizer(Tokenizer):
         self.encoding = encoding
         self.threads = workers.count()  # --workers, else the CPU count
 
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+    def encode_native(self, texts: list[str]) -> list[list[int]]:
         return self.encoding.encode_ordinary_batch(texts, num_threads=self.threads)
 
     def decode(self, ids: list[int]) -> str:
