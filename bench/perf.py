@@ -7,7 +7,9 @@
    <= 4.4), the share of documents NER read, and whether the caps caught the planted over-used name
    (a given name and surname the plan never dealt, in 10% of the documents).
 2. The workers' scaling: `sdf filter` and `sdf pack` with `--workers 1` and `--workers 2` on 4N documents
-   (target >= 1.7x on two cores), and that the outputs are byte-identical.
+   (target >= 1.7x on two cores), and that the outputs are byte-identical. Pack is timed with the tests'
+   700-id tokenizer (~3.5 tokens a word) and with a BPE trained on the N run (about as many tokens a word as
+   cl100k_base, which is printed alongside), since the work per token differs by that much.
 3. The quality filter against datatrove's Gopher quality, Gopher repetition, C4 and FineWeb filters on
    the same documents (target: at least as fast); needs the `bench` extra.
 4. `sdf plan --docs 200000` on the bundled constitution, as a fresh process: wall and CPU seconds and peak
@@ -38,6 +40,8 @@ CONSTITUTION = ROOT / "tests" / "data" / "fixture_constitution.md"
 TOKENIZER = ROOT / "tests" / "data" / "tokenizer.json"
 PLANTED = ("Elara", "Voss")  # the model's favourite name, never dealt by the plan
 PLANTED_SHARE = 0.10
+BENCH_VOCAB = 8000  # ids of the bench's own BPE (what it reaches on the bench's text is printed)
+REPEATS = 3  # runs of each worker-scaling command; the fastest counts
 _SAYINGS = ("{n} looked at the notes again and frowned.", "Later, {n} said the numbers did not add up.",
             "It was {n} who first noticed the change.", "Nobody argued with {n} after that.",
             "By evening {n} had written three pages.")
@@ -185,20 +189,60 @@ def dedup_figures(tmp: Path, docs: int, words: int, extra: list[str]) -> list[di
     return out
 
 
-def worker_figures(run_dir: Path) -> dict:
-    times: dict[str, dict[int, float]] = {"filter": {}, "pack": {}}
-    cpu: dict[str, dict[int, float]] = {"filter": {}, "pack": {}}
-    digests: dict[int, tuple[str, str]] = {}
+def bench_tokenizer(tmp: Path, corpus: Path) -> Path:
+    """A byte-level BPE of up to BENCH_VOCAB ids trained on `corpus` (the N run, not the one timed): about one
+    token per word, as the tokenizers models train with give on English prose; tests/data/tokenizer.json has
+    700 ids and cuts words into ~3.5 tokens, which multiplies the per-token work of packing."""
+    import pyarrow.parquet as pq
+    from data.make_tokenizer import build_tokenizer
+
+    texts = pq.read_table(corpus, columns=["text"]).column("text").to_pylist()
+    path = tmp / "bench-tokenizer.json"
+    build_tokenizer("\n".join(texts), vocab_size=BENCH_VOCAB).save(str(path))
+    return path
+
+
+def tokens_per_word(corpus: Path, tokenizers: dict[str, str]) -> dict[str, float]:
+    """Tokens per whitespace word on the first 300 documents of `corpus`, for each tokenizer spec."""
+    import pyarrow.parquet as pq
+
+    from sdf.steps.tokens.tokenizer import load_tokenizer
+
+    texts = pq.read_table(corpus, columns=["text"]).column("text").to_pylist()[:300]
+    words = sum(len(t.split()) for t in texts)
+    return {name: sum(map(len, load_tokenizer(spec).encode_batch(texts))) / words for name, spec in tokenizers.items()}
+
+
+def fastest(runs: int, *args: str, fresh: Path | None = None) -> tuple[float, float]:
+    """The least wall seconds of `runs` fresh `sdf ...` processes, and that run's CPU seconds; the folder
+    `fresh` is removed before each (the packer skips a pack whose shards are as it would write them)."""
+    best = []
+    for _ in range(runs):
+        if fresh is not None:
+            shutil.rmtree(fresh, ignore_errors=True)
+        best.append((sdf(*args), CPU[-1]))
+    return min(best)
+
+
+def worker_figures(run_dir: Path, tokenizers: dict[str, Path]) -> dict:
+    """`sdf filter`, then `sdf pack` with each tokenizer, on 1 and 2 workers: the least time of REPEATS runs
+    each (one run moves by +-0.1 s with the machine's other work), and whether the outputs are identical."""
+    times: dict[str, dict[int, float]] = {}
+    cpu: dict[str, dict[int, float]] = {}
+    digests: dict[int, list[str]] = {1: [], 2: []}
     for workers in (1, 2):
-        times["filter"][workers] = sdf("filter", str(run_dir), "--no-progress", "--workers", str(workers))
-        cpu["filter"][workers] = CPU[-1]
-        filtered = digest([run_dir / "filtered.parquet"])
-        sdf("dedup", str(run_dir))
-        shutil.rmtree(run_dir / "shards", ignore_errors=True)
-        times["pack"][workers] = sdf("pack", str(run_dir), "--no-progress", "--workers", str(workers))
-        cpu["pack"][workers] = CPU[-1]
-        digests[workers] = (filtered, digest([p for p in (run_dir / "shards").rglob("*") if p.is_file()
-                                              and p.name != "manifest.json"]))
+        times.setdefault("filter", {})[workers], cpu.setdefault("filter", {})[workers] = fastest(
+            REPEATS, "filter", str(run_dir), "--no-progress", "--workers", str(workers))
+        digests[workers].append(digest([run_dir / "filtered.parquet"]))
+    sdf("dedup", str(run_dir))
+    for name, tokenizer in tokenizers.items():
+        stage = f"pack ({name})"
+        for workers in (1, 2):
+            times.setdefault(stage, {})[workers], cpu.setdefault(stage, {})[workers] = fastest(
+                REPEATS, "pack", str(run_dir), "--no-progress", "--workers", str(workers), "--tokenizer",
+                str(tokenizer), fresh=run_dir / "shards")
+            digests[workers].append(digest([p for p in (run_dir / "shards").rglob("*") if p.is_file()
+                                            and p.name != "manifest.json"]))
     return {"times": times, "cpu": cpu, "identical": digests[1] == digests[2]}
 
 
@@ -248,6 +292,9 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=1000, help="N; the second size is 4N")
     parser.add_argument("--words", type=int, default=1000, help="mean words per document")
     parser.add_argument("--skip-workers", action="store_true", help="do not measure the workers' scaling")
+    parser.add_argument("--workers-docs", type=int, default=0,
+                        help="documents for the workers' scaling (default 4N); the fixed ~0.5 s of process start "
+                             "weighs less on a larger run")
     parser.add_argument("--skip-datatrove", action="store_true", help="do not compare with datatrove")
     parser.add_argument("--skip-dedup", action="store_true", help="measure only the plan (and what is not skipped)")
     parser.add_argument("--skip-plan", action="store_true", help="do not time `sdf plan` at 200,000 documents")
@@ -291,12 +338,19 @@ def print_stages(tmp: Path, args: argparse.Namespace) -> None:
           f"CPU 4N / N: {large['cpu'] / small['cpu']:.2f}")
     print(f"{load()} while measuring (other work slows every figure)")
     if not args.skip_workers:
-        w = worker_figures(large["run"])
+        bpe = bench_tokenizer(tmp, small["run"] / "corpus.parquet")
+        tokenizers = {"tests/data/tokenizer.json": TOKENIZER, "a BPE trained on the N run": bpe}
+        per_word = tokens_per_word(large["run"] / "corpus.parquet", {**tokenizers, "cl100k_base": "cl100k_base"})
+        print("tokens per word on the 4N corpus: " + ", ".join(f"{k} {v:.2f}" for k, v in per_word.items()))
+        scale = {"docs": large["docs"], "run": large["run"]}
+        if args.workers_docs and args.workers_docs != large["docs"]:
+            scale = {"docs": args.workers_docs, "run": make_run(tmp, args.workers_docs, args.words)}
+        w = worker_figures(scale["run"], tokenizers)
         for stage, t in w["times"].items():
             c = w["cpu"][stage]
-            print(f"sdf {stage} on {large['docs']:,} docs: 1 worker {t[1]:.2f} s, 2 workers {t[2]:.2f} s: "
+            print(f"sdf {stage} on {scale['docs']:,} docs: 1 worker {t[1]:.2f} s, 2 workers {t[2]:.2f} s: "
                   f"{t[1] / t[2]:.2f}x (target >= 1.7x on 2 cores; this machine has {os.cpu_count()}); "
-                  f"CPU s {c[1]:.2f} and {c[2]:.2f}")
+                  f"CPU s {c[1]:.2f} and {c[2]:.2f}; the fastest of {REPEATS}")
         print(f"outputs identical across worker counts: {w['identical']}")
     if not args.skip_datatrove:
         q = quality_figures(large["run"], 3000)
