@@ -230,17 +230,20 @@ def worker_figures(run_dir: Path, tokenizers: dict[str, Path]) -> dict:
     times: dict[str, dict[int, float]] = {}
     cpu: dict[str, dict[int, float]] = {}
     digests: dict[int, list[str]] = {1: [], 2: []}
+
+    def timed(stage: str, workers: int, *args: str, fresh: Path | None = None) -> None:
+        wall, seconds = fastest(REPEATS, *args, "--no-progress", "--workers", str(workers), fresh=fresh)
+        times.setdefault(stage, {})[workers] = wall
+        cpu.setdefault(stage, {})[workers] = seconds
+
     for workers in (1, 2):
-        times.setdefault("filter", {})[workers], cpu.setdefault("filter", {})[workers] = fastest(
-            REPEATS, "filter", str(run_dir), "--no-progress", "--workers", str(workers))
+        timed("filter", workers, "filter", str(run_dir))
         digests[workers].append(digest([run_dir / "filtered.parquet"]))
     sdf("dedup", str(run_dir))
     for name, tokenizer in tokenizers.items():
-        stage = f"pack ({name})"
         for workers in (1, 2):
-            times.setdefault(stage, {})[workers], cpu.setdefault(stage, {})[workers] = fastest(
-                REPEATS, "pack", str(run_dir), "--no-progress", "--workers", str(workers), "--tokenizer",
-                str(tokenizer), fresh=run_dir / "shards")
+            timed(f"pack ({name})", workers, "pack", str(run_dir), "--tokenizer", str(tokenizer),
+                  fresh=run_dir / "shards")
             digests[workers].append(digest([p for p in (run_dir / "shards").rglob("*") if p.is_file()
                                             and p.name != "manifest.json"]))
     return {"times": times, "cpu": cpu, "identical": digests[1] == digests[2]}

@@ -178,9 +178,9 @@ def _pack(
     with ThreadPoolExecutor(max_workers=1) as pool:
         texts = pool.submit(_sample_texts, corpus_path, [int(tally.rows[d]) for ds in watching.values() for d in ds])
         splits, holdings, shards, samples = _write_splits(out_dir, orders, watching, cfg, spec, spool, lengths,
-                                                          length_of, tally, seed, progress)  # fmt: skip
+                                                          length_of, seed, progress)  # fmt: skip
         for sample in samples:
-            sample |= texts.result()[sample.pop("row")]
+            sample |= texts.result()[int(tally.rows[sample.pop("doc")])]
 
     slots = sum(s["sequences"] for s in splits.values()) * cfg.seq_len
     padding = sum(s["padding_tokens"] for s in splits.values())
@@ -341,12 +341,11 @@ def _write_splits(
     spool: TokenSpool,
     lengths: np.ndarray,
     length_of: Sequence[int],
-    tally: CorpusTally,
     seed: int,
     progress: bool,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Write every split; return its counts, what each format holds, the shards and the samples' places
-    (each sample still keyed by its corpus "row")."""
+    (each sample still names its spool document as "doc")."""
     splits: dict[str, dict[str, Any]] = {}
     holdings: dict[str, dict[str, Any]] = {name: {} for name in cfg.formats}
     shards: list[dict[str, Any]] = []
@@ -374,22 +373,23 @@ def _write_splits(
         }
         for doc in watched:
             place = {"offsets": {kind: firsts[doc] for kind, firsts in offsets.items()}, "length": length_of[doc]}
-            samples.append({"split": split, "row": int(tally.rows[doc])} | place)
+            samples.append({"split": split, "doc": doc} | place)
     return splits, holdings, shards, samples
 
 
 def _sample_texts(corpus: Path, rows: list[int]) -> dict[int, dict[str, str]]:
     """The doc_id and the sha256 of the text of each wanted corpus row, read back by row."""
     found: dict[int, dict[str, str]] = {}
+    wanted = set(rows)
     first = 0
     parquet = open_parquet(corpus)
     for batch in parquet.iter_batches(batch_size=READ_ROWS, columns=["doc_id", "text"]):
-        for r in [r for r in rows if first <= r < first + batch.num_rows]:
+        for r in [r for r in wanted if first <= r < first + batch.num_rows]:
             text = batch.column("text")[r - first].as_py()
             found[r] = {"doc_id": str(batch.column("doc_id")[r - first].as_py()),
                         "text_sha256": hashlib.sha256(text.encode()).hexdigest()}
         first += batch.num_rows
-        if len(found) == len(set(rows)):
+        if len(found) == len(wanted):
             break
     return found
 
